@@ -1,0 +1,70 @@
+"""Accelerator probing (cached per host) and the encoder chain a render uses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from dataclasses import asdict
+from typing import Any
+
+from .config import cache_dir
+from .errors import UnavailableError, UnknownChoiceError
+from .ffmpeg import ffmpeg_binary, ffmpeg_version
+from .interfaces import Accelerator, AcceleratorProbe
+from .models import write_atomic
+
+log = logging.getLogger("montage.accel")
+
+PROBE_TTL_SECONDS = 3600.0
+QUALITIES = ("preview", "standard", "high")
+
+
+def _cache_path() -> Any:
+    return cache_dir() / f"probe-{socket.gethostname()}.json"
+
+
+def probe_all(accelerators: list[Accelerator], *, refresh: bool = False) -> dict[str, AcceleratorProbe]:
+    """Probe every accelerator, reusing this host's cached results while fresh."""
+    key = {"ffmpeg": ffmpeg_binary(), "version": ffmpeg_version(),
+           "accelerators": sorted(f"{a.name}:{type(a).__module__}" for a in accelerators)}
+    path = _cache_path()
+    if not refresh:
+        try:
+            cached = json.loads(path.read_text())
+            if cached["key"] == key and time.time() - cached["time"] < PROBE_TTL_SECONDS:
+                return {name: AcceleratorProbe(**p) for name, p in cached["probes"].items()}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    probes: dict[str, AcceleratorProbe] = {}
+    for accel in accelerators:
+        try:
+            probes[accel.name] = accel.probe(ffmpeg_binary())
+        except Exception as exc:  # a probe must never take a job down
+            probes[accel.name] = AcceleratorProbe(accel.name, False, f"probe crashed: {type(exc).__name__}: {exc}")
+        if not probes[accel.name].available:
+            log.info("accelerator %s skipped: %s", accel.name, probes[accel.name].reason)
+    write_atomic(path, json.dumps({"key": key, "time": time.time(),
+                                   "probes": {n: asdict(p) for n, p in probes.items()}}))
+    return probes
+
+
+def encoder_chain(
+    accelerators: list[Accelerator], choice: str = "auto", *, refresh: bool = False
+) -> list[tuple[Accelerator, AcceleratorProbe]]:
+    """Working accelerators, best first, software last; ``choice`` pins one (then software)."""
+    by_name = {a.name: a for a in accelerators}
+    if choice != "auto" and choice not in by_name:
+        raise UnknownChoiceError("accelerator", choice, ["auto", *by_name])
+    probes = probe_all(accelerators, refresh=refresh)
+    working = sorted((a for a in accelerators if probes[a.name].available),
+                     key=lambda a: (a.name == "software", -a.priority, a.name))
+    if choice != "auto":
+        if not probes[choice].available:
+            raise UnavailableError(f"accelerator {choice!r} is not available: {probes[choice].reason}")
+        working = [by_name[choice], *(a for a in working if a.name == "software" and a.name != choice)]
+    if not working:
+        reasons = "; ".join(f"{n}: {p.reason}" for n, p in probes.items())
+        raise UnavailableError(f"no working encoder ({reasons})")
+    return [(a, probes[a.name]) for a in working]

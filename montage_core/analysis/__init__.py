@@ -1,0 +1,1 @@
+"""The analysis stage: one decode pass per clip feeding Numba kernels, cached by content."""

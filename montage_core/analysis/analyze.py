@@ -1,0 +1,217 @@
+"""One decode pass per clip: ffmpeg → downscaled luma pipe → every registered analyzer."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..ffmpeg import ffmpeg_binary, last_error_line, probe_media
+from ..interfaces import Analyzer
+from ..models import ClipAnalysis, MediaInfo, Shot
+from . import cache
+
+log = logging.getLogger("montage.analysis")
+
+ANALYSIS_WIDTH = 256
+BATCH = 32
+#: a frame whose cut score passes both this floor and ``CUT_RATIO`` × its neighbourhood is a cut
+CUT_THRESHOLD = 0.2
+CUT_RATIO = 3.0
+MIN_SHOT_SECONDS = 0.4
+
+Progress = Callable[[float, float], None]
+
+
+def analysis_size(info: MediaInfo, width: int = ANALYSIS_WIDTH) -> tuple[int, int]:
+    """Analysis frame size: ``width`` wide (even), height keeping the display aspect (even)."""
+    w = min(width, info.width - info.width % 2) or width
+    h = max(2, int(round(w * info.height / max(1, info.width) / 2)) * 2)
+    return w, h
+
+
+def decode_luma(
+    path: str, info: MediaInfo, size: tuple[int, int], input_args: Sequence[str] = (), batch: int = BATCH
+) -> Iterator[np.ndarray]:
+    """Yield batches of downscaled luma frames; raise InputError if nothing decodes.
+
+    A reader thread fills the next batches while the caller's (GIL-free) kernels work on
+    the current one, so decoding and analysis overlap.
+    """
+    w, h = size
+    cmd = [
+        ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", *input_args,
+        "-i", path, "-map", "0:v:0", "-an", "-sn", "-dn",
+        "-vf", f"scale={w}:{h}:flags=bilinear,format=gray",
+        "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1",
+    ]
+    frame_bytes = w * h
+    stderr = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, bufsize=frame_bytes * batch)
+    batches: queue.Queue[np.ndarray | None | BaseException] = queue.Queue(maxsize=4)
+
+    def reader() -> None:
+        try:
+            assert proc.stdout is not None
+            while True:
+                data = proc.stdout.read(frame_bytes * batch)
+                n = len(data) // frame_bytes
+                if n:
+                    batches.put(np.frombuffer(data[: n * frame_bytes], np.uint8).reshape(n, h, w))
+                if len(data) < frame_bytes * batch:
+                    break
+            batches.put(None)
+        except BaseException as exc:  # pragma: no cover - surfaced in the consumer
+            batches.put(exc)
+
+    thread = threading.Thread(target=reader, name=f"decode:{Path(path).name}", daemon=True)
+    thread.start()
+    produced = 0
+    try:
+        while (item := batches.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            produced += len(item)
+            yield item
+    finally:
+        if proc.poll() is None and thread.is_alive():
+            proc.kill()
+        proc.wait()
+        thread.join(timeout=5)
+        stderr.seek(0)
+        message = stderr.read().decode("utf-8", "replace")
+        stderr.close()
+    if produced == 0:
+        raise InputError(path, f"no decodable video frames ({last_error_line(message)})")
+    if proc.returncode not in (0, None, -9) and message:
+        log.warning("%s: decoding stopped early after %d frames: %s", path, produced, last_error_line(message))
+
+
+def detect_cuts(score: np.ndarray, fps: float, threshold: float = CUT_THRESHOLD, ratio: float = CUT_RATIO,
+                min_shot: float = MIN_SHOT_SECONDS) -> list[int]:
+    """Frames that start a new shot: strong, isolated peaks of the cut score."""
+    n = len(score)
+    window = max(2, int(round(fps / 2)))
+    min_gap = max(1, int(round(min_shot * fps)))
+    candidates: list[int] = []
+    for i in np.flatnonzero(score >= threshold):
+        lo, hi = max(0, i - window), min(n, i + window + 1)
+        neighbourhood = np.concatenate([score[lo : max(lo, i - 1)], score[min(hi, i + 2) : hi]])
+        baseline = float(np.median(neighbourhood)) if len(neighbourhood) else 0.0
+        if score[i] >= ratio * baseline:
+            candidates.append(int(i))
+    cuts: list[int] = []
+    for i in candidates:  # keep the stronger of two cuts closer than a minimal shot
+        if i < min_gap or i > n - min_gap:
+            continue
+        if cuts and i - cuts[-1] < min_gap:
+            if score[i] > score[cuts[-1]]:
+                cuts[-1] = i
+            continue
+        cuts.append(i)
+    return cuts
+
+
+def _aggregate(values: np.ndarray, how: str) -> float:
+    if len(values) == 0:
+        return 0.0
+    if how == "mean":
+        return float(values.mean())
+    if how == "max":
+        return float(values.max())
+    if how == "trimmed_mean":
+        lo, hi = np.percentile(values, [10, 90])
+        kept = values[(values >= lo) & (values <= hi)]
+        return float(kept.mean() if len(kept) else values.mean())
+    return float(np.median(values))
+
+
+def build_shots(path: str, series: dict[str, np.ndarray], aggregates: dict[str, str], fps: float) -> list[Shot]:
+    """Split the per-frame series at the detected cuts and aggregate each shot's features."""
+    n = len(series["cut_score"])
+    bounds = [0, *detect_cuts(series["cut_score"], fps), n]
+    shots = []
+    for index, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        # The first frame of a shot carries the jump from the previous one; leave it out.
+        inner = slice(a + 1, b) if b - a > 2 else slice(a, b)
+        features = {name: _aggregate(values[inner], aggregates[name]) for name, values in series.items()}
+        shots.append(Shot(path, index, a / fps, b / fps, features))
+    return shots
+
+
+def analyzer_versions(analyzers: Sequence[Analyzer]) -> dict[str, str]:
+    return {a.name: a.version for a in analyzers}
+
+
+def analyze_clip(
+    path: str | Path,
+    analyzers: Sequence[Analyzer],
+    *,
+    progress: Progress | None = None,
+    use_cache: bool = True,
+    input_args: Sequence[str] = (),
+    width: int = ANALYSIS_WIDTH,
+) -> ClipAnalysis:
+    """Analyze one clip (or return its cached analysis). Raises InputError for unusable clips."""
+    path = str(path)
+    info = probe_media(path)
+    if not info.has_video:
+        raise InputError(path, "has no video stream (audio-only file)")
+    if info.width <= 0 or info.height <= 0:
+        raise InputError(path, "video stream has no frame size")
+    versions = analyzer_versions(analyzers)
+    digest = cache.file_digest(path)
+    key = cache.analysis_key(digest, versions, width)
+    if use_cache and (hit := cache.load(key, path)) is not None:
+        log.debug("%s: analysis cache hit", path)
+        return hit
+    fps = info.fps or 25.0
+    size = analysis_size(info, width)
+    outputs: dict[str, list[np.ndarray]] = {name: [] for a in analyzers for name in a.outputs}
+    aggregates = {name: a.aggregate for a in analyzers for name in a.outputs}
+    previous = np.empty((0, 0), np.uint8)
+    frames_done = 0
+    last_report = 0.0
+    for frames in decode_luma(path, info, size, input_args):
+        for analyzer in analyzers:
+            for name, values in analyzer.compute(frames, previous).items():
+                outputs[name].append(np.asarray(values, dtype=np.float64))
+        previous = frames[-1]
+        frames_done += len(frames)
+        if progress and time.monotonic() - last_report > 0.25:
+            last_report = time.monotonic()
+            progress(frames_done / fps, info.duration)
+    series = {name: np.concatenate(chunks) for name, chunks in outputs.items()}
+    if "cut_score" not in series:
+        series["cut_score"] = np.zeros(frames_done)
+        aggregates["cut_score"] = "max"
+    decoded_seconds = frames_done / fps
+    if info.duration and decoded_seconds < 0.9 * info.duration - 1.0:
+        log.warning("%s: truncated or damaged: decoded %.1f s of %.1f s; using what decodes",
+                    path, decoded_seconds, info.duration)
+    shots = build_shots(path, series, aggregates, fps)
+    result = ClipAnalysis(info, digest, versions, fps, shots, frames_done)
+    if use_cache:
+        cache.store(key, result)
+    if progress:
+        progress(decoded_seconds, info.duration)
+    return result
+
+
+def describe(analysis: ClipAnalysis) -> dict[str, Any]:
+    """A compact summary for ``montage analyze`` output."""
+    return {
+        "clip": analysis.media.path,
+        "duration": round(analysis.frame_count / analysis.analysis_fps, 3),
+        "shots": [{"start": round(s.start, 3), "end": round(s.end, 3),
+                   **{k: round(v, 4) for k, v in s.features.items()}} for s in analysis.shots],
+    }

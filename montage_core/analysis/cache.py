@@ -1,0 +1,67 @@
+"""Content-addressed analysis cache: same bytes + same analyzer versions → no decode."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from ..config import cache_dir
+from ..models import ClipAnalysis, write_atomic
+
+_CHUNK = 1 << 20
+
+
+def file_digest(path: str | Path) -> str:
+    """BLAKE2b of the file's bytes, remembered per (path, size, mtime, inode) to avoid rehashing."""
+    path = Path(path)
+    st = path.stat()
+    stamp = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
+    memo = cache_dir() / "digests" / hashlib.blake2b(stamp.encode(), digest_size=16).hexdigest()
+    try:
+        return memo.read_text().strip()
+    except OSError:
+        pass
+    h = hashlib.blake2b(digest_size=20)
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    digest = h.hexdigest()
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(memo, digest)
+    return digest
+
+
+def analysis_key(digest: str, analyzers: dict[str, str], width: int) -> str:
+    spec = json.dumps({"analyzers": sorted(analyzers.items()), "width": width})
+    return f"{digest}-{hashlib.blake2b(spec.encode(), digest_size=8).hexdigest()}"
+
+
+def _entry(key: str) -> Path:
+    return cache_dir() / "analysis" / key[:2] / f"{key}.json"
+
+
+def load(key: str, path: str) -> ClipAnalysis | None:
+    """The cached analysis for ``key``, re-labelled with the clip's current ``path``."""
+    try:
+        data = json.loads(_entry(key).read_text(encoding="utf-8"))
+        return ClipAnalysis.from_dict(data).with_clip_path(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def store(key: str, analysis: ClipAnalysis) -> None:
+    entry = _entry(key)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(entry, json.dumps(analysis.to_dict()))
+
+
+def clear() -> int:
+    """Delete every cached analysis; return how many there were."""
+    root = cache_dir() / "analysis"
+    count = 0
+    for entry in root.glob("*/*.json"):
+        os.unlink(entry)
+        count += 1
+    return count

@@ -1,0 +1,129 @@
+"""Numba kernels over batches of downscaled luma frames (uint8, shape (n, h, w)).
+
+Each kernel takes the batch and the frame before it (``previous``; an empty (0, 0) array for
+the first batch of a clip) and writes one value per frame into ``out``. They run with
+``nogil=True`` so the decode reader thread keeps filling the next batch meanwhile, and
+``parallel=True`` over the frames of a batch. ``reference.py`` holds a plain NumPy twin of
+each, used by the tests and ``bench/`` only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+HIST_BINS = 64
+#: a hard cut moves at least this share of the luma histogram (or of mean luma, / 0.25)
+_OPTS = dict(parallel=True, cache=True, nogil=True, fastmath=False)
+
+
+@njit(**_OPTS)
+def brightness(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None:
+    """Mean luma in 0..1."""
+    n, h, w = frames.shape
+    for i in prange(n):
+        total = 0
+        for y in range(h):
+            for x in range(w):
+                total += frames[i, y, x]
+        out[i] = total / (h * w * 255.0)
+
+
+@njit(**_OPTS)
+def sharpness(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None:
+    """Variance of the 4-neighbour Laplacian over the interior, scaled to roughly 0..1."""
+    n, h, w = frames.shape
+    count = (h - 2) * (w - 2)
+    for i in prange(n):
+        s = 0.0
+        s2 = 0.0
+        for y in range(1, h - 1):
+            for x in range(1, w - 1):
+                lap = (4.0 * frames[i, y, x] - frames[i, y - 1, x] - frames[i, y + 1, x]
+                       - frames[i, y, x - 1] - frames[i, y, x + 1])
+                s += lap
+                s2 += lap * lap
+        mean = s / count
+        out[i] = (s2 / count - mean * mean) / (255.0 * 255.0)
+
+
+@njit(**_OPTS)
+def motion(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None:
+    """Mean absolute luma difference to the previous frame, 0..1 (0 for a clip's first frame)."""
+    n, h, w = frames.shape
+    has_previous = previous.shape[0] == h and previous.shape[1] == w
+    for i in prange(n):
+        if i == 0 and not has_previous:
+            out[i] = 0.0
+            continue
+        total = 0
+        for y in range(h):
+            for x in range(w):
+                a = np.int32(frames[i, y, x])
+                b = np.int32(previous[y, x]) if i == 0 else np.int32(frames[i - 1, y, x])
+                total += abs(a - b)
+        out[i] = total / (h * w * 255.0)
+
+
+@njit(**_OPTS)
+def luma_histograms(frames: np.ndarray) -> np.ndarray:
+    """Normalised HIST_BINS-bin histogram of each frame."""
+    n, h, w = frames.shape
+    hists = np.zeros((n, HIST_BINS))
+    shift = 8 - int(np.log2(HIST_BINS))
+    for i in prange(n):
+        for y in range(h):
+            for x in range(w):
+                hists[i, frames[i, y, x] >> shift] += 1.0
+        for b in range(HIST_BINS):
+            hists[i, b] /= h * w
+    return hists
+
+
+@njit(**_OPTS)
+def cut_score(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None:
+    """Shot-boundary score 0..1: geometric mean of histogram change and pixel change.
+
+    A cut changes both what is in the picture (pixels) and its tonal make-up (histogram);
+    fast motion moves pixels but keeps the histogram, a flash shifts the histogram but
+    keeps the layout of edges less often. Needing both suppresses either false alarm.
+    """
+    n, h, w = frames.shape
+    has_previous = previous.shape[0] == h and previous.shape[1] == w
+    hists = luma_histograms(frames)
+    prev_hist = luma_histograms(previous.reshape(1, previous.shape[0], previous.shape[1])) if has_previous else hists[:1]
+    pixel = np.empty(n)
+    motion(frames, previous, pixel)
+    for i in prange(n):
+        if i == 0 and not has_previous:
+            out[i] = 0.0
+            continue
+        d = 0.0
+        for b in range(HIST_BINS):
+            ref = prev_hist[0, b] if i == 0 else hists[i - 1, b]
+            d += abs(hists[i, b] - ref)
+        hist_change = 0.5 * d
+        pixel_change = min(1.0, pixel[i] / 0.25)
+        out[i] = np.sqrt(hist_change * pixel_change)
+
+
+@njit(**_OPTS)
+def centre_of_gravity(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None:
+    """Luma-weighted centroid as offsets from the frame centre; out[:, 0]=x, out[:, 1]=y in -0.5..0.5."""
+    n, h, w = frames.shape
+    for i in prange(n):
+        total = 0.0
+        sx = 0.0
+        sy = 0.0
+        for y in range(h):
+            for x in range(w):
+                v = frames[i, y, x]
+                total += v
+                sx += x * v
+                sy += y * v
+        if total == 0.0:
+            out[i, 0] = 0.0
+            out[i, 1] = 0.0
+        else:
+            out[i, 0] = (sx / total - (w - 1) / 2.0) / w
+            out[i, 1] = (sy / total - (h - 1) / 2.0) / h

@@ -1,0 +1,308 @@
+"""The ``montage`` command. Imports stay inside commands so ``montage --help`` is fast."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import MontageError
+
+
+class _OneLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter())
+    root = logging.getLogger("montage")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    root.propagate = False
+
+
+def _parse_resolution(value: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+        if w <= 0 or h <= 0 or w % 2 or h % 2:
+            raise ValueError
+        return w, h
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT with even numbers (e.g. 1920x1080)") from None
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
+    params = {}
+    for item in values:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--set")
+        key, value = item.split("=", 1)
+        params[key.strip()] = value.strip()
+    return params
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="montage-core")
+@click.option("-v", "--verbose", count=True, help="More output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Turn a folder of clips and a music track into a beat-synchronized montage."""
+    _setup_logging(verbose)
+
+
+def _job_options(f: Any) -> Any:
+    for decorator in reversed([
+        click.option("--style", default="dynamic", show_default=True, help="Style (see `montage styles`)."),
+        click.option("--set", "style_params", multiple=True, metavar="NAME=VALUE", help="Style parameter."),
+        click.option("--planner", default="story_arc", show_default=True, help="Timeline planner."),
+        click.option("--seed", default=0, show_default=True, help="Same seed, same inputs → same timeline."),
+        click.option("--resolution", default="1920x1080", show_default=True, help="Output WIDTHxHEIGHT."),
+        click.option("--fps", default=30.0, show_default=True, help="Output frame rate."),
+        click.option("--duration", type=float, default=None, help="Cut the montage to the first N seconds of music."),
+        click.option("--no-cache", is_flag=True, help="Re-analyze even when a cached analysis exists."),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def _render_options(f: Any) -> Any:
+    for decorator in reversed([
+        click.option("--backend", default="local", show_default=True, help="Where shards run."),
+        click.option("--accel", default="auto", show_default=True, help="Encoder: auto, software or a hardware one."),
+        click.option("--quality", default="standard", show_default=True,
+                     type=click.Choice(["preview", "standard", "high"])),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def _progress_printer(quiet: bool = False) -> Any:
+    from .progress import ProgressDisplay
+
+    displays: dict[str, ProgressDisplay] = {}
+
+    def on_event(stage: str, event: Any) -> None:
+        if stage not in displays:
+            for other in displays.values():
+                other.close()
+            displays[stage] = ProgressDisplay(stage, 0, quiet=quiet)
+        displays[stage].event(event)
+
+    return on_event
+
+
+@cli.command()
+@click.argument("clips", nargs=-1, required=True)
+@click.option("--music", required=True, help="Music track (any format ffmpeg reads).")
+@click.option("-o", "--output", default="montage.mp4", show_default=True, type=click.Path())
+@_job_options
+@_render_options
+def run(clips: tuple[str, ...], music: str, output: str, style: str, style_params: tuple[str, ...], planner: str,
+        seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool, backend: str, accel: str,
+        quality: str) -> None:
+    """Analyze CLIPS (files or folders), plan on the beat of --music, render to --output."""
+    from .pipeline import JobOptions, run_job
+
+    width, height = _parse_resolution(resolution)
+    options = JobOptions(list(clips), music, output, style, _parse_sets(style_params), planner, backend, accel,
+                         quality, width, height, fps, seed, duration, not no_cache)
+    job_id, result = run_job(options, on_event=_progress_printer())
+    encoders = ", ".join(sorted({s.encoder for s in result.segments}))
+    click.echo(f"{result.video} ({result.duration:.2f} s, {len(result.segments)} cuts, encoder: {encoders}; "
+               f"job {job_id})")
+    click.echo(f"exports: {result.timeline_json}, {result.otio}, {result.edl}")
+
+
+@cli.command()
+@click.argument("clips", nargs=-1, required=True)
+@click.option("--backend", default="local", show_default=True)
+@click.option("--no-cache", is_flag=True)
+def analyze(clips: tuple[str, ...], backend: str, no_cache: bool) -> None:
+    """Analyze CLIPS and print their shots and features as JSON."""
+    from .analysis.analyze import describe
+    from .pipeline import analyze_clips, collect_clips
+    from .plugins import get_manager
+
+    manager = get_manager()
+    backend_obj = manager.backends.get(backend)
+    try:
+        analyses, failures = analyze_clips(collect_clips(clips), manager, backend_obj, use_cache=not no_cache,
+                                           on_event=lambda e: _progress_printer()("analysis", e))
+    finally:
+        backend_obj.close()
+    click.echo(json.dumps({"clips": [describe(a) for a in analyses], "failed": failures}, indent=2,
+                          ensure_ascii=False))
+    if failures and not analyses:
+        raise MontageError("no clip could be analyzed")
+
+
+@cli.command()
+@click.argument("clips", nargs=-1, required=True)
+@click.option("--music", required=True)
+@click.option("-o", "--output", default="timeline.json", show_default=True, type=click.Path())
+@click.option("--backend", default="local", show_default=True)
+@_job_options
+def plan(clips: tuple[str, ...], music: str, output: str, backend: str, style: str, style_params: tuple[str, ...],
+         planner: str, seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool) -> None:
+    """Analyze and plan only: write the timeline JSON (render it later with `montage render`)."""
+    from .models import write_atomic
+    from .music import analyze_music
+    from .pipeline import analyze_clips, collect_clips, plan_timeline
+    from .plugins import get_manager
+
+    manager = get_manager()
+    width, height = _parse_resolution(resolution)
+    manager.styles.get(style)
+    backend_obj = manager.backends.get(backend)
+    try:
+        analyses, _ = analyze_clips(collect_clips(clips), manager, backend_obj, use_cache=not no_cache)
+    finally:
+        backend_obj.close()
+    if not analyses:
+        raise MontageError("no clip could be analyzed")
+    timeline = plan_timeline(analyses, analyze_music(Path(music).absolute()), manager, style=style, planner=planner,
+                             style_params=_parse_sets(style_params), width=width, height=height, fps=fps, seed=seed,
+                             duration=duration)
+    write_atomic(output, timeline.to_json())
+    click.echo(f"{output}: {len(timeline.cuts)} cuts over {timeline.duration:.2f} s at {timeline.tempo:.1f} BPM")
+
+
+@cli.command()
+@click.argument("timeline", type=click.Path())
+@click.option("-o", "--output", default="montage.mp4", show_default=True, type=click.Path())
+@_render_options
+def render(timeline: str, output: str, backend: str, accel: str, quality: str) -> None:
+    """Render a TIMELINE.json (from `montage plan` or a previous run) without re-analysis."""
+    from .models import Timeline
+    from .pipeline import render_timeline
+    from .plugins import get_manager
+
+    manager = get_manager()
+    tl = Timeline.load(timeline)
+    backend_obj = manager.backends.get(backend)
+    try:
+        result = render_timeline(tl, Path(output), manager, backend_obj, accel=accel, quality=quality,
+                                 on_event=lambda e: _progress_printer()("render", e))
+    finally:
+        backend_obj.close()
+    click.echo(f"{result.video} ({result.duration:.2f} s, {len(result.segments)} cuts)")
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def styles(fmt: str) -> None:
+    """List the registered styles."""
+    from .plugins import get_manager
+
+    manager = get_manager()
+    rows = [{"name": s.name, "plugin": manager.styles.origin(s.name), "description": s.description,
+             "pacing": {k: list(v) for k, v in s.pacing.items()},
+             "transition": {"kind": s.transition.kind, "duration": s.transition.duration}, "grade": s.grade,
+             "params": {k: {"default": p.default, "help": p.help} for k, p in s.params.items()}}
+            for s in sorted(manager.styles, key=lambda s: s.name)]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for row in rows:
+        pacing = ", ".join(f"{k} {a}-{b}" for k, (a, b) in row["pacing"].items())
+        click.echo(f"{row['name']:14s} {row['description']}")
+        click.echo(f"{'':14s} beats per cut: {pacing}; transition: {row['transition']['kind']}"
+                   + (f" {row['transition']['duration']:g}s" if row["transition"]["duration"] else "")
+                   + (f"; params: {', '.join(row['params'])}" if row["params"] else ""))
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True)
+@click.option("--all", "show_all", is_flag=True, help="Include the built-in plugins.")
+def plugins(fmt: str, show_all: bool) -> None:
+    """List installed plugins: version, hooks, what each registered, availability."""
+    from .plugininfo import plugin_rows
+
+    rows = plugin_rows(show_all)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for row in rows:
+        status = "ok" if row["available"] else f"unavailable: {row['reason']}"
+        registered = "; ".join(f"{k}: {', '.join(v)}" for k, v in row["registered"].items())
+        click.echo(f"{row['name']:22s} {row['version']:8s} {status}")
+        if registered:
+            click.echo(f"{'':22s} {registered}")
+        for obj in row.get("objects", []):
+            if not obj["available"]:
+                click.echo(f"{'':22s} {obj['kind']} {obj['name']}: unavailable: {obj['reason']}")
+
+
+@cli.command("check-hw")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--refresh", is_flag=True, help="Probe again instead of using this host's cached result.")
+def check_hw(as_json: bool, refresh: bool) -> None:
+    """Probe every accelerator and show the encoder chain a run would use."""
+    from dataclasses import asdict
+
+    from .accel import encoder_chain, probe_all
+    from .plugins import get_manager
+
+    accelerators = list(get_manager().accelerators)
+    probes = probe_all(accelerators, refresh=refresh)
+    chain = [a.name for a, _ in encoder_chain(accelerators)]
+    if as_json:
+        click.echo(json.dumps({"accelerators": [asdict(p) for p in probes.values()], "chain": chain}, indent=2))
+        return
+    for probe in probes.values():
+        status = "ok" if probe.available else "unavailable"
+        click.echo(f"{probe.name:10s} {status:12s} {probe.reason}")
+    click.echo(f"chain: {' → '.join(chain)}")
+
+
+@cli.command()
+@click.option("-o", "--output", default="montage-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the demo media and the montage.")
+@click.option("--style", default="dynamic", show_default=True)
+@click.option("--resolution", default="1280x720", show_default=True)
+@click.option("--fps", default=25.0, show_default=True)
+@_render_options
+def demo(output: str, style: str, resolution: str, fps: float, backend: str, accel: str, quality: str) -> None:
+    """Generate demo clips and a music track with a clear beat, and cut a montage from them."""
+    from .pipeline import JobOptions, run_job
+    from .synth import make_demo_media
+
+    folder = Path(output)
+    click.echo(f"making demo media in {folder}/ ...", err=True)
+    clips, music = make_demo_media(folder)
+    width, height = _parse_resolution(resolution)
+    options = JobOptions([str(folder / "clips")], str(music), str(folder / "montage.mp4"), style, {}, "story_arc",
+                         backend, accel, quality, width, height, fps, 0)
+    job_id, result = run_job(options, on_event=_progress_printer())
+    click.echo(f"{result.video} ({result.duration:.2f} s, {len(result.segments)} cuts; job {job_id})")
+    click.echo(f"exports: {result.timeline_json}, {result.otio}, {result.edl}")
+
+
+def main() -> None:
+    """Entry point: plugin commands added, MontageError → one line and a non-zero exit."""
+    try:
+        from .plugins import get_manager
+
+        get_manager().add_commands(cli)
+    except MontageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except MontageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,70 @@
+"""Runs shards on a backend: retries transient failures, records every state in the job store."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .interfaces import Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask
+from .jobstore import JobStore
+
+log = logging.getLogger("montage.engine")
+
+MAX_ATTEMPTS = 3
+BACKOFF_SECONDS = 0.5
+
+
+def run_shards(
+    backend: Backend,
+    fn: ShardFunction,
+    tasks: Sequence[ShardTask],
+    *,
+    on_event: Callable[[ProgressEvent], None],
+    store: JobStore | None = None,
+    job_id: str = "",
+    max_attempts: int = MAX_ATTEMPTS,
+) -> dict[str, ShardOutcome]:
+    """Run every task; a transient failure is retried (bounded, with back-off), a permanent one is final."""
+    outcomes: dict[str, ShardOutcome] = {}
+    attempts = {t.id: 0 for t in tasks}
+    pending = list(tasks)
+
+    def record(event: ProgressEvent) -> None:
+        if store and job_id:
+            store.worker_state(job_id, event)
+        on_event(event)
+
+    for task in tasks:  # lets progress displays know the total
+        on_event(ProgressEvent("", "", task.stage, task.id, task.clip, "queued", 0.0, task.total))
+    while pending:
+        for task in pending:
+            attempts[task.id] += 1
+            if store and job_id:
+                store.shard_state(job_id, task.id, task.stage, task.clip, "queued", attempt=True)
+        retry: list[ShardTask] = []
+        for outcome in backend.run(fn, pending, record):
+            task = outcome.task
+            if outcome.ok:
+                state, error = "done", ""
+            elif outcome.transient and attempts[task.id] < max_attempts:
+                state, error = "retrying", outcome.error
+                log.warning("%s: %s; retrying (attempt %d of %d)", task.clip or task.id, outcome.error,
+                            attempts[task.id] + 1, max_attempts)
+                retry.append(task)
+            else:
+                state, error = "failed", outcome.error
+            if store and job_id:
+                store.shard_state(job_id, task.id, task.stage, task.clip, state, worker=outcome.worker, error=error)
+            if state != "retrying":
+                outcomes[task.id] = outcome
+        if retry:
+            time.sleep(BACKOFF_SECONDS * min(4, max(attempts[t.id] for t in retry)))
+        pending = retry
+    return outcomes
+
+
+def results(outcomes: dict[str, ShardOutcome], tasks: Sequence[ShardTask]) -> list[Any]:
+    """Results of the successful shards, in task order."""
+    return [outcomes[t.id].result for t in tasks if t.id in outcomes and outcomes[t.id].ok]

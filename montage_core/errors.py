@@ -1,0 +1,50 @@
+"""One error family. Only the CLI turns these into exit codes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+
+class MontageError(Exception):
+    """Base of every error montage raises on purpose; its message is one line for the user."""
+
+    exit_code = 1
+
+
+class UsageError(MontageError):
+    """A bad value given by the user (an option, a name)."""
+
+    exit_code = 2
+
+
+class UnknownChoiceError(UsageError):
+    """A name that is not among the registered ones; the message lists the known ones."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]):
+        self.kind, self.name, self.known = kind, name, sorted(known)
+        super().__init__(f"unknown {kind} {name!r} (known: {', '.join(self.known) or 'none'})")
+
+
+class InputError(MontageError):
+    """A media file that cannot be used; names the file and the problem."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class PluginError(MontageError):
+    """A plugin broke a contract (duplicate names, bad registration)."""
+
+
+class UnavailableError(MontageError):
+    """A plugin object exists but cannot work on this machine; names the reason."""
+
+
+class ShardError(MontageError):
+    """A shard failed. ``transient`` says whether retrying it elsewhere may succeed."""
+
+    def __init__(self, message: str, *, transient: bool):
+        self.transient = transient
+        super().__init__(message)

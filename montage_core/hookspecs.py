@@ -1,0 +1,95 @@
+"""Hook specifications: the public contract for montage plugins.
+
+Every hook receives a ``register`` callback (or the CLI group) and registers objects with it.
+The registry remembers which plugin gave each object; two objects of one kind with the same
+``name`` are an error that names both plugins. Plugins must keep module import cheap: import
+numba, cv2, dask, kubernetes inside the methods that need them, because these hooks run on
+every ``montage`` invocation, ``--help`` included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("montage")
+hookimpl = pluggy.HookimplMarker("montage")
+
+
+@hookspec
+def montage_register_accelerators(register: Callable[[Any], None]) -> None:
+    """Register encoder/decoder providers (:class:`montage_core.interfaces.Accelerator`).
+
+    Called once per process, the first time the accelerator registry is needed (``montage run``,
+    ``render``, ``check-hw``, ``plugins``). Must not probe hardware here: registration is cheap;
+    the probe runs later through ``Accelerator.probe()``, is cached per host, and returns
+    availability as data (a reason string), never by raising. The chain used for rendering is
+    sorted by ``priority`` (highest first); the core's ``software`` accelerator is always last.
+    """
+
+
+@hookspec
+def montage_register_analyzers(register: Callable[[Any], None]) -> None:
+    """Register per-frame analyzers (:class:`montage_core.interfaces.Analyzer`).
+
+    Called once per process before the first analysis. Every registered analyzer runs inside the
+    single decode pass of every clip: ``compute(frames, previous)`` receives batches of
+    downscaled luma frames (uint8, shape ``(n, h, w)``) in order and must return one float per
+    frame for each name in ``outputs``. It must be deterministic and side-effect free; its
+    ``version`` is part of the analysis cache key, so bump it whenever results would change.
+    """
+
+
+@hookspec
+def montage_register_styles(register: Callable[[Any], None]) -> None:
+    """Register styles (:class:`montage_core.interfaces.Style`).
+
+    Called once per process, when styles are listed or a run resolves ``--style``. A style
+    declares pacing (beats per cut for each story phase), the transition, a colour grade (an
+    ffmpeg filter) and parameters settable with ``--set key=value``; its ``rank(shots, params)``
+    filters and orders shots, best first. It must never return an empty list when shots exist:
+    relax its own criteria and say so through ``warn`` instead.
+    """
+
+
+@hookspec
+def montage_register_planners(register: Callable[[Any], None]) -> None:
+    """Register timeline planners (:class:`montage_core.interfaces.Planner`).
+
+    Called once per process when a run resolves ``--planner``. ``plan(request)`` turns ranked
+    shots, the music analysis and the style into a :class:`montage_core.models.Timeline`. It must
+    be deterministic for a given seed, put every cut boundary on a beat, and cover the whole
+    output duration.
+    """
+
+
+@hookspec
+def montage_register_backends(register: Callable[[Any], None]) -> None:
+    """Register execution backends (:class:`montage_core.interfaces.Backend`).
+
+    Called once per process when a run resolves ``--backend``. A backend maps shard functions
+    over shards, reports progress events, and reports each shard's outcome; the core engine does
+    retries and persistence, so a backend only has to say whether a failure was transient (the
+    worker died) or permanent (the shard's own error).
+    """
+
+
+@hookspec
+def montage_register_preflight_checks(register: Callable[[Any], None]) -> None:
+    """Register checks (:class:`montage_core.interfaces.PreflightCheck`) run before a job starts.
+
+    Called once per process. Each check's ``applies_to(backend_name)`` decides whether it runs
+    for a job; ``run(context)`` returns a list of problems, each one line saying what is missing
+    and how to fix it. Any problem stops the job before work is submitted.
+    """
+
+
+@hookspec
+def montage_register_commands(cli: Any) -> None:
+    """Add click commands to the ``montage`` CLI group ``cli``.
+
+    Called once when the CLI starts, before argument parsing, so keep it to ``cli.add_command``
+    with commands whose bodies import what they need lazily.
+    """

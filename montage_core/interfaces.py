@@ -1,0 +1,207 @@
+"""Base classes for the objects plugins register. Subclass them; override what you need."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .models import Transition
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
+
+    from .models import MusicAnalysis, Shot, Timeline
+
+
+# --------------------------------------------------------------------------- accelerators
+@dataclass
+class AcceleratorProbe:
+    """Availability of an accelerator on this host: data, never an exception."""
+
+    name: str
+    available: bool
+    reason: str = ""
+    encoders: dict[str, str] = field(default_factory=dict)  # codec -> ffmpeg encoder
+    decode: bool = False
+    devices: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Accelerator:
+    """An encoder (and optionally decoder) provider. ``software`` is the core's reference one."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    priority: ClassVar[int] = 0
+    #: Kubernetes extended resource and node labels that select a node with this device.
+    k8s_resource: ClassVar[str | None] = None
+    node_labels: ClassVar[dict[str, str]] = {}
+
+    def probe(self, ffmpeg: str) -> AcceleratorProbe:
+        """Check this host: devices, driver, a real test encode. Never raise."""
+        raise NotImplementedError
+
+    def encode_args(self, codec: str, quality: str, probe: AcceleratorProbe) -> list[str]:
+        """ffmpeg output arguments for ``codec`` at ``quality`` (preview, standard, high)."""
+        raise NotImplementedError
+
+    def input_args(self, probe: AcceleratorProbe) -> list[str]:
+        """ffmpeg input arguments (hardware decode / device init) placed before ``-i``."""
+        return []
+
+    def filter_suffix(self, probe: AcceleratorProbe) -> str:
+        """Filter appended after the software filter chain (e.g. ``format=nv12,hwupload``)."""
+        return ""
+
+
+# --------------------------------------------------------------------------- analyzers
+class Analyzer:
+    """Per-frame features computed in the single decode pass."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    outputs: ClassVar[tuple[str, ...]] = ()
+    #: how frames are reduced to one number per shot: "mean", "median" or "trimmed_mean"
+    aggregate: ClassVar[str] = "median"
+
+    def compute(self, frames: np.ndarray, previous: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Return ``{output: float64[n]}`` for a batch ``frames`` (uint8, shape (n, h, w))."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- styles
+@dataclass
+class StyleParam:
+    """A user-settable style parameter (``--set name=value``)."""
+
+    default: float
+    help: str
+    minimum: float = 0.0
+    maximum: float = 1.0
+
+
+class Style:
+    """Pacing, transition, colour grade, and a select/rank step over shots."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: beats per cut (min, max) for each story phase
+    pacing: ClassVar[dict[str, tuple[int, int]]] = {}
+    transition: ClassVar[Transition] = Transition()
+    #: ffmpeg filter applied to every frame of the output ("" for none)
+    grade: ClassVar[str] = ""
+    params: ClassVar[dict[str, StyleParam]] = {}
+    #: analyzers (by name) whose outputs rank() needs
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def rank(
+        self, shots: Sequence[Shot], params: dict[str, float], warn: Callable[[str], None]
+    ) -> list[tuple[Shot, float]]:
+        """Filter and order ``shots`` best first, each with its score in 0..1."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- planners
+@dataclass
+class PlanRequest:
+    """Everything a planner needs."""
+
+    ranked: list[tuple[Shot, float]]
+    music: MusicAnalysis
+    style: Style
+    fps: float
+    width: int
+    height: int
+    seed: int
+    duration: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Planner:
+    """Turns ranked shots and music into a :class:`Timeline`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def plan(self, request: PlanRequest) -> Timeline:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- backends
+@dataclass
+class ProgressEvent:
+    """What a worker is doing now. ``position``/``total`` are media seconds."""
+
+    worker: str
+    host: str
+    stage: str
+    shard: str
+    clip: str
+    state: str  # started | running | done | failed | retrying
+    position: float = 0.0
+    total: float = 0.0
+    message: str = ""
+
+
+@dataclass
+class ShardTask:
+    """One unit of distributed work: a clip to analyze or a segment to render."""
+
+    id: str
+    stage: str
+    clip: str
+    payload: dict[str, Any]
+    total: float = 0.0
+
+
+@dataclass
+class ShardOutcome:
+    """A shard's result, or its error and whether the failure was transient."""
+
+    task: ShardTask
+    ok: bool
+    result: Any = None
+    error: str = ""
+    transient: bool = False
+    worker: str = ""
+
+
+ShardFunction = Callable[[ShardTask, Callable[[ProgressEvent], None]], Any]
+
+
+class Backend:
+    """Runs shards somewhere: here, on a Dask cluster, on Kubernetes."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def availability(self) -> str | None:
+        """``None`` when usable, else the reason it is not."""
+        return None
+
+    def run(
+        self,
+        fn: ShardFunction,
+        tasks: Sequence[ShardTask],
+        on_event: Callable[[ProgressEvent], None],
+    ) -> Iterator[ShardOutcome]:
+        """Run ``fn`` on every task and yield each outcome as it finishes (any order)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers."""
+
+
+# --------------------------------------------------------------------------- preflight
+class PreflightCheck:
+    """A check run before a job is submitted."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def applies_to(self, backend: str) -> bool:
+        return True
+
+    def run(self, context: dict[str, Any]) -> list[str]:
+        """Return problems, one line each; an empty list means the check passed."""
+        raise NotImplementedError

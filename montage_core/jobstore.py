@@ -1,0 +1,95 @@
+"""SQLite job store: jobs, shards, per-worker state. The CLI writes it; the web UI reads it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .config import state_dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, created REAL, updated REAL, finished REAL, state TEXT,
+    style TEXT, backend TEXT, params TEXT, result TEXT, error TEXT
+);
+CREATE TABLE IF NOT EXISTS shards (
+    job_id TEXT, shard_id TEXT, stage TEXT, clip TEXT, state TEXT, attempts INTEGER DEFAULT 0,
+    worker TEXT, error TEXT, result TEXT, updated REAL, PRIMARY KEY (job_id, shard_id)
+);
+CREATE TABLE IF NOT EXISTS workers (
+    job_id TEXT, worker TEXT, host TEXT, stage TEXT, shard TEXT, clip TEXT, state TEXT,
+    position REAL, total REAL, message TEXT, updated REAL, PRIMARY KEY (job_id, worker)
+);
+"""
+
+
+class JobStore:
+    """A thin, thread-safe-enough wrapper (one connection per store, used from the coordinator)."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else state_dir() / "jobs.sqlite"
+        self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- jobs ---------------------------------------------------------------------------
+    def create_job(self, style: str, backend: str, params: dict[str, Any]) -> str:
+        job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        now = time.time()
+        self.db.execute(
+            "INSERT INTO jobs (id, created, updated, state, style, backend, params) VALUES (?,?,?,?,?,?,?)",
+            (job_id, now, now, "running", style, backend, json.dumps(params)),
+        )
+        return job_id
+
+    def finish_job(self, job_id: str, state: str, result: dict[str, Any] | None = None, error: str = "") -> None:
+        now = time.time()
+        self.db.execute("UPDATE jobs SET state=?, result=?, error=?, finished=?, updated=? WHERE id=?",
+                        (state, json.dumps(result) if result else None, error, now, now, job_id))
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return dict(row) if row else None
+
+    def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,))]
+
+    # -- shards -------------------------------------------------------------------------
+    def shard_state(self, job_id: str, shard_id: str, stage: str, clip: str, state: str, *,
+                    worker: str = "", error: str = "", result: Any = None, attempt: bool = False) -> None:
+        self.db.execute(
+            """INSERT INTO shards (job_id, shard_id, stage, clip, state, attempts, worker, error, result, updated)
+               VALUES (?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT(job_id, shard_id) DO UPDATE SET state=excluded.state,
+                 attempts=shards.attempts + ?, worker=excluded.worker, error=excluded.error,
+                 result=COALESCE(excluded.result, shards.result), updated=excluded.updated""",
+            (job_id, shard_id, stage, clip, state, int(attempt), worker, error,
+             json.dumps(result) if result is not None else None, time.time(), int(attempt)),
+        )
+
+    def shards(self, job_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute(
+            "SELECT * FROM shards WHERE job_id=? ORDER BY stage, shard_id", (job_id,))]
+
+    # -- workers ------------------------------------------------------------------------
+    def worker_state(self, job_id: str, event: Any) -> None:
+        if not event.worker:
+            return
+        self.db.execute(
+            """INSERT OR REPLACE INTO workers
+               (job_id, worker, host, stage, shard, clip, state, position, total, message, updated)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?)""",
+            (job_id, event.worker, event.host, event.stage, event.shard, event.clip, event.state,
+             event.position, event.total, event.message, time.time()),
+        )
+
+    def workers(self, job_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM workers WHERE job_id=? ORDER BY worker", (job_id,))]

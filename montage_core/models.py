@@ -1,0 +1,274 @@
+"""The data model: one type per pipeline stage, each with a stable JSON form.
+
+probe → ``MediaInfo``; analyze → ``ClipAnalysis`` (``Shot`` s); music → ``MusicAnalysis``;
+select → ranked ``Shot`` s; plan → ``Timeline`` (``Cut`` s); render → ``RenderResult``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+TIMELINE_SCHEMA = "montage.timeline"
+TIMELINE_VERSION = 1
+PHASES = ("intro", "build", "climax", "outro")
+Phase = Literal["intro", "build", "climax", "outro"]
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What probing a media file found."""
+
+    path: str
+    size: int
+    duration: float
+    has_video: bool
+    has_audio: bool
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    video_codec: str = ""
+    rotation: int = 0
+
+    @property
+    def frame_count(self) -> int:
+        return int(round(self.duration * self.fps)) if self.fps else 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MediaInfo:
+        return cls(**data)
+
+
+@dataclass
+class Shot:
+    """A continuous stretch of one clip between two detected cuts, with aggregated features."""
+
+    clip: str
+    index: int
+    start: float
+    end: float
+    features: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    @property
+    def id(self) -> str:
+        return f"{Path(self.clip).name}#{self.index}"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Shot:
+        return cls(**data)
+
+
+@dataclass
+class ClipAnalysis:
+    """Result of the single decode pass over one clip."""
+
+    media: MediaInfo
+    digest: str
+    analyzers: dict[str, str]
+    analysis_fps: float
+    shots: list[Shot]
+    frame_count: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClipAnalysis:
+        return cls(
+            media=MediaInfo.from_dict(data["media"]),
+            digest=data["digest"],
+            analyzers=dict(data["analyzers"]),
+            analysis_fps=data["analysis_fps"],
+            shots=[Shot.from_dict(s) for s in data["shots"]],
+            frame_count=data.get("frame_count", 0),
+        )
+
+    def with_clip_path(self, path: str) -> ClipAnalysis:
+        """The same analysis for identical bytes found under another name."""
+        media = MediaInfo.from_dict({**asdict(self.media), "path": path})
+        shots = [Shot(path, s.index, s.start, s.end, dict(s.features)) for s in self.shots]
+        return ClipAnalysis(media, self.digest, self.analyzers, self.analysis_fps, shots, self.frame_count)
+
+
+@dataclass
+class MusicAnalysis:
+    """Beats, downbeats, tempo and a normalised energy curve of the music track."""
+
+    path: str
+    duration: float
+    tempo: float
+    beats: list[float]
+    downbeats: list[float]
+    energy_times: list[float]
+    energy: list[float]
+
+    def energy_at(self, t: float) -> float:
+        """Energy (0..1) at time ``t``, linearly interpolated."""
+        import bisect
+
+        times, values = self.energy_times, self.energy
+        if not times:
+            return 0.5
+        i = bisect.bisect_left(times, t)
+        if i <= 0:
+            return values[0]
+        if i >= len(times):
+            return values[-1]
+        t0, t1 = times[i - 1], times[i]
+        w = (t - t0) / (t1 - t0) if t1 > t0 else 0.0
+        return values[i - 1] * (1 - w) + values[i] * w
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MusicAnalysis:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """How a cut is entered: a hard ``cut`` or a ``crossfade`` of ``duration`` seconds."""
+
+    kind: Literal["cut", "crossfade"] = "cut"
+    duration: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("cut", "crossfade"):
+            raise ValueError(f"unknown transition {self.kind!r} (known: crossfade, cut)")
+
+
+@dataclass
+class Cut:
+    """One shot placed on the timeline: source range, timeline range (on beats), transition in."""
+
+    index: int
+    source: str
+    source_in: float
+    source_out: float
+    start: float
+    end: float
+    phase: str
+    shot: str
+    score: float = 0.0
+    transition: Transition = field(default_factory=Transition)
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Cut:
+        data = dict(data)
+        data["transition"] = Transition(**data.get("transition", {}))
+        return cls(**data)
+
+
+@dataclass
+class Timeline:
+    """The plan: ordered cuts over the music. Its JSON form is versioned and public."""
+
+    music: str
+    duration: float
+    fps: float
+    width: int
+    height: int
+    style: str
+    grade: str
+    seed: int
+    cuts: list[Cut]
+    tempo: float = 0.0
+    beats: list[float] = field(default_factory=list)
+    audio_fade_out: float = 2.0
+    planner: str = "story_arc"
+
+    def frame(self, t: float) -> int:
+        """Index of the output frame at which time ``t`` starts (cuts snap to these)."""
+        return int(round(t * self.fps))
+
+    @property
+    def frame_count(self) -> int:
+        return self.frame(self.duration)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {"schema": TIMELINE_SCHEMA, "version": TIMELINE_VERSION, **data}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Timeline:
+        if data.get("schema") != TIMELINE_SCHEMA:
+            raise ValueError(f"not a montage timeline (schema {data.get('schema')!r})")
+        if data.get("version") != TIMELINE_VERSION:
+            raise ValueError(
+                f"timeline version {data.get('version')!r} is not supported (supported: {TIMELINE_VERSION})"
+            )
+        fields = {k: v for k, v in data.items() if k not in ("schema", "version")}
+        fields["cuts"] = [Cut.from_dict(c) for c in fields["cuts"]]
+        return cls(**fields)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Timeline:
+        from .errors import InputError
+
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise InputError(path, "no such file") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(path, f"not a valid timeline: {exc}") from None
+
+
+@dataclass
+class SegmentResult:
+    """One rendered segment and the encoder that made it."""
+
+    index: int
+    path: str
+    frames: int
+    encoder: str
+    attempts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RenderResult:
+    """The finished montage and its exports."""
+
+    video: str
+    timeline_json: str
+    otio: str
+    edl: str
+    segments: list[SegmentResult]
+    duration: float
+
+
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Give a finished temporary file the usual permissions and rename it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary name in the same folder, then rename."""
+    path = Path(path)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as fh:
+            fh.write(data)
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,247 @@
+"""The whole job: probe → analyze → select → plan → render, with the job store recording it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, MontageError, UsageError
+from .interfaces import Backend, PlanRequest, ProgressEvent, ShardTask, Style
+from .jobstore import JobStore
+from .models import ClipAnalysis, MusicAnalysis, RenderResult, SegmentResult, Shot, Timeline
+from .plugins import MontageManager, get_manager
+
+log = logging.getLogger("montage")
+
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mts", ".m2ts", ".mpg", ".mpeg", ".wmv",
+                    ".flv", ".3gp", ".ts", ".mxf", ".ogv"}
+
+
+@dataclass
+class JobOptions:
+    """Everything ``montage run`` takes."""
+
+    clips: list[str]
+    music: str
+    output: str = "montage.mp4"
+    style: str = "dynamic"
+    style_params: dict[str, str] = field(default_factory=dict)
+    planner: str = "story_arc"
+    backend: str = "local"
+    accel: str = "auto"
+    quality: str = "standard"
+    width: int = 1920
+    height: int = 1080
+    fps: float = 30.0
+    seed: int = 0
+    duration: float | None = None
+    use_cache: bool = True
+
+
+def collect_clips(paths: Sequence[str]) -> list[str]:
+    """Files as given; folders expanded to their video files (sorted, recursive)."""
+    clips: list[str] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(str(f.absolute()) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
+                           and not f.name.startswith("."))
+            if not found:
+                log.warning("%s: folder holds no video files (looked for %s)", p, ", ".join(sorted(VIDEO_EXTENSIONS)))
+            clips.extend(found)
+        else:
+            clips.append(str(p.absolute()))
+    return list(dict.fromkeys(clips))
+
+
+def resolve_style_params(style: Style, given: dict[str, str]) -> dict[str, float]:
+    """Defaults overlaid with ``--set`` values, each validated against the style's declaration."""
+    params = {name: p.default for name, p in style.params.items()}
+    for name, raw in given.items():
+        if name not in style.params:
+            raise UsageError(f"style {style.name!r} has no parameter {name!r} (known: {', '.join(sorted(style.params)) or 'none'})")
+        spec = style.params[name]
+        try:
+            value = float(raw)
+        except ValueError:
+            raise UsageError(f"style parameter {name}={raw!r} is not a number") from None
+        if not spec.minimum <= value <= spec.maximum:
+            raise UsageError(f"style parameter {name}={value:g} is out of range ({spec.minimum:g}..{spec.maximum:g})")
+        params[name] = value
+    return params
+
+
+# ----------------------------------------------------------------------------- analysis
+def analyze_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dict[str, Any]:
+    """Shard function (runs in a worker): analyze one clip with every registered analyzer."""
+    from .analysis.analyze import analyze_clip
+
+    analyzers = list(get_manager().analyzers)
+
+    def progress(position: float, total: float) -> None:
+        emit(ProgressEvent("", "", "analysis", task.id, task.clip, "running", position, total))
+
+    emit(ProgressEvent("", "", "analysis", task.id, task.clip, "started", 0.0, task.total))
+    result = analyze_clip(task.clip, analyzers, progress=progress, use_cache=task.payload.get("use_cache", True),
+                          input_args=task.payload.get("input_args", []))
+    emit(ProgressEvent("", "", "analysis", task.id, task.clip, "done", task.total, task.total))
+    return result.to_dict()
+
+
+def analyze_clips(
+    clips: Sequence[str], manager: MontageManager, backend: Backend, *, use_cache: bool = True,
+    on_event: Callable[[ProgressEvent], None] = lambda e: None, store: JobStore | None = None, job_id: str = "",
+    input_args: Sequence[str] = (),
+) -> tuple[list[ClipAnalysis], dict[str, str]]:
+    """Analyses of the usable clips and ``{clip: error}`` for the others. Cache hits never reach a worker."""
+    from .analysis import cache
+    from .analysis.analyze import ANALYSIS_WIDTH, analyzer_versions
+    from .engine import run_shards
+    from .ffmpeg import probe_media
+
+    versions = analyzer_versions(list(manager.analyzers))
+    analyses: dict[str, ClipAnalysis] = {}
+    failures: dict[str, str] = {}
+    tasks: list[ShardTask] = []
+    for index, clip in enumerate(clips):
+        try:
+            info = probe_media(clip)
+            if not info.has_video:
+                raise InputError(clip, "has no video stream (audio-only file)")
+            if use_cache:
+                hit = cache.load(cache.analysis_key(cache.file_digest(clip), versions, ANALYSIS_WIDTH), clip)
+                if hit is not None:
+                    analyses[clip] = hit
+                    continue
+        except InputError as exc:
+            failures[clip] = str(exc)
+            continue
+        tasks.append(ShardTask(f"analysis-{index:04d}", "analysis", clip,
+                               {"use_cache": use_cache, "input_args": list(input_args)}, info.duration))
+    if tasks:
+        outcomes = run_shards(backend, analyze_shard, tasks, on_event=on_event, store=store, job_id=job_id)
+        for task in tasks:
+            outcome = outcomes[task.id]
+            if outcome.ok:
+                analyses[task.clip] = ClipAnalysis.from_dict(outcome.result)
+            else:
+                failures[task.clip] = outcome.error
+                on_event(ProgressEvent(outcome.worker or "-", "", "analysis", task.id, task.clip, "failed",
+                                       message=outcome.error))
+    for clip, error in failures.items():
+        log.warning("skipping %s", error if clip in error else f"{clip}: {error}")
+    return [analyses[c] for c in clips if c in analyses], failures
+
+
+# ----------------------------------------------------------------------------- planning
+def plan_timeline(
+    analyses: Sequence[ClipAnalysis], music: MusicAnalysis, manager: MontageManager, *, style: str, planner: str,
+    style_params: dict[str, str] | None = None, width: int, height: int, fps: float, seed: int,
+    duration: float | None = None,
+) -> Timeline:
+    """select (the style ranks shots) and plan (the planner places them on the beat grid)."""
+    style_obj = manager.styles.get(style)
+    planner_obj = manager.planners.get(planner)
+    params = resolve_style_params(style_obj, style_params or {})
+    shots: list[Shot] = [s for a in analyses for s in a.shots]
+    if not shots:
+        raise MontageError("no usable shots: every clip failed or was empty")
+    ranked = style_obj.rank(shots, params, lambda message: log.warning("%s", message))
+    if not ranked:
+        raise MontageError(f"style {style!r} kept no shot out of {len(shots)}")
+    return planner_obj.plan(PlanRequest(ranked, music, style_obj, fps, width, height, seed, duration))
+
+
+# ----------------------------------------------------------------------------- render
+def render_timeline(
+    timeline: Timeline, output: Path, manager: MontageManager, backend: Backend, *, accel: str = "auto",
+    quality: str = "standard", on_event: Callable[[ProgressEvent], None] = lambda e: None,
+    store: JobStore | None = None, job_id: str = "",
+) -> RenderResult:
+    """Encode segments on the backend, join, mux, export. Nothing appears at ``output`` unless complete."""
+    from .accel import QUALITIES, encoder_chain
+    from .engine import run_shards
+    from .export import write_exports
+    from .render import check_output_dir, join_segments, render_segment, segment_specs
+
+    if quality not in QUALITIES:
+        raise UsageError(f"unknown quality {quality!r} (known: {', '.join(QUALITIES)})")
+    check_output_dir(output)
+    for source in {c.source for c in timeline.cuts} | {timeline.music}:
+        if not Path(source).is_file():
+            raise InputError(source, "no such file (the timeline refers to it)")
+    chain = encoder_chain(list(manager.accelerators), accel)
+    log.info("encoder chain: %s", " → ".join(a.name for a, _ in chain))
+    specs = segment_specs(timeline, chain, quality)
+    tasks = [ShardTask(f"segment-{s['index']:04d}", "render", s["main"]["source"], s, s["frames"] / timeline.fps)
+             for s in specs]
+    outcomes = run_shards(backend, render_segment, tasks, on_event=on_event, store=store, job_id=job_id)
+    failed = [outcomes[t.id] for t in tasks if not outcomes[t.id].ok]
+    if failed:
+        raise MontageError(f"{len(failed)} of {len(tasks)} segments failed; first: {failed[0].error} "
+                           "(finished segments are kept and reused on the next run)")
+    segments = [SegmentResult(**outcomes[t.id].result) for t in tasks]
+    join_segments(timeline, segments, output)
+    exports = write_exports(timeline, output)
+    return RenderResult(str(output), exports["timeline_json"], exports["otio"], exports["edl"], segments,
+                        timeline.duration)
+
+
+# ----------------------------------------------------------------------------- the job
+def run_job(options: JobOptions, *, manager: MontageManager | None = None, store: JobStore | None = None,
+            on_event: Callable[[str, ProgressEvent], None] | None = None) -> tuple[str, RenderResult]:
+    """Run a whole montage job; returns ``(job_id, result)``. Validates every choice before any work."""
+    from .music import analyze_music
+    from .render import check_output_dir
+
+    manager = manager or get_manager()
+    style_obj = manager.styles.get(options.style)
+    resolve_style_params(style_obj, options.style_params)
+    manager.planners.get(options.planner)
+    backend = manager.backends.get(options.backend)
+    if reason := backend.availability():
+        raise MontageError(f"backend {options.backend!r} is not available: {reason}")
+    output = Path(options.output)
+    check_output_dir(output)
+    clips = collect_clips(options.clips)
+    if not clips:
+        raise UsageError("no clips given")
+    store = store or JobStore()
+    job_id = store.create_job(options.style, options.backend, {**asdict(options)})
+    emit = on_event or (lambda stage, event: None)
+    music_box: dict[str, Any] = {}
+
+    def music_thread() -> None:
+        try:
+            music_box["music"] = analyze_music(Path(options.music).absolute())
+        except BaseException as exc:  # re-raised in the coordinator
+            music_box["error"] = exc
+
+    thread = threading.Thread(target=music_thread, name="music", daemon=True)
+    thread.start()  # beats are found while the workers decode the clips
+    try:
+        analyses, failures = analyze_clips(clips, manager, backend, use_cache=options.use_cache,
+                                           on_event=lambda e: emit("analysis", e), store=store, job_id=job_id)
+        thread.join()
+        if "error" in music_box:
+            raise music_box["error"]
+        if not analyses:
+            raise MontageError(f"none of the {len(clips)} clips is usable (first problem: {next(iter(failures.values()))})")
+        timeline = plan_timeline(analyses, music_box["music"], manager, style=options.style,
+                                 planner=options.planner, style_params=options.style_params, width=options.width,
+                                 height=options.height, fps=options.fps, seed=options.seed, duration=options.duration)
+        result = render_timeline(timeline, output, manager, backend, accel=options.accel, quality=options.quality,
+                                 on_event=lambda e: emit("render", e), store=store, job_id=job_id)
+    except BaseException as exc:
+        store.finish_job(job_id, "failed", error=str(exc) or type(exc).__name__)
+        raise
+    finally:
+        backend.close()
+    store.finish_job(job_id, "done", {"video": result.video, "timeline": result.timeline_json, "otio": result.otio,
+                                      "edl": result.edl, "skipped": failures,
+                                      "encoders": sorted({s.encoder for s in result.segments})})
+    return job_id, result

@@ -1,0 +1,153 @@
+"""Render: segments encoded in parallel through the encoder chain, joined without re-encoding, music muxed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import cache_dir
+from .errors import MontageError, ShardError
+from .ffmpeg import ffmpeg_binary, last_error_line, run_ffmpeg
+from .interfaces import Accelerator, AcceleratorProbe, ProgressEvent, ShardTask
+from .models import SegmentResult, Timeline, publish
+
+log = logging.getLogger("montage.render")
+
+AUDIO_BITRATE = "192k"
+
+
+def normalise_filter(width: int, height: int, fps: float, seconds: float) -> str:
+    """One resolution and frame rate for every source; other aspect ratios letterboxed, never stretched."""
+    return (f"fps={fps:g},scale={width}:{height}:force_original_aspect_ratio=decrease:flags=bicubic,"
+            f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1,format=yuv420p,"
+            f"tpad=stop_mode=clone:stop_duration={seconds:.3f},setpts=PTS-STARTPTS")
+
+
+def segment_specs(timeline: Timeline, chain: list[tuple[Accelerator, AcceleratorProbe]],
+                  quality: str) -> list[dict[str, Any]]:
+    """One render spec per cut: the frames it owns and, when it dissolves into the next, that blend."""
+    fps = timeline.fps
+    cuts = timeline.cuts
+    halves = [0] + [int(round(c.transition.duration * fps / 2)) for c in cuts[1:]] + [0]
+    encoders = [{"name": a.name, "input_args": a.input_args(p), "filter_suffix": a.filter_suffix(p),
+                 "output_args": a.encode_args("h264", quality, p)} for a, p in chain]
+    specs = []
+    for i, cut in enumerate(cuts):
+        h_in, h_out = halves[i], halves[i + 1]
+        first, last = timeline.frame(cut.start) + h_in, timeline.frame(cut.end) + h_out
+        spec: dict[str, Any] = {
+            "index": i, "frames": last - first, "fps": fps, "width": timeline.width, "height": timeline.height,
+            "grade": timeline.grade, "encoders": encoders,
+            "main": {"source": cut.source, "start": cut.source_in + 2 * h_in / fps},
+            "blend": None,
+        }
+        if h_out:
+            nxt = cuts[i + 1]
+            spec["blend"] = {"source": nxt.source, "start": nxt.source_in, "frames": 2 * h_out}
+        specs.append(spec)
+    return specs
+
+
+def _segment_key(spec: dict[str, Any]) -> str:
+    """Cache key: the spec plus each source's size and mtime, so a changed source re-renders."""
+    sources = [spec["main"]["source"]] + ([spec["blend"]["source"]] if spec["blend"] else [])
+    stamps = [(s, os.stat(s).st_size, os.stat(s).st_mtime_ns) for s in sources]
+    text = json.dumps({"spec": {k: v for k, v in spec.items() if k != "index"}, "stamps": stamps}, sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _segment_command(spec: dict[str, Any], encoder: dict[str, Any], out: str) -> list[str]:
+    fps, frames = spec["fps"], spec["frames"]
+    seconds = frames / fps
+    norm = normalise_filter(spec["width"], spec["height"], fps, seconds + 1)
+    args = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    main, blend = spec["main"], spec["blend"]
+    args += [*encoder["input_args"], "-ss", f"{main['start']:.6f}", "-t", f"{seconds + 1:.6f}", "-i", main["source"]]
+    graph = f"[0:v]{norm}[a]"
+    last = "[a]"
+    if blend:
+        blend_seconds = blend["frames"] / fps
+        args += ["-ss", f"{blend['start']:.6f}", "-t", f"{blend_seconds + 1:.6f}", "-i", blend["source"]]
+        graph += (f";[1:v]{normalise_filter(spec['width'], spec['height'], fps, blend_seconds + 1)}[b]"
+                  f";[a][b]xfade=transition=fade:duration={blend_seconds:.6f}"
+                  f":offset={(frames - blend['frames']) / fps:.6f}[x]")
+        last = "[x]"
+    post = ",".join(f for f in (spec["grade"], "format=yuv420p", encoder["filter_suffix"]) if f)
+    graph += f";{last}{post}[v]"
+    return [*args, "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames), "-r", f"{fps:g}",
+            *encoder["output_args"], "-an", "-video_track_timescale", "90000", "-f", "mp4", out]
+
+
+def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dict[str, Any]:
+    """Shard function: render one segment, falling back along the encoder chain; reuse a finished one."""
+    spec = task.payload
+    key = _segment_key(spec)
+    out = cache_dir() / "segments" / key[:2] / f"{key}.mp4"
+    event = ProgressEvent("", "", "render", task.id, task.clip, "running", 0.0, task.total)
+    if out.exists():
+        emit(ProgressEvent("", "", "render", task.id, task.clip, "done", task.total, task.total, "reused"))
+        return {"index": spec["index"], "path": str(out), "frames": spec["frames"], "encoder": "cached", "attempts": []}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    emit(event)
+    attempts: list[str] = []
+    for encoder in spec["encoders"]:
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".mp4", dir=out.parent)
+        os.close(fd)
+        proc = subprocess.run(_segment_command(spec, encoder, tmp), capture_output=True, text=True, errors="replace")
+        if proc.returncode == 0 and os.path.getsize(tmp) > 0:
+            os.replace(tmp, out)
+            emit(ProgressEvent("", "", "render", task.id, task.clip, "done", task.total, task.total, encoder["name"]))
+            return {"index": spec["index"], "path": str(out), "frames": spec["frames"],
+                    "encoder": encoder["name"], "attempts": attempts}
+        os.unlink(tmp)
+        attempts.append(f"{encoder['name']}: {last_error_line(proc.stderr)}")
+        log.warning("segment %d: encoder %s failed (%s); trying the next one", spec["index"], encoder["name"],
+                    last_error_line(proc.stderr))
+    raise ShardError(f"segment {spec['index']} ({Path(spec['main']['source']).name}): every encoder failed: "
+                     + "; ".join(attempts), transient=False)
+
+
+def join_segments(timeline: Timeline, segments: list[SegmentResult], out: Path) -> None:
+    """Concatenate segments without re-encoding, mux the music with a fade-out, write atomically."""
+    fade = min(timeline.audio_fade_out, timeline.duration / 4)
+    with tempfile.TemporaryDirectory(prefix="montage-join-") as tmp:
+        listing = Path(tmp) / "segments.txt"
+        # The concat demuxer's own quoting: wrap in '…' and write a quote as '\''.
+        listing.write_text("".join("file '" + s.path.replace("'", "'\\''") + "'\n" for s in segments),
+                           encoding="utf-8")
+        fd, part = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+        os.close(fd)
+        try:
+            run_ffmpeg([
+                "-f", "concat", "-safe", "0", "-i", str(listing), "-i", timeline.music,
+                "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+                "-af", f"afade=t=out:st={timeline.duration - fade:.3f}:d={fade:.3f}",
+                "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-t", f"{timeline.duration:.6f}",
+                "-movflags", "+faststart", "-f", "mp4", part,
+            ], what=f"writing {out}")
+            publish(part, out)
+        except BaseException:
+            Path(part).unlink(missing_ok=True)
+            raise
+
+
+def check_output_dir(out: Path) -> None:
+    """Fail before any work if the output cannot be written."""
+    folder = out.parent
+    if not folder.exists():
+        raise MontageError(f"{folder}: output folder does not exist")
+    if out.is_dir():
+        raise MontageError(f"{out}: is a folder; give a file name such as {out / 'montage.mp4'}")
+    try:  # a real write: permission bits say nothing for root, read-only mounts, full disks
+        fd, probe = tempfile.mkstemp(prefix=".montage-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise MontageError(f"{folder}: output folder is not writable ({exc.strerror})") from None
