@@ -130,9 +130,10 @@ def analyze(clips: tuple[str, ...], backend: str, no_cache: bool) -> None:
 
     manager = get_manager()
     backend_obj = manager.backends.get(backend)
+    printer = _progress_printer()
     try:
         analyses, failures = analyze_clips(collect_clips(clips), manager, backend_obj, use_cache=not no_cache,
-                                           on_event=lambda e: _progress_printer()("analysis", e))
+                                           on_event=lambda e: printer("analysis", e))
     finally:
         backend_obj.close()
     click.echo(json.dumps({"clips": [describe(a) for a in analyses], "failed": failures}, indent=2,
@@ -185,9 +186,10 @@ def render(timeline: str, output: str, backend: str, accel: str, quality: str) -
     manager = get_manager()
     tl = Timeline.load(timeline)
     backend_obj = manager.backends.get(backend)
+    printer = _progress_printer()
     try:
         result = render_timeline(tl, Path(output), manager, backend_obj, accel=accel, quality=quality,
-                                 on_event=lambda e: _progress_printer()("render", e))
+                                 on_event=lambda e: printer("render", e))
     finally:
         backend_obj.close()
     click.echo(f"{result.video} ({result.duration:.2f} s, {len(result.segments)} cuts)")

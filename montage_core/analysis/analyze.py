@@ -51,7 +51,7 @@ def decode_luma(
     cmd = [
         ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", *input_args,
         "-i", path, "-map", "0:v:0", "-an", "-sn", "-dn",
-        "-vf", f"scale={w}:{h}:flags=bilinear,format=gray",
+        "-vf", f"scale={w}:{h}:flags=fast_bilinear,format=gray",
         "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1",
     ]
     frame_bytes = w * h

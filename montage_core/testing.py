@@ -1,0 +1,103 @@
+"""pytest plugin for montage and its plugins: fresh plugin managers, isolated state, test media.
+
+Installed with montage-core (entry point ``pytest11``), so plugin authors get these fixtures too:
+
+- ``pm``: a fresh :class:`~montage_core.plugins.MontageManager` with the built-ins only (no
+  installed plugins); register yours with ``pm.register(module, "name")``.
+- ``montage_home``: every montage state and cache folder redirected into a temporary directory.
+- ``media``: a :class:`MediaFactory` that makes clips with cuts at known frames and music with a
+  known beat (cached per test session).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+class MediaFactory:
+    """Makes (and caches per session) synthesized clips and music with known answers."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def _path(self, kind: str, spec: Any, suffix: str) -> Path:
+        key = hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=8).hexdigest()
+        return self.folder / f"{kind}-{key}{suffix}"
+
+    def clip(self, shots: list[tuple[int, float]], *, size: tuple[int, int] = (320, 180), fps: int = 25,
+             audio: bool = False, name: str | None = None) -> tuple[Path, list[int]]:
+        """A clip of ``shots`` (lavfi source index, seconds); returns its path and the cut frames."""
+        from .synth import make_clip
+
+        spec = {"shots": shots, "size": size, "fps": fps, "audio": audio}
+        path = self._path("clip", spec, ".mp4")
+        cuts_file = path.with_suffix(".cuts.json")
+        if not path.exists():
+            cuts_file.write_text(json.dumps(make_clip(path, shots, size=size, fps=fps, audio=audio)))
+        cuts = json.loads(cuts_file.read_text())
+        if name:
+            target = self.folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                target.write_bytes(path.read_bytes())
+            return target, cuts
+        return path, cuts
+
+    def music(self, *, bpm: float = 120.0, seconds: float = 12.0, arc: bool = True) -> tuple[Path, list[float]]:
+        """A WAV with a kick on every beat; returns its path and the beat times."""
+        from .synth import make_music
+
+        spec = {"bpm": bpm, "seconds": seconds, "arc": arc}
+        path = self._path("music", spec, ".wav")
+        beats_file = path.with_suffix(".beats.json")
+        if not path.exists():
+            beats_file.write_text(json.dumps(make_music(path, bpm=bpm, seconds=seconds, arc=arc)))
+        return path, json.loads(beats_file.read_text())
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> MediaFactory:
+    return MediaFactory(tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture
+def montage_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Isolated cache and job store for one test."""
+    home = tmp_path / "montage-home"
+    monkeypatch.setenv("MONTAGE_CACHE_DIR", str(home / "cache"))
+    monkeypatch.setenv("MONTAGE_HOME", str(home / "state"))
+    return home
+
+
+@pytest.fixture
+def pm(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fresh plugin manager with the built-in plugins and no installed (entry-point) plugins."""
+    from . import plugins
+
+    manager = plugins.MontageManager(load_entrypoints=False)
+    monkeypatch.setattr(plugins, "_manager", manager)
+    return manager
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the real ``montage`` command (a fresh process, entry points and all)."""
+    return subprocess.run([sys.executable, "-m", "montage_core", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def probe_frames(path: Path) -> tuple[int, float]:
+    """Decode every frame (errors fail the test) and return (frames, duration)."""
+    proc = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                           "stream=nb_read_frames:format=duration", "-of", "json", str(path)],
+                          capture_output=True, text=True, check=True)
+    data = json.loads(proc.stdout)
+    return int(data["streams"][0]["nb_read_frames"]), float(data["format"]["duration"])

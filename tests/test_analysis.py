@@ -1,0 +1,70 @@
+"""The decode pass on generated clips with known answers, and the content-addressed cache."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from montage_core.analysis.analyze import analyze_clip
+from montage_core.errors import InputError
+from montage_core.jobstore import JobStore
+from montage_core.pipeline import analyze_clips
+from montage_core.testing import MediaFactory
+
+
+@pytest.mark.parametrize("shots", [
+    [(0, 2.0), (1, 1.5), (3, 2.0), (2, 1.0)],
+    [(4, 1.2), (5, 0.8), (6, 2.0), (7, 1.6), (0, 1.0)],
+])
+def test_cuts_at_known_frames_all_found_none_extra(pm, media: MediaFactory, shots) -> None:
+    clip, cuts = media.clip(shots)
+    analysis = analyze_clip(clip, list(pm.analyzers), use_cache=False)
+    found = [round(s.start * analysis.analysis_fps) for s in analysis.shots[1:]]
+    assert found == cuts
+    assert analysis.frame_count == sum(round(d * 25) for _, d in shots)
+    for shot in analysis.shots:
+        assert set(shot.features) >= {"cut_score", "motion", "sharpness", "brightness", "cog_x", "cog_y"}
+        assert 0 < shot.features["brightness"] < 1
+
+
+def test_portrait_clip_keeps_its_aspect(pm, media: MediaFactory) -> None:
+    clip, _ = media.clip([(0, 1.0)], size=(180, 320))
+    analysis = analyze_clip(clip, list(pm.analyzers), use_cache=False)
+    assert (analysis.media.width, analysis.media.height) == (180, 320)
+
+
+def test_second_run_decodes_nothing(pm, media: MediaFactory, tmp_path: Path) -> None:
+    clip, _ = media.clip([(0, 1.0), (1, 1.0)])
+    copy = tmp_path / "same bytes, other name.mp4"
+    shutil.copy(clip, copy)
+    store = JobStore()
+    backend = pm.backends.get("local")
+    try:
+        first, _ = analyze_clips([str(clip)], pm, backend, store=store, job_id="first")
+        second, _ = analyze_clips([str(clip), str(copy)], pm, backend, store=store, job_id="second")
+    finally:
+        backend.close()
+    assert [s["clip"] for s in store.shards("first")] == [str(clip)]
+    assert store.shards("second") == []  # no shard at all: nothing was decoded
+    assert second[0].shots == first[0].shots
+    assert second[1].media.path == str(copy) and all(s.clip == str(copy) for s in second[1].shots)
+
+
+def test_changed_analyzer_version_invalidates_cache(pm, media: MediaFactory, monkeypatch) -> None:
+    from montage_core.builtin.analyzers import MotionAnalyzer
+
+    clip, _ = media.clip([(2, 1.0)])
+    analyze_clip(clip, list(pm.analyzers))
+    monkeypatch.setattr(MotionAnalyzer, "version", "2")
+    decoded: list[float] = []
+    analyze_clip(clip, list(pm.analyzers), progress=lambda pos, total: decoded.append(pos))
+    assert decoded, "a new analyzer version must decode again"
+
+
+def test_audio_only_file_is_refused_by_name(pm, media: MediaFactory) -> None:
+    music, _ = media.music(seconds=2)
+    with pytest.raises(InputError) as err:
+        analyze_clip(music, list(pm.analyzers))
+    assert str(err.value) == f"{music}: has no video stream (audio-only file)"

@@ -1,0 +1,145 @@
+"""Plugin manager: built-ins are plugins, entry points load one at a time, duplicates are named."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from montage_core import hookspecs
+from montage_core.errors import PluginError, UnknownChoiceError
+from montage_core.plugins import DEFAULT_PLUGINS, KINDS, MontageManager
+
+from montage_core.testing import run_cli
+
+
+def test_every_hookspec_is_documented() -> None:
+    specs = [name for name in dir(hookspecs) if name.startswith("montage_register_")]
+    assert set(KINDS.values()) <= set(specs)
+    for name in specs:
+        doc = getattr(hookspecs, name).__doc__ or ""
+        assert "Called" in doc and len(doc.split()) > 25, f"{name} needs a reference docstring (when, how often, what)"
+
+
+def test_builtins_register_through_the_same_hooks(pm: MontageManager) -> None:
+    assert set(pm.styles.names()) >= {"dynamic", "mtv", "documentary", "minimalist"}
+    assert pm.planners.names() == ["story_arc"]
+    assert "local" in pm.backends and "software" in pm.accelerators
+    assert set(pm.analyzers.names()) >= {"cuts", "motion", "sharpness", "brightness", "centre_of_gravity"}
+    assert pm.styles.origin("dynamic") == "styles"
+    assert len([r for r in pm.records.values() if r.builtin]) == len(DEFAULT_PLUGINS)
+
+
+def test_duplicate_name_names_both_plugins(pm: MontageManager) -> None:
+    from montage_core.builtin.styles import DynamicStyle
+    from montage_core.hookspecs import hookimpl
+
+    class Copycat:
+        @hookimpl
+        def montage_register_styles(self, register):  # type: ignore[no-untyped-def]
+            register(DynamicStyle())
+
+    pm.register(Copycat(), "copycat")
+    with pytest.raises(PluginError) as err:
+        pm.styles
+    assert "'styles'" in str(err.value) and "'copycat'" in str(err.value) and "'dynamic'" in str(err.value)
+
+
+def test_unknown_name_lists_the_choices(pm: MontageManager) -> None:
+    with pytest.raises(UnknownChoiceError) as err:
+        pm.styles.get("wes")
+    assert str(err.value) == "unknown style 'wes' (known: documentary, dynamic, minimalist, mtv)"
+
+
+def _install_fake_distribution(site: Path, name: str, module_source: str, version: str = "9.9") -> None:
+    """A real installed distribution (dist-info + entry point) on a path importlib.metadata scans."""
+    (site / f"montage_{name}.py").write_text(textwrap.dedent(module_source))
+    info = site / f"montage_{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: montage-{name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[montage]\n{name} = montage_{name}\n")
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    _install_fake_distribution(site, "broken", "raise RuntimeError('missing dependency frobnicate')\n", "1.2.3")
+    _install_fake_distribution(site, "tiny_style", """
+        from montage_core.hookspecs import hookimpl
+        from montage_core.builtin.styles import DynamicStyle
+
+        class Tiny(DynamicStyle):
+            name = "tiny"
+            description = "a test style"
+
+        @hookimpl
+        def montage_register_styles(register):
+            register(Tiny())
+    """)
+    yield site
+    for mod in ("montage_broken", "montage_tiny_style"):
+        sys.modules.pop(mod, None)
+
+
+def test_broken_plugin_is_skipped_with_name_and_version(site: Path, caplog: pytest.LogCaptureFixture) -> None:
+    manager = MontageManager()
+    assert "tiny" in manager.styles
+    assert manager.records["broken"].error == "RuntimeError: missing dependency frobnicate"
+    assert any("'broken'" in r.message and "1.2.3" in r.message for r in caplog.records)
+
+
+def test_disable_and_load_plugins_env(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONTAGE_DISABLE_PLUGINS", "tiny_style")
+    assert "tiny" not in MontageManager().styles
+    monkeypatch.delenv("MONTAGE_DISABLE_PLUGINS")
+    monkeypatch.setenv("MONTAGE_LOAD_PLUGINS", "tiny_style")
+    manager = MontageManager()
+    assert "tiny" in manager.styles and "broken" not in manager.records
+
+
+def test_plugins_command_json_and_table(site: Path) -> None:
+    proc = run_cli("plugins", "--all")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert rows["tiny_style"]["registered"] == {"styles": ["tiny"]}
+    assert rows["tiny_style"]["version"] == "9.9" and rows["tiny_style"]["available"]
+    assert rows["broken"]["available"] is False and "frobnicate" in rows["broken"]["reason"]
+    assert rows["styles"]["builtin"] and "montage_register_styles" in rows["styles"]["hooks"]
+    local = [o for o in rows["backend_local"]["objects"] if o["name"] == "local"][0]
+    assert local["available"]
+    assert "Traceback" not in proc.stderr and "'broken'" in proc.stderr
+    without_all = {r["name"] for r in json.loads(run_cli("plugins").stdout)}
+    assert without_all == {"broken", "tiny_style"}
+    table = run_cli("plugins", "--format", "table", "--all").stdout
+    assert "tiny_style" in table and "unavailable: RuntimeError: missing dependency frobnicate" in table
+
+
+def test_help_imports_no_heavy_modules() -> None:
+    code = ("import sys; sys.argv = ['montage', '--help']\n"
+            "from montage_core.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('numba', 'cv2', 'dask', 'kubernetes', 'numpy', 'librosa') if m in sys.modules]\n"
+            "print('HEAVY=' + ','.join(heavy))")
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY=\n" in out or out.rstrip().endswith("HEAVY="), out
+
+
+def test_builtin_modules_import_nothing_heavy_at_top_level() -> None:
+    heavy = {"numba", "cv2", "dask", "kubernetes", "numpy", "librosa", "opentimelineio"}
+    root = Path(__file__).parent.parent / "montage_core"
+    for module in ["plugins.py", "hookspecs.py", "interfaces.py", "models.py", "cli.py", "errors.py",
+                   *(f"builtin/{p.name}" for p in (root / "builtin").glob("*.py"))]:
+        tree = ast.parse((root / module).read_text())
+        for node in tree.body:
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not {n.split(".")[0] for n in names} & heavy, f"{module} imports {names} at module level"
