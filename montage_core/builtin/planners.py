@@ -69,22 +69,41 @@ class StoryArcPlanner(Planner):
         # Beats as output frames: a cut placed there is on the beat within half a frame.
         beat_frames = sorted({int(round(b * fps)) for b in music.beats if 0 < b * fps < total_frames})
         downbeats = {int(round(b * fps)) for b in music.downbeats}
-        tail = int(MIN_TAIL_SECONDS * fps)
-        boundaries = self._boundaries(beat_frames, downbeats, total_frames, tail, arc, style.pacing, fps, rng)
+        usable = [b for b in beat_frames if b <= total_frames - int(MIN_TAIL_SECONDS * fps)]
         fade = 0
         if style.transition.kind == "crossfade":
-            fade = max(1, int(round(style.transition.duration * fps)))
+            fade = max(2, int(round(style.transition.duration * fps)))
         picker = ShotPicker(request.ranked, fps)
-        cuts: list[Cut] = []
+        boundaries, picks = [0], []
+        i = 0  # index of the first usable beat after the current cut
+        while True:
+            while i < len(usable) and usable[i] <= boundaries[-1]:
+                i += 1
+            if i >= len(usable):
+                break
+            k = self._beats_for_cut(usable, i, downbeats, style.pacing[arc.phase(boundaries[-1] / fps)], rng)
+            # Shorten the cut (still on a beat) while no unused shot is long enough for it.
+            while k > 1 and not picker.has_unused(self._need(boundaries[-1], usable[i + k - 1], fade, fps)):
+                k -= 1
+            end = usable[i + k - 1]
+            previous = picks[-1][0].clip if picks else None
+            picks.append(picker.pick(self._need(boundaries[-1], end, fade, fps), previous))
+            boundaries.append(end)
+            i += k
+        picks.append(picker.pick(self._need(boundaries[-1], total_frames, fade, fps),
+                                 picks[-1][0].clip if picks else None))
+        boundaries.append(total_frames)
         spans = list(zip(boundaries, boundaries[1:]))
-        halves = [0] + [self._half_overlap(fade, spans[i - 1], spans[i]) for i in range(1, len(spans))] + [0]
-        for i, (a, b) in enumerate(spans):
-            h_in, h_out = halves[i], halves[i + 1]
+        halves = [0] + [self._half_overlap(fade, spans[k - 1], spans[k]) for k in range(1, len(spans))] + [0]
+        cuts: list[Cut] = []
+        for k, ((a, b), (shot, score)) in enumerate(zip(spans, picks)):
+            h_in, h_out = halves[k], halves[k + 1]
             need = (b - a + h_in + h_out) / fps
-            shot, score = picker.pick(need, previous_clip=cuts[-1].source if cuts else None)
-            source_in = shot.start + (shot.duration - need) / 2
+            # Centre the window in the shot; a shot shorter than the slot starts at its first frame
+            # and the renderer holds its last frame.
+            source_in = max(shot.start, shot.start + (shot.duration - need) / 2)
             cuts.append(Cut(
-                index=i, source=shot.clip, source_in=round(source_in, 6), source_out=round(source_in + need, 6),
+                index=k, source=shot.clip, source_in=round(source_in, 6), source_out=round(source_in + need, 6),
                 start=a / fps, end=b / fps, phase=arc.phase(a / fps), shot=shot.id, score=score,
                 transition=Transition("crossfade", 2 * h_in / fps) if h_in else Transition("cut"),
             ))
@@ -95,35 +114,27 @@ class StoryArcPlanner(Planner):
         )
 
     @staticmethod
+    def _need(start: int, end: int, fade: int, fps: float) -> float:
+        """Source seconds a cut from frame ``start`` to ``end`` may need, dissolve handles included."""
+        return (end - start + fade) / fps
+
+    @staticmethod
     def _half_overlap(fade: int, left: tuple[int, int], right: tuple[int, int]) -> int:
         """Half a crossfade in frames, at most 40 % of either neighbouring cut."""
         limit = int(0.4 * min(left[1] - left[0], right[1] - right[0]))
         return min(fade, limit) // 2
 
     @staticmethod
-    def _boundaries(beats: list[int], downbeats: set[int], total: int, tail: int, arc: Arc,
-                    pacing: dict[str, tuple[int, int]], fps: float, rng: random.Random) -> list[int]:
-        """Cut frames: walk the beats, taking the style's beats-per-cut for the phase at hand."""
-        cuts = [0]
-        usable = [b for b in beats if b <= total - tail]
-        i = 0  # index of the first beat after the current cut
-        while True:
-            while i < len(usable) and usable[i] <= cuts[-1]:
-                i += 1
-            if i >= len(usable):
-                break
-            low, high = pacing[arc.phase(cuts[-1] / fps)]
-            n = rng.randint(low, high)
-            # Prefer landing on a downbeat when the pacing range allows it.
-            options = [k for k in range(low, high + 1) if i + k - 1 < len(usable)]
-            on_bar = [k for k in options if usable[i + k - 1] in downbeats]
-            if on_bar and n not in on_bar:
-                n = min(on_bar, key=lambda k: abs(k - n))
-            j = min(i + n - 1, len(usable) - 1)
-            cuts.append(usable[j])
-            i = j + 1
-        cuts.append(total)
-        return cuts
+    def _beats_for_cut(usable: list[int], i: int, downbeats: set[int], pacing: tuple[int, int],
+                       rng: random.Random) -> int:
+        """Beats this cut lasts: the style's range for the phase, landing on a downbeat when it can."""
+        low, high = pacing
+        n = rng.randint(low, high)
+        options = [k for k in range(low, high + 1) if i + k - 1 < len(usable)]
+        on_bar = [k for k in options if usable[i + k - 1] in downbeats]
+        if on_bar and n not in on_bar:
+            n = min(on_bar, key=lambda k: abs(k - n))
+        return max(1, min(n, len(usable) - i))
 
 
 class ShotPicker:
@@ -136,10 +147,18 @@ class ShotPicker:
         self.margin = 2 * SHOT_MARGIN_FRAMES / fps
         self.uses: dict[tuple[str, int], int] = {}
 
+    def _fits(self, shot: Shot, need: float) -> bool:
+        return shot.duration >= need + self.margin
+
+    def has_unused(self, need: float) -> bool:
+        """Whether an unused shot is long enough for ``need`` seconds."""
+        return any(self._fits(s, need) and self._key(s) not in self.uses for s, _ in self.ranked)
+
     def pick(self, need: float, previous_clip: str | None) -> tuple[Shot, float]:
-        fitting = [(s, sc) for s, sc in self.ranked if s.duration >= need + self.margin]
-        if not fitting:  # nothing is long enough: the longest shot, held on its last frame
-            fitting = [max(self.ranked, key=lambda p: p[0].duration)]
+        fitting = [(s, sc) for s, sc in self.ranked if self._fits(s, need)]
+        if not fitting:  # nothing is long enough: the longest shots (the renderer holds the last frame)
+            longest = max(s.duration for s, _ in self.ranked)
+            fitting = [(s, sc) for s, sc in self.ranked if s.duration == longest]
         fewest = min(self.uses.get(self._key(s), 0) for s, _ in fitting)
         candidates = [(s, sc) for s, sc in fitting if self.uses.get(self._key(s), 0) == fewest]
         best_score = candidates[0][1]
