@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 
 class MontageError(Exception):
@@ -25,6 +26,9 @@ class UnknownChoiceError(UsageError):
         self.kind, self.name, self.known = kind, name, sorted(known)
         super().__init__(f"unknown {kind} {name!r} (known: {', '.join(self.known) or 'none'})")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.kind, self.name, self.known))
+
 
 class InputError(MontageError):
     """A media file that cannot be used; names the file and the problem."""
@@ -32,6 +36,9 @@ class InputError(MontageError):
     def __init__(self, path: str | Path, problem: str):
         self.path, self.problem = str(path), problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # errors cross process boundaries (worker → coordinator)
+        return (type(self), (self.path, self.problem))
 
 
 class PluginError(MontageError):
@@ -48,3 +55,10 @@ class ShardError(MontageError):
     def __init__(self, message: str, *, transient: bool):
         self.transient = transient
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_shard_error, (str(self), self.transient))
+
+
+def _shard_error(message: str, transient: bool) -> ShardError:
+    return ShardError(message, transient=transient)

@@ -110,8 +110,10 @@ def detect_cuts(score: np.ndarray, fps: float, threshold: float = CUT_THRESHOLD,
         if score[i] >= ratio * baseline:
             candidates.append(int(i))
     cuts: list[int] = []
-    for i in candidates:  # keep the stronger of two cuts closer than a minimal shot
-        if i < min_gap or i > n - min_gap:
+    # Keep the stronger of two cuts closer than a minimal shot. Cuts near either end of the clip
+    # stay: the short shot they close off is real, and hiding it would put a jump inside a neighbour.
+    for i in candidates:
+        if i == 0:
             continue
         if cuts and i - cuts[-1] < min_gap:
             if score[i] > score[cuts[-1]]:

@@ -16,6 +16,8 @@ from ..models import Cut, MusicAnalysis, Shot, Timeline, Transition
 SHOT_MARGIN_FRAMES = 2
 #: the last cut runs to the end of the music; a remainder shorter than this joins the cut before
 MIN_TAIL_SECONDS = 0.75
+#: where in a shot the n-th use of it is taken (fraction of the spare length): centre first
+WINDOW_POSITIONS = (0.5, 0.0, 1.0, 0.25, 0.75)
 
 
 @dataclass
@@ -82,9 +84,10 @@ class StoryArcPlanner(Planner):
             if i >= len(usable):
                 break
             k = self._beats_for_cut(usable, i, downbeats, style.pacing[arc.phase(boundaries[-1] / fps)], rng)
-            # Shorten the cut (still on a beat) while no unused shot is long enough for it.
-            while k > 1 and not picker.has_unused(self._need(boundaries[-1], usable[i + k - 1], fade, fps)):
-                k -= 1
+            # Shorten the cut (still on a beat) to the longest one an unused shot can fill, if any can.
+            fits = [m for m in range(k, 0, -1)
+                    if picker.has_unused(self._need(boundaries[-1], usable[i + m - 1], fade, fps))]
+            k = fits[0] if fits else k
             end = usable[i + k - 1]
             previous = picks[-1][0].clip if picks else None
             picks.append(picker.pick(self._need(boundaries[-1], end, fade, fps), previous))
@@ -99,9 +102,10 @@ class StoryArcPlanner(Planner):
         for k, ((a, b), (shot, score)) in enumerate(zip(spans, picks)):
             h_in, h_out = halves[k], halves[k + 1]
             need = (b - a + h_in + h_out) / fps
-            # Centre the window in the shot; a shot shorter than the slot starts at its first frame
-            # and the renderer holds its last frame.
-            source_in = max(shot.start, shot.start + (shot.duration - need) / 2)
+            # A shot shorter than its slot starts at its first frame; the renderer holds its last one.
+            # A reused shot shows another part of itself where it is long enough.
+            slack = max(0.0, shot.duration - need - picker.margin)
+            source_in = shot.start + picker.margin / 2 + slack * WINDOW_POSITIONS[picker.nth_use[k] % len(WINDOW_POSITIONS)]
             cuts.append(Cut(
                 index=k, source=shot.clip, source_in=round(source_in, 6), source_out=round(source_in + need, 6),
                 start=a / fps, end=b / fps, phase=arc.phase(a / fps), shot=shot.id, score=score,
@@ -146,13 +150,16 @@ class ShotPicker:
         self.ranked = ranked
         self.margin = 2 * SHOT_MARGIN_FRAMES / fps
         self.uses: dict[tuple[str, int], int] = {}
+        #: for each pick in order, how often its shot had been picked before
+        self.nth_use: list[int] = []
 
     def _fits(self, shot: Shot, need: float) -> bool:
         return shot.duration >= need + self.margin
 
     def has_unused(self, need: float) -> bool:
-        """Whether an unused shot is long enough for ``need`` seconds."""
-        return any(self._fits(s, need) and self._key(s) not in self.uses for s, _ in self.ranked)
+        """Whether a shot used least so far (unused, until all are) is long enough for ``need`` seconds."""
+        fewest = min(self.uses.get(self._key(s), 0) for s, _ in self.ranked)
+        return any(self._fits(s, need) and self.uses.get(self._key(s), 0) == fewest for s, _ in self.ranked)
 
     def pick(self, need: float, previous_clip: str | None) -> tuple[Shot, float]:
         fitting = [(s, sc) for s, sc in self.ranked if self._fits(s, need)]
@@ -171,6 +178,7 @@ class ShotPicker:
                 choice = (shot, score)
                 break
         key = self._key(choice[0])
+        self.nth_use.append(self.uses.get(key, 0))
         self.uses[key] = self.uses.get(key, 0) + 1
         return choice
 

