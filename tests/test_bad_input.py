@@ -157,7 +157,10 @@ def test_a_killed_worker_costs_only_a_retry(pm, tmp_path: Path) -> None:
     assert outcomes["s0"].ok and outcomes["s3"].ok
     shards = {s["shard_id"]: s for s in store.shards("j")}
     assert shards["s1"]["attempts"] >= 2 and shards["s1"]["state"] == "done"
-    assert shards["s2"]["state"] == "failed" and shards["s2"]["attempts"] == 1
+    # A permanent failure is not retried. (It may have had one extra try when the dying worker
+    # broke the process pool while it was in flight; that attempt ended as transient.)
+    assert shards["s2"]["state"] == "failed" and shards["s2"]["error"] == "clip2.mp4: corrupt"
+    assert shards["s2"]["attempts"] <= 2
 
 
 def test_errors_survive_the_trip_from_a_worker() -> None:

@@ -143,3 +143,9 @@ def test_builtin_modules_import_nothing_heavy_at_top_level() -> None:
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not {n.split(".")[0] for n in names} & heavy, f"{module} imports {names} at module level"
+
+
+def test_every_hook_has_a_reference_entry_in_the_docs() -> None:
+    reference = (Path(__file__).parent.parent / "docs" / "hooks.md").read_text()
+    for name in (n for n in dir(hookspecs) if n.startswith("montage_register_")):
+        assert f"## {name}" in reference, f"docs/hooks.md has no section for {name}"
