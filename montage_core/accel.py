@@ -7,6 +7,7 @@ import logging
 import socket
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from .config import cache_dir
@@ -25,9 +26,23 @@ def _cache_path() -> Any:
     return cache_dir() / f"probe-{socket.gethostname()}.json"
 
 
+def host_fingerprint() -> dict[str, Any]:
+    """What invalidates cached probes: the device list and the loaded GPU driver versions."""
+    import glob
+
+    drivers = {}
+    for module in ("nvidia", "i915", "xe", "amdgpu"):
+        try:
+            drivers[module] = Path(f"/sys/module/{module}/version").read_text().strip()
+        except OSError:
+            if Path(f"/sys/module/{module}").exists():
+                drivers[module] = "loaded"
+    return {"devices": sorted(glob.glob("/dev/dri/renderD*") + glob.glob("/dev/nvidia[0-9]*")), "drivers": drivers}
+
+
 def probe_all(accelerators: list[Accelerator], *, refresh: bool = False) -> dict[str, AcceleratorProbe]:
-    """Probe every accelerator, reusing this host's cached results while fresh."""
-    key = {"ffmpeg": ffmpeg_binary(), "version": ffmpeg_version(),
+    """Probe every accelerator, reusing this host's cached results while fresh and the hardware is unchanged."""
+    key = {"ffmpeg": ffmpeg_binary(), "version": ffmpeg_version(), "host": host_fingerprint(),
            "accelerators": sorted(f"{a.name}:{type(a).__module__}" for a in accelerators)}
     path = _cache_path()
     if not refresh:
@@ -43,8 +58,9 @@ def probe_all(accelerators: list[Accelerator], *, refresh: bool = False) -> dict
             probes[accel.name] = accel.probe(ffmpeg_binary())
         except Exception as exc:  # a probe must never take a job down
             probes[accel.name] = AcceleratorProbe(accel.name, False, f"probe crashed: {type(exc).__name__}: {exc}")
-        if not probes[accel.name].available:
-            log.info("accelerator %s skipped: %s", accel.name, probes[accel.name].reason)
+        for row in probes[accel.name].devices:
+            if row.get("problem"):
+                log.info("%s: skipping %s: %s", accel.name, row["node"], row["problem"])
     write_atomic(path, json.dumps({"key": key, "time": time.time(),
                                    "probes": {n: asdict(p) for n, p in probes.items()}}))
     return probes
@@ -68,3 +84,21 @@ def encoder_chain(
         reasons = "; ".join(f"{n}: {p.reason}" for n, p in probes.items())
         raise UnavailableError(f"no working encoder ({reasons})")
     return [(a, probes[a.name]) for a in working]
+
+
+def analysis_decoder(accelerators: list[Accelerator], probes: dict[str, AcceleratorProbe]) -> tuple[str, list[str]]:
+    """(name, ffmpeg input args) of the best working hardware decoder, or ('software', []).
+
+    Decode-only GPUs count: a GPU without an encoder (an H100, say) still decodes for analysis.
+    """
+    for accel in sorted(accelerators, key=lambda a: -a.priority):
+        probe = probes.get(accel.name)
+        decode_args = getattr(accel, "analysis_input_args", None)
+        if probe and probe.decode and probe.device and decode_args:
+            return accel.name, decode_args(probe)
+    return "software", []
+
+
+def describe_chain(chain: list[tuple[Accelerator, AcceleratorProbe]]) -> str:
+    """``nvenc (0: NVIDIA L4 nvidia 550.54) → software`` for the job log."""
+    return " → ".join(f"{a.name} ({p.reason})" if a.name != "software" else a.name for a, p in chain)

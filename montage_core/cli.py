@@ -23,7 +23,7 @@ def _setup_logging(verbose: int) -> None:
     handler.setFormatter(_OneLineFormatter())
     root = logging.getLogger("montage")
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
 
 
@@ -49,7 +49,7 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="montage-core")
-@click.option("-v", "--verbose", count=True, help="More output (-vv for debug).")
+@click.option("-v", "--verbose", count=True, help="Debug output.")
 def cli(verbose: int) -> None:
     """Turn a folder of clips and a music track into a beat-synchronized montage."""
     _setup_logging(verbose)
@@ -244,22 +244,28 @@ def plugins(fmt: str, show_all: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--refresh", is_flag=True, help="Probe again instead of using this host's cached result.")
 def check_hw(as_json: bool, refresh: bool) -> None:
-    """Probe every accelerator and show the encoder chain a run would use."""
+    """Probe every accelerator and device; show the encoder chain a run would use."""
     from dataclasses import asdict
 
-    from .accel import encoder_chain, probe_all
+    from .accel import analysis_decoder, encoder_chain, probe_all
+    from .hwaccel import describe_probe
     from .plugins import get_manager
 
     accelerators = list(get_manager().accelerators)
     probes = probe_all(accelerators, refresh=refresh)
-    chain = [a.name for a, _ in encoder_chain(accelerators)]
+    chain = [a.name for a, _ in encoder_chain(accelerators)]  # raises (exit 1) when no encoder works
+    decoder, _ = analysis_decoder(accelerators, probes)
     if as_json:
-        click.echo(json.dumps({"accelerators": [asdict(p) for p in probes.values()], "chain": chain}, indent=2))
+        click.echo(json.dumps({"accelerators": [asdict(p) for p in probes.values()], "chain": chain,
+                               "analysis_decoder": decoder}, indent=2))
         return
     for probe in probes.values():
         status = "ok" if probe.available else "unavailable"
         click.echo(f"{probe.name:10s} {status:12s} {probe.reason}")
-    click.echo(f"chain: {' → '.join(chain)}")
+        for line in describe_probe(probe):
+            click.echo(line)
+    click.echo(f"encoder chain: {' → '.join(chain)}")
+    click.echo(f"analysis decode: {decoder}")
 
 
 @cli.command()

@@ -25,6 +25,8 @@ class AcceleratorProbe:
     encoders: dict[str, str] = field(default_factory=dict)  # codec -> ffmpeg encoder
     decode: bool = False
     devices: list[dict[str, Any]] = field(default_factory=list)
+    #: the device encodes and decodes go to (a render node, a GPU index)
+    device: str = ""
 
 
 class Accelerator:
@@ -33,9 +35,10 @@ class Accelerator:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     priority: ClassVar[int] = 0
-    #: Kubernetes extended resource and node labels that select a node with this device.
-    k8s_resource: ClassVar[str | None] = None
-    node_labels: ClassVar[dict[str, str]] = {}
+    #: per GPU vendor: the Kubernetes extended resource a pod requests for this device ...
+    k8s_resources: ClassVar[dict[str, str]] = {}
+    #: ... and node labels that select nodes carrying it (for node affinity)
+    node_labels: ClassVar[dict[str, dict[str, str]]] = {}
 
     def probe(self, ffmpeg: str) -> AcceleratorProbe:
         """Check this host: devices, driver, a real test encode. Never raise."""

@@ -75,6 +75,14 @@ def resolve_style_params(style: Style, given: dict[str, str]) -> dict[str, float
     return params
 
 
+def check_style_requirements(style: Style, manager: MontageManager) -> None:
+    """A style that ranks by an analyzer's output needs that analyzer installed."""
+    missing = [name for name in style.requires if name not in manager.analyzers]
+    if missing:
+        raise MontageError(f"style {style.name!r} needs the analyzer(s) {', '.join(missing)}, which no installed "
+                           f"plugin provides (installed: {', '.join(manager.analyzers.names())})")
+
+
 # ----------------------------------------------------------------------------- analysis
 def analyze_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dict[str, Any]:
     """Shard function (runs in a worker): analyze one clip with every registered analyzer."""
@@ -147,6 +155,7 @@ def plan_timeline(
     style_obj = manager.styles.get(style)
     planner_obj = manager.planners.get(planner)
     params = resolve_style_params(style_obj, style_params or {})
+    check_style_requirements(style_obj, manager)
     shots: list[Shot] = [s for a in analyses for s in a.shots]
     if not shots:
         raise MontageError("no usable shots: every clip failed or was empty")
@@ -201,12 +210,21 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     manager = manager or get_manager()
     style_obj = manager.styles.get(options.style)
     resolve_style_params(style_obj, options.style_params)
+    check_style_requirements(style_obj, manager)
     manager.planners.get(options.planner)
     backend = manager.backends.get(options.backend)
     if reason := backend.availability():
         raise MontageError(f"backend {options.backend!r} is not available: {reason}")
+    from .accel import QUALITIES, analysis_decoder, describe_chain, encoder_chain, probe_all
+
+    if options.quality not in QUALITIES:
+        raise UsageError(f"unknown quality {options.quality!r} (known: {', '.join(QUALITIES)})")
     output = Path(options.output)
     check_output_dir(output)
+    accelerators = list(manager.accelerators)
+    chain = encoder_chain(accelerators, options.accel)  # an unavailable --accel fails here, before any work
+    decoder, decode_args = analysis_decoder(accelerators, probe_all(accelerators))
+    log.info("encoder chain: %s; analysis decode: %s", describe_chain(chain), decoder)
     clips = collect_clips(options.clips)
     if not clips:
         raise UsageError("no clips given")
@@ -225,7 +243,8 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     thread.start()  # beats are found while the workers decode the clips
     try:
         analyses, failures = analyze_clips(clips, manager, backend, use_cache=options.use_cache,
-                                           on_event=lambda e: emit("analysis", e), store=store, job_id=job_id)
+                                           on_event=lambda e: emit("analysis", e), store=store, job_id=job_id,
+                                           input_args=decode_args)
         thread.join()
         if "error" in music_box:
             raise music_box["error"]

@@ -126,3 +126,14 @@ def test_style_relaxes_instead_of_returning_nothing(pm) -> None:
 def test_cut_model_round_trip() -> None:
     cut = Cut(0, "/a b.mp4", 1.0, 2.5, 0.0, 1.5, "intro", "a b.mp4#0")
     assert Cut.from_dict(json.loads(json.dumps(cut.__dict__, default=lambda o: o.__dict__))) == cut
+
+
+def test_style_needs_its_analyzers(monkeypatch) -> None:
+    from montage_core.errors import MontageError
+    from montage_core.pipeline import check_style_requirements
+    from montage_core.plugins import MontageManager
+
+    monkeypatch.setenv("MONTAGE_DISABLE_PLUGINS", "analyzers")
+    manager = MontageManager(load_entrypoints=False)
+    with pytest.raises(MontageError, match="style 'dynamic' needs the analyzer\\(s\\) motion, sharpness, brightness"):
+        check_style_requirements(manager.styles.get("dynamic"), manager)

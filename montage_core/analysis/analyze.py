@@ -150,6 +150,25 @@ def build_shots(path: str, series: dict[str, np.ndarray], aggregates: dict[str, 
     return shots
 
 
+def _decode_pass(path: str, info: MediaInfo, size: tuple[int, int], analyzers: Sequence[Analyzer],
+                 input_args: Sequence[str], fps: float, progress: Progress | None) -> tuple[dict[str, np.ndarray], int]:
+    """Decode once and run every analyzer on each batch; per-frame series and the frame count."""
+    outputs: dict[str, list[np.ndarray]] = {name: [] for a in analyzers for name in a.outputs}
+    previous = np.empty((0, 0), np.uint8)
+    frames_done = 0
+    last_report = 0.0
+    for frames in decode_luma(path, info, size, input_args):
+        for analyzer in analyzers:
+            for name, values in analyzer.compute(frames, previous).items():
+                outputs[name].append(np.asarray(values, dtype=np.float64))
+        previous = frames[-1]
+        frames_done += len(frames)
+        if progress and time.monotonic() - last_report > 0.25:
+            last_report = time.monotonic()
+            progress(frames_done / fps, info.duration)
+    return {name: np.concatenate(chunks) for name, chunks in outputs.items()}, frames_done
+
+
 def analyzer_versions(analyzers: Sequence[Analyzer]) -> dict[str, str]:
     return {a.name: a.version for a in analyzers}
 
@@ -178,21 +197,15 @@ def analyze_clip(
         return hit
     fps = info.fps or 25.0
     size = analysis_size(info, width)
-    outputs: dict[str, list[np.ndarray]] = {name: [] for a in analyzers for name in a.outputs}
     aggregates = {name: a.aggregate for a in analyzers for name in a.outputs}
-    previous = np.empty((0, 0), np.uint8)
-    frames_done = 0
-    last_report = 0.0
-    for frames in decode_luma(path, info, size, input_args):
-        for analyzer in analyzers:
-            for name, values in analyzer.compute(frames, previous).items():
-                outputs[name].append(np.asarray(values, dtype=np.float64))
-        previous = frames[-1]
-        frames_done += len(frames)
-        if progress and time.monotonic() - last_report > 0.25:
-            last_report = time.monotonic()
-            progress(frames_done / fps, info.duration)
-    series = {name: np.concatenate(chunks) for name, chunks in outputs.items()}
+    try:
+        series, frames_done = _decode_pass(path, info, size, analyzers, input_args, fps, progress)
+    except InputError:
+        if not input_args:
+            raise
+        # Hardware decoders refuse some profiles and sizes; the software decoder reads them all.
+        log.warning("%s: hardware decoding failed; decoding in software", path)
+        series, frames_done = _decode_pass(path, info, size, analyzers, (), fps, progress)
     if "cut_score" not in series:
         series["cut_score"] = np.zeros(frames_done)
         aggregates["cut_score"] = "max"

@@ -29,7 +29,8 @@ class SoftwareAccelerator(Accelerator):
             line = (proc.stderr.strip().splitlines() or ["no message"])[-1]
             return AcceleratorProbe(self.name, False, f"libx264 test encode failed: {line}")
         return AcceleratorProbe(self.name, True, "libx264 test encode ok", encoders={"h264": "libx264"},
-                                devices=[{"device": "cpu", "vendor": "cpu", "driver": "libx264"}])
+                                devices=[{"node": "cpu", "vendor": "cpu", "product": "", "driver": "libx264",
+                                         "driver_version": "", "problem": "", "encode": {"h264": ""}, "decode": {}}])
 
     def encode_args(self, codec: str, quality: str, probe: AcceleratorProbe) -> list[str]:
         preset, crf = X264_QUALITY[quality]

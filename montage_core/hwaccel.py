@@ -1,0 +1,359 @@
+"""The shared probe and encoder base for hardware accelerators (VA-API, NVENC, QSV plugins).
+
+A vendor plugin supplies only what differs: how to enumerate its devices, how to read the
+driver, the ffmpeg device arguments and the encoder arguments per quality. This base does the
+rest the same way for all of them: access checks that name the missing group, the ffmpeg build
+check (``-encoders``/``-decoders``), a real short test encode and decode per codec, and turning
+known failure messages into reasons a user can act on.
+
+Everything reaches the system through :class:`SystemProbe` (commands, files, device nodes), the
+one boundary tests replace with outputs captured from real machines.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import re
+import stat
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .interfaces import Accelerator, AcceleratorProbe
+
+CODECS = ("h264", "hevc", "av1")
+TEST_SOURCE = ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=0.4"]
+
+
+class SystemProbe:
+    """Runs commands and reads the filesystem for probes. Tests swap in recorded answers."""
+
+    def run(self, args: Sequence[str], timeout: float = 20.0) -> tuple[int, str]:
+        """Exit status and stdout+stderr of ``args``; 127 when the program is not installed."""
+        try:
+            proc = subprocess.run(list(args), capture_output=True, text=True, errors="replace", timeout=timeout)
+        except FileNotFoundError:
+            return 127, f"{args[0]}: command not found"
+        except subprocess.TimeoutExpired:
+            return 124, f"{args[0]}: timed out after {timeout:g} s"
+        return proc.returncode, proc.stdout + proc.stderr
+
+    def glob(self, pattern: str) -> list[str]:
+        root, _, rest = pattern.rpartition("/")
+        return sorted(str(p) for p in Path(root).glob(rest))
+
+    def read(self, path: str) -> str:
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return ""
+
+    def stat(self, path: str) -> os.stat_result | None:
+        try:
+            return os.stat(path)
+        except OSError:
+            return None
+
+    def identity(self) -> tuple[int, set[int]]:
+        """This process's uid and every group id it holds."""
+        return os.getuid(), {os.getgid(), *os.getgroups()}
+
+
+PCI_VENDORS = {"0x8086": "intel", "0x1002": "amd", "0x10de": "nvidia"}
+
+
+def group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return f"gid {gid}"
+
+
+def access_problem(node: str, st: os.stat_result | None, uid: int, gids: set[int]) -> str:
+    """Why this user cannot open ``node`` read-write ('' when it can), naming the group to join."""
+    if st is None:
+        return f"{node} does not exist (no driver loaded, or the device is not passed into the container)"
+    if not stat.S_ISCHR(st.st_mode):
+        return f"{node} is not a character device"
+    if uid == 0:
+        return ""
+    mode = st.st_mode
+    if st.st_uid == uid and mode & 0o600 == 0o600:
+        return ""
+    if st.st_gid in gids and mode & 0o060 == 0o060:
+        return ""
+    if mode & 0o006 == 0o006:
+        return ""
+    group = group_name(st.st_gid)
+    return (f"permission denied on {node} (owner group '{group}', mode {stat.S_IMODE(mode):04o}): add this user "
+            f"to the '{group}' group (usermod -aG {group} $USER, then log in again) or, in a container, "
+            f"pass the device with --device {node} --group-add {st.st_gid}")
+
+
+#: known ffmpeg failure lines → what they mean and what to do
+DIAGNOSES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"Driver does not support the required nvenc API version\. Required: ([\d.]+) Found: ([\d.]+)"),
+     "NVIDIA driver too old for this ffmpeg's NVENC: API {0} required, driver has {1}; update the driver "
+     "(or use an ffmpeg built against an older nv-codec-headers)"),
+    (re.compile(r"Cannot load libcuda\.so\.1|Cannot load libnvidia-encode\.so\.1|Could not dynamically load CUDA"),
+     "NVIDIA driver libraries not found (libcuda.so.1 / libnvidia-encode.so.1): no NVIDIA driver, or the "
+     "container was started without the NVIDIA runtime (--gpus all)"),
+    (re.compile(r"OpenEncodeSessionEx failed: unsupported device|No capable devices found|no NVENC capable devices"),
+     "this GPU has no NVENC encoder (data-centre GPUs such as A100/H100 decode only)"),
+    (re.compile(r"OpenEncodeSessionEx failed: out of memory|incompatible client key"),
+     "NVENC session limit reached (consumer GPUs allow a few concurrent encodes)"),
+    (re.compile(r"Unknown encoder '([\w-]+)'|Encoder ([\w-]+) not found"),
+     "this ffmpeg build has no {0} encoder"),
+    (re.compile(r"unsupported \(-3\)|Error (?:creating|initializing) an? (?:internal )?MFX session|"
+                r"Error creating a MFX session: -9|Device creation failed: -1313558101"),
+     "Intel Media SDK / oneVPL session failed: no Intel GPU, a GPU generation the runtime does not "
+     "support, or the libmfx/libvpl runtime is missing"),
+    (re.compile(r"Failed to initialise VAAPI connection: (-?\d+) \(([^)]*)\)"),
+     "VA-API initialisation failed ({1}): the VA driver for this GPU is missing or wrong "
+     "(Intel Gen8+ needs iHD, older Intel i965, AMD the Mesa radeonsi driver; set LIBVA_DRIVER_NAME)"),
+    (re.compile(r"No VA display found for device|Failed to open (?:device|/dev/dri)"),
+     "could not open the VA-API display on this device"),
+    (re.compile(r"No usable encoding profile found|No usable encoding entrypoint found"),
+     "the driver cannot encode this codec on this GPU"),
+    (re.compile(r"Failed setup for format \w+: hwaccel initialisation returned error|"
+                r"No support for codec \w+ profile|Failed to create decode configuration"),
+     "the driver cannot decode this codec on this GPU"),
+]
+
+
+def diagnose(output: str) -> str:
+    """One line saying why an ffmpeg hardware command failed."""
+    for pattern, meaning in DIAGNOSES:
+        match = pattern.search(output)
+        if match:
+            return meaning.format(*match.groups())
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return lines[-1] if lines else "failed without a message"
+
+
+@dataclass
+class Device:
+    """One hardware device as the probe found it."""
+
+    node: str
+    vendor: str
+    product: str = ""
+    driver: str = ""
+    driver_version: str = ""
+    problem: str = ""  # non-empty: the device is skipped for this reason
+    encode: dict[str, str] = field(default_factory=dict)  # codec -> "" (works) or the reason it does not
+    decode: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def encoders_ok(self) -> list[str]:
+        return [c for c, why in self.encode.items() if not why]
+
+
+class HardwareAccelerator(Accelerator):
+    """Base for hardware accelerators; a plugin fills in the vendor-specific parts."""
+
+    #: codec -> ffmpeg encoder name
+    encoders: ClassVar[dict[str, str]] = {}
+    #: ffmpeg ``-hwaccel`` name used for decoding
+    hwaccel: ClassVar[str] = ""
+    system: SystemProbe
+
+    def __init__(self, system: SystemProbe | None = None):
+        self.system = system or SystemProbe()
+
+    # -- vendor parts -------------------------------------------------------------------
+    def enumerate_devices(self) -> list[Device]:
+        """Every device of this vendor, with driver name/version and access problems filled in."""
+        raise NotImplementedError
+
+    def device_args(self, device: Device) -> list[str]:
+        """ffmpeg input arguments that open ``device`` for encoding."""
+        raise NotImplementedError
+
+    def upload_filter(self) -> str:
+        """Filter moving software frames to the device ('' when the encoder takes system memory)."""
+        return ""
+
+    def quality_args(self, codec: str, quality: str) -> list[str]:
+        """Encoder arguments for ``quality`` (preview, standard, high)."""
+        raise NotImplementedError
+
+    def encoder_device_args(self, device: Device) -> list[str]:
+        """Encoder options that pick ``device`` (e.g. NVENC's ``-gpu N``), placed after the quality ones."""
+        return []
+
+    def decode_args(self, device: Device) -> list[str]:
+        """ffmpeg input arguments for hardware decoding on ``device``."""
+        return ["-hwaccel", self.hwaccel, "-hwaccel_device", device.node]
+
+    # -- shared probe -------------------------------------------------------------------
+    def ffmpeg_features(self, ffmpeg: str) -> tuple[set[str], set[str]]:
+        """Encoder names and hwaccel names this ffmpeg build has."""
+        _, encoders = self.system.run([ffmpeg, "-hide_banner", "-encoders"])
+        _, hwaccels = self.system.run([ffmpeg, "-hide_banner", "-hwaccels"])
+        names = {m.group(1) for m in re.finditer(r"^\s*[VAS][F.][S.][X.][B.][D.]\s+(\S+)", encoders, re.M)}
+        accels = {line.strip() for line in hwaccels.splitlines()[1:] if line.strip()}
+        return names, accels
+
+    def test_encode(self, ffmpeg: str, device: Device, codec: str) -> str:
+        """'' if a real short encode of ``codec`` on ``device`` works, else the reason."""
+        upload = self.upload_filter()
+        args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", *self.device_args(device), *TEST_SOURCE,
+                *(["-vf", upload] if upload else []), "-frames:v", "5", *self.quality_args(codec, "preview"),
+                *self.encoder_device_args(device), "-f", "null", "-"]
+        status, output = self.system.run(args)
+        return "" if status == 0 else diagnose(output)
+
+    def test_decode(self, ffmpeg: str, device: Device, sample: str | None) -> str:
+        """'' if hardware-decoding an H.264 sample on ``device`` works, else the reason."""
+        if sample is None:
+            return "no sample to test-decode (libx264 missing)"
+        args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", *self.decode_args(device), "-i", sample,
+                "-f", "null", "-"]
+        status, output = self.system.run(args)
+        return "" if status == 0 else diagnose(output)
+
+    def probe(self, ffmpeg: str) -> AcceleratorProbe:
+        encoders, hwaccels = self.ffmpeg_features(ffmpeg)
+        devices = self.enumerate_devices()
+        if not devices:
+            return AcceleratorProbe(self.name, False, self.no_device_reason())
+        sample = self._h264_sample(ffmpeg)
+        for device in devices:
+            if device.problem:
+                continue
+            for codec, encoder in self.encoders.items():
+                if codec in device.encode:  # already ruled out (e.g. the driver lists no encode entrypoint)
+                    continue
+                device.encode[codec] = (self.test_encode(ffmpeg, device, codec) if encoder in encoders
+                                        else f"this ffmpeg build has no {encoder} encoder")
+            device.decode["h264"] = (self.test_decode(ffmpeg, device, sample) if self.hwaccel in hwaccels
+                                     else f"this ffmpeg build has no {self.hwaccel} hwaccel")
+        usable = [d for d in devices if "h264" in d.encoders_ok]
+        rows = [asdict(d) for d in devices]
+        if not usable:
+            reasons = "; ".join(f"{d.node}: {d.problem or d.encode.get('h264', 'not tested')}" for d in devices)
+            decoders = [d for d in devices if not d.problem and not d.decode.get("h264", "x")]
+            probe = AcceleratorProbe(self.name, False, reasons, devices=rows, decode=bool(decoders))
+            if decoders:  # decode-only GPUs still speed up the analysis pass
+                probe.device = decoders[0].node
+            return probe
+        best = usable[0]
+        summary = f"{best.node}: {best.product or best.vendor} ({best.driver} {best.driver_version})".strip()
+        return AcceleratorProbe(
+            self.name, True, summary, encoders={c: self.encoders[c] for c in best.encoders_ok},
+            decode=not best.decode.get("h264", "x"), devices=rows, device=best.node)
+
+    def no_device_reason(self) -> str:
+        return f"no {self.name} device found"
+
+    def _h264_sample(self, ffmpeg: str) -> str | None:
+        path = Path(tempfile.gettempdir()) / "montage-hw-sample.mp4"
+        if not path.exists():
+            status, _ = self.system.run([ffmpeg, "-hide_banner", "-v", "error", "-y", *TEST_SOURCE, "-c:v", "libx264",
+                                         "-pix_fmt", "yuv420p", str(path)])
+            if status != 0:
+                return None
+        return str(path)
+
+    # -- what the renderer uses -----------------------------------------------------------
+    def _device(self, probe: AcceleratorProbe) -> Device:
+        for row in probe.devices:
+            if row["node"] == probe.device:
+                return Device(**row)
+        raise KeyError(probe.device)
+
+    def encode_args(self, codec: str, quality: str, probe: AcceleratorProbe) -> list[str]:
+        return [*self.quality_args(codec, quality), *self.encoder_device_args(self._device(probe))]
+
+    def input_args(self, probe: AcceleratorProbe) -> list[str]:
+        return self.device_args(self._device(probe))
+
+    def filter_suffix(self, probe: AcceleratorProbe) -> str:
+        return self.upload_filter()
+
+    def analysis_input_args(self, probe: AcceleratorProbe) -> list[str]:
+        """Hardware-decode arguments for the analysis pass ([] when decoding does not work)."""
+        return self.decode_args(self._device(probe)) if probe.decode and probe.device else []
+
+
+def drm_render_nodes(system: SystemProbe, vendors: set[str]) -> list[tuple[str, str, str]]:
+    """(node, vendor, PCI device id) for every /dev/dri/renderD* whose PCI vendor is in ``vendors``."""
+    nodes = []
+    for node in system.glob("/dev/dri/renderD*"):
+        name = node.rsplit("/", 1)[1]
+        vendor_id = system.read(f"/sys/class/drm/{name}/device/vendor")
+        device_id = system.read(f"/sys/class/drm/{name}/device/device")
+        vendor = PCI_VENDORS.get(vendor_id, "unknown")
+        if vendor in vendors:
+            nodes.append((node, vendor, device_id))
+    return nodes
+
+
+def describe_probe(probe: AcceleratorProbe) -> list[str]:
+    """Table lines for ``montage check-hw``: one per device with per-codec results."""
+    lines = []
+    for row in probe.devices:
+        head = (f"  {row.get('node', '?'):22s} {row.get('vendor', ''):7s} {row.get('product', '')[:40]:40s} "
+                f"{row.get('driver', '')} {row.get('driver_version', '')}").rstrip()
+        lines.append(head)
+        if row.get("problem"):
+            lines.append(f"      skipped: {row['problem']}")
+            continue
+        for codec in CODECS:
+            if codec in row.get("encode", {}):
+                why = row["encode"][codec]
+                lines.append(f"      {codec:5s} encode: {'ok' if not why else why}")
+        for codec, why in row.get("decode", {}).items():
+            lines.append(f"      {codec:5s} decode: {'ok' if not why else why}")
+    return lines
+
+
+_VAINFO_DRIVER = re.compile(r"Driver version:\s*(.+?)\s*$", re.M)
+_FFMPEG_VA_DRIVER = re.compile(r"VAAPI driver:\s*(.+?)\.?\s*$", re.M)
+_VA_ENTRY = re.compile(r"^\s*VAProfile(\w+?)\s*:\s*VAEntrypoint(\w+)", re.M)
+VA_PROFILES = {"h264": ("H264Main", "H264High", "H264ConstrainedBaseline"), "hevc": ("HEVCMain",),
+               "av1": ("AV1Profile0",)}
+
+
+def split_va_driver(line: str) -> tuple[str, str]:
+    """('iHD' | 'i965' | 'radeonsi (Mesa)' | …, version) from a VA driver description."""
+    if "iHD" in line:
+        name = "iHD"
+    elif "i965" in line:
+        name = "i965"
+    elif "Mesa" in line:
+        name = "radeonsi (Mesa)" if "radeon" in line.lower() or "AMD" in line else "Mesa"
+    else:
+        name = line.split(" driver")[0].strip() or "unknown"
+    version = re.search(r"(?:- |Mesa Gallium driver |version )v?(\d+\.\d+(?:\.\d+)?)", line)
+    return name, version.group(1) if version else ""
+
+
+def read_va_driver(system: SystemProbe, ffmpeg: str, device: Device) -> set[str]:
+    """Fill ``device``'s VA driver from vainfo (else ffmpeg's verbose init); return codecs it can encode.
+
+    An empty set with ``device.problem`` set means the display could not be initialised.
+    """
+    status, output = system.run(["vainfo", "--display", "drm", "--device", device.node])
+    if status == 127:  # no vainfo: ask ffmpeg, which prints the driver string at -v verbose
+        status, output = system.run([ffmpeg, "-hide_banner", "-v", "verbose", "-init_hw_device",
+                                     f"vaapi=va:{device.node}", "-f", "lavfi", "-i", "nullsrc=d=0.04", "-f", "null", "-"])
+        match = _FFMPEG_VA_DRIVER.search(output)
+        if status != 0 or not match:
+            device.problem = diagnose(output)
+            return set()
+        device.driver, device.driver_version = split_va_driver(match.group(1))
+        return set(CODECS)  # unknown entrypoints: the test encode decides
+    match = _VAINFO_DRIVER.search(output)
+    if status != 0 or not match:
+        device.problem = f"vainfo failed on {device.node}: {diagnose(output)}"
+        return set()
+    device.driver, device.driver_version = split_va_driver(match.group(1))
+    entries = _VA_ENTRY.findall(output)
+    return {codec for codec, profiles in VA_PROFILES.items()
+            if any(p in profiles and e.startswith("EncSlice") for p, e in entries)}

@@ -1,0 +1,64 @@
+"""NVIDIA NVENC encoders (and CUDA decode for the analysis pass)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from montage_core.hookspecs import hookimpl
+from montage_core.hwaccel import Device, HardwareAccelerator, access_problem, diagnose
+
+#: quality -> (NVENC preset p1 fastest … p7 best, constant-quality target)
+PRESETS = {"preview": ("p1", 30), "standard": ("p4", 23), "high": ("p7", 19)}
+QUERY = "index,name,driver_version,pci.bus_id"
+
+
+class NvencAccelerator(HardwareAccelerator):
+    name = "nvenc"
+    description = "NVIDIA NVENC (encode) and NVDEC/CUDA (decode)"
+    priority = 30
+    encoders = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
+    hwaccel = "cuda"
+    k8s_resources = {"nvidia": "nvidia.com/gpu"}
+    node_labels = {"nvidia": {"nvidia.com/gpu.present": "true"}}
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._smi_problem = ""
+
+    def enumerate_devices(self) -> list[Device]:
+        status, output = self.system.run(["nvidia-smi", f"--query-gpu={QUERY}", "--format=csv,noheader"])
+        if status != 0:
+            self._smi_problem = ("nvidia-smi not found: no NVIDIA driver on this host" if status == 127
+                                 else f"nvidia-smi failed: {diagnose(output)}")
+            return []
+        uid, gids = self.system.identity()
+        devices = []
+        for line in output.strip().splitlines():
+            fields = [f.strip() for f in line.split(",")]
+            if len(fields) < 4 or not fields[0].isdigit():
+                continue
+            index, product, driver_version = fields[0], fields[1], fields[2]
+            device = Device(index, "nvidia", product, "nvidia", driver_version)
+            device.problem = access_problem(f"/dev/nvidia{index}", self.system.stat(f"/dev/nvidia{index}"), uid, gids)
+            devices.append(device)
+        return devices
+
+    def no_device_reason(self) -> str:
+        return self._smi_problem or "nvidia-smi lists no GPU"
+
+    def device_args(self, device: Device) -> list[str]:
+        return []
+
+    def encoder_device_args(self, device: Device) -> list[str]:
+        return ["-gpu", device.node]
+
+    def quality_args(self, codec: str, quality: str) -> list[str]:
+        preset, cq = PRESETS[quality]
+        return ["-c:v", self.encoders[codec], "-preset", preset, "-tune", "hq", "-rc", "vbr", "-cq", str(cq),
+                "-b:v", "0", "-pix_fmt", "yuv420p"]
+
+
+@hookimpl
+def montage_register_accelerators(register: Callable[[Any], None]) -> None:
+    register(NvencAccelerator())

@@ -1,0 +1,59 @@
+"""Intel Quick Sync Video (oneVPL / Media SDK) encoders, opened through the VA-API device on Linux."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from montage_core.hookspecs import hookimpl
+from montage_core.hwaccel import Device, HardwareAccelerator, access_problem, drm_render_nodes, read_va_driver
+
+#: quality -> (QSV preset, ICQ global_quality)
+PRESETS = {"preview": ("veryfast", 30), "standard": ("medium", 24), "high": ("veryslow", 20)}
+
+
+class QsvAccelerator(HardwareAccelerator):
+    name = "qsv"
+    description = "Intel Quick Sync Video (iHD driver, oneVPL/Media SDK runtime)"
+    priority = 25
+    encoders = {"h264": "h264_qsv", "hevc": "hevc_qsv", "av1": "av1_qsv"}
+    hwaccel = "qsv"
+    k8s_resources = {"intel": "gpu.intel.com/i915"}
+    node_labels = {"intel": {"gpu.intel.com/device-id.0300-present": "true"}}
+
+    def enumerate_devices(self) -> list[Device]:
+        from montage_core.ffmpeg import ffmpeg_binary
+
+        uid, gids = self.system.identity()
+        devices = []
+        for node, vendor, device_id in drm_render_nodes(self.system, {"intel"}):
+            device = Device(node, vendor, product=f"PCI {device_id}" if device_id else "")
+            device.problem = access_problem(node, self.system.stat(node), uid, gids)
+            if not device.problem:
+                read_va_driver(self.system, ffmpeg_binary(), device)
+                if not device.problem and device.driver == "i965":
+                    device.problem = ("QSV needs Intel's iHD driver; this node runs i965 (install intel-media-va-driver "
+                                      "and set LIBVA_DRIVER_NAME=iHD)")
+            devices.append(device)
+        return devices
+
+    def no_device_reason(self) -> str:
+        return "no Intel render node in /dev/dri (QSV needs an Intel GPU)"
+
+    def device_args(self, device: Device) -> list[str]:
+        return ["-init_hw_device", f"vaapi=va:{device.node}", "-init_hw_device", "qsv=qs@va", "-filter_hw_device", "qs"]
+
+    def upload_filter(self) -> str:
+        return "format=nv12,hwupload=extra_hw_frames=64"
+
+    def decode_args(self, device: Device) -> list[str]:
+        return ["-hwaccel", "qsv", "-qsv_device", device.node]
+
+    def quality_args(self, codec: str, quality: str) -> list[str]:
+        preset, quality_level = PRESETS[quality]
+        return ["-c:v", self.encoders[codec], "-preset", preset, "-global_quality", str(quality_level)]
+
+
+@hookimpl
+def montage_register_accelerators(register: Callable[[Any], None]) -> None:
+    register(QsvAccelerator())
