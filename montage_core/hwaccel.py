@@ -109,7 +109,8 @@ DIAGNOSES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"Unknown encoder '([\w-]+)'|Encoder ([\w-]+) not found"),
      "this ffmpeg build has no {0} encoder"),
     (re.compile(r"unsupported \(-3\)|Error (?:creating|initializing) an? (?:internal )?MFX session|"
-                r"Error creating a MFX session: -9|Device creation failed: -1313558101"),
+                r"Error creating a MFX session: -9|Device creation failed: -1313558101|"
+                r"Failed to set value 'qsv[=:]"),
      "Intel Media SDK / oneVPL session failed: no Intel GPU, a GPU generation the runtime does not "
      "support, or the libmfx/libvpl runtime is missing"),
     (re.compile(r"Failed to initialise VAAPI connection: (-?\d+) \(([^)]*)\)"),

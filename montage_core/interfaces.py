@@ -191,6 +191,9 @@ class Backend:
         """Run ``fn`` on every task and yield each outcome as it finishes (any order)."""
         raise NotImplementedError
 
+    def warm(self) -> None:
+        """Start workers now, so their start-up overlaps the coordinator's own preparation."""
+
     def close(self) -> None:
         """Release workers."""
 

@@ -112,6 +112,8 @@ def analyze_clips(
     from .ffmpeg import probe_media
 
     versions = analyzer_versions(list(manager.analyzers))
+    if not use_cache:
+        backend.warm()  # workers import while we probe and hash (with the cache, most clips never need one)
     analyses: dict[str, ClipAnalysis] = {}
     failures: dict[str, str] = {}
     tasks: list[ShardTask] = []

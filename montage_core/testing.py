@@ -101,3 +101,68 @@ def probe_frames(path: Path) -> tuple[int, float]:
                           capture_output=True, text=True, check=True)
     data = json.loads(proc.stdout)
     return int(data["streams"][0]["nb_read_frames"]), float(data["format"]["duration"])
+
+
+class RecordedSystem:
+    """A :class:`montage_core.hwaccel.SystemProbe` that replays what a real machine answered.
+
+    ``commands`` maps a tuple of leading arguments (matched after the program's base name, so
+    ``("vainfo", "--display", "drm")`` or ``("ffmpeg", "-encoders")``; an argument may also match
+    anywhere later in the command when written as ``"*ARG"``) to ``(exit status, output)``. The
+    first match wins; an unmatched command fails the test, naming it. ``files`` answers reads
+    (sysfs), ``nodes`` answers stats of device nodes: ``{path: (mode, uid, gid)}``.
+    """
+
+    def __init__(self, commands: list[tuple[tuple[str, ...], tuple[int, str]]], *,
+                 files: dict[str, str] | None = None, nodes: dict[str, tuple[int, int, int]] | None = None,
+                 uid: int = 0, gids: set[int] | None = None):
+        self.commands, self.files, self.nodes = commands, files or {}, nodes or {}
+        self.uid, self.gids = uid, gids or {0}
+        self.calls: list[list[str]] = []
+
+    @staticmethod
+    def _matches(pattern: tuple[str, ...], args: list[str]) -> bool:
+        words = [os.path.basename(args[0]), *args[1:]]
+        position = 0
+        for part in pattern:
+            if part.startswith("*"):
+                if part[1:] not in words[position:]:
+                    return False
+                position = words.index(part[1:], position) + 1
+            elif position >= len(words) or words[position] != part:
+                return False
+            else:
+                position += 1
+        return True
+
+    def run(self, args: Any, timeout: float = 20.0) -> tuple[int, str]:
+        args = list(args)
+        self.calls.append(args)
+        for pattern, answer in self.commands:
+            if self._matches(pattern, args):
+                return answer
+        raise AssertionError(f"unexpected command in a recorded system: {args}")
+
+    def glob(self, pattern: str) -> list[str]:
+        import fnmatch
+
+        return sorted(p for p in self.nodes if fnmatch.fnmatch(p, pattern))
+
+    def read(self, path: str) -> str:
+        return self.files.get(path, "")
+
+    def stat(self, path: str) -> os.stat_result | None:
+        import stat as stat_module
+
+        if path not in self.nodes:
+            return None
+        mode, uid, gid = self.nodes[path]
+        return os.stat_result((stat_module.S_IFCHR | mode, 0, 0, 1, uid, gid, 0, 0, 0, 0))
+
+    def identity(self) -> tuple[int, set[int]]:
+        return self.uid, set(self.gids)
+
+
+def fixture_text(path: str | Path) -> str:
+    """A recorded output file, read as text."""
+    return Path(path).read_text(encoding="utf-8")

@@ -27,7 +27,7 @@ BATCH = 32
 #: a frame whose cut score passes both this floor and ``CUT_RATIO`` × its neighbourhood is a cut
 CUT_THRESHOLD = 0.2
 CUT_RATIO = 3.0
-MIN_SHOT_SECONDS = 0.4
+MIN_SHOT_SECONDS = 0.25
 
 Progress = Callable[[float, float], None]
 

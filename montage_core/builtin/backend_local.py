@@ -29,6 +29,11 @@ def _worker_name() -> str:
     return f"worker-{identity[-1]}" if identity else f"worker-{os.getpid()}"
 
 
+def _warm_up() -> None:
+    """Import what shard functions need (NumPy, the Numba kernels from their on-disk cache)."""
+    from ..analysis import kernels  # noqa: F401
+
+
 def _run(fn: ShardFunction, task: ShardTask) -> tuple[str, Any]:
     worker, host = _worker_name(), socket.gethostname()
 
@@ -57,6 +62,11 @@ class LocalBackend(Backend):
             self._pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init_worker,
                                              initargs=(self._events, threads))
         return self._pool
+
+    def warm(self) -> None:
+        pool = self._ensure_pool()
+        for _ in range(self.workers):
+            pool.submit(_warm_up)
 
     def run(self, fn: ShardFunction, tasks: Sequence[ShardTask],
             on_event: Callable[[ProgressEvent], None]) -> Iterator[ShardOutcome]:
