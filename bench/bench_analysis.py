@@ -90,9 +90,11 @@ def run_ours(clip: Path) -> tuple[float, list[float]]:
     return elapsed, [s["start"] for s in shots if s["start"] > 0]
 
 
-def run_pyscenedetect(clip: Path) -> tuple[float, list[float]]:
+def run_pyscenedetect(clip: Path, min_scene_len: str | None = None) -> tuple[float, list[float]]:
+    """ContentDetector with defaults; ``min_scene_len`` only for the like-for-like cut comparison."""
     with tempfile.TemporaryDirectory(prefix="scenedetect-bench-") as out_dir:
-        elapsed, _ = timed(["scenedetect", "-q", "-i", str(clip), "-o", out_dir,
+        length = ["--min-scene-len", min_scene_len] if min_scene_len else []
+        elapsed, _ = timed(["scenedetect", "-q", "-i", str(clip), "-o", out_dir, *length,
                             "detect-content", "list-scenes", "-q", "-s", "-f", "scenes.csv"])
         with open(Path(out_dir) / "scenes.csv", newline="") as fh:
             starts = [float(row["Start Time (seconds)"]) for row in csv.DictReader(fh)]
@@ -223,8 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, fn in contenders.items():
             elapsed, found = fn(clip)
             times[name].append(elapsed)
-            if found != cuts[name]:
-                print(f"warning: {name} found different cuts on run {r + 1}")
+            if found != cuts[name]:  # the analysis should be deterministic: show how it differs
+                print(f"warning: {name} found different cuts on run {r + 1}: "
+                      f"+{sorted(set(found) - set(cuts[name]))} -{sorted(set(cuts[name]) - set(found))}")
     best = {name: min(ts) for name, ts in times.items()}
     print(f"\nwhole-process wall time, best (median) of {args.repeat}:")
     for name, ts in times.items():
@@ -236,12 +239,24 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"ours / scaled decode: {best['ours'] / best['scaled decode']:.2f}   "
           f"scaled decode / decode: {best['scaled decode'] / best['decode']:.2f}")
 
-    # 3. Shot agreement, with PySceneDetect's ContentDetector (defaults) as the reference.
-    precision, recall, f1, extra, missed = match_cuts(cuts["ours"], cuts["PySceneDetect"])
+    # 3. Shot agreement with PySceneDetect's ContentDetector. Its default minimum scene length (15
+    # frames) drops the second of two real cuts closer than 0.6 s, where montage keeps both (a hidden
+    # cut would show up as a jump inside a planned shot). So the target is measured with the same
+    # minimum length on both sides; the defaults' figure is printed beside it.
+    from montage_core.analysis.analyze import MIN_SHOT_SECONDS
+
+    min_len = f"{MIN_SHOT_SECONDS:g}s"
+    _, same_length_cuts = run_pyscenedetect(clip, min_len)
+    d_precision, d_recall, d_f1, _, _ = match_cuts(cuts["ours"], cuts["PySceneDetect"])
+    precision, recall, f1, extra, missed = match_cuts(cuts["ours"], same_length_cuts)
     ratios["shot F1 vs PySceneDetect"] = f1
-    print(f"\nshot cuts: ours {len(cuts['ours'])}, PySceneDetect {len(cuts['PySceneDetect'])}; match within "
+    print(f"\nshot cuts: ours {len(cuts['ours'])}, PySceneDetect (--min-scene-len {min_len}) "
+          f"{len(same_length_cuts)}; match within "
           f"{MATCH_TOLERANCE:.2f} s: precision {precision:.3f} recall {recall:.3f} F1 {f1:.3f}")
-    print(f"  ours only:          {', '.join(nearest(t, cuts['PySceneDetect']) for t in extra) or '-'}")
+    print(f"  against PySceneDetect's defaults ({len(cuts['PySceneDetect'])} cuts): precision {d_precision:.3f} "
+          f"recall {d_recall:.3f} F1 {d_f1:.3f}")
+    cuts["PySceneDetect same min length"] = same_length_cuts
+    print(f"  ours only:          {', '.join(nearest(t, same_length_cuts) for t in extra) or '-'}")
     print(f"  PySceneDetect only: {', '.join(nearest(t, cuts['ours']) for t in missed) or '-'}")
 
     # 4. Numba kernels against their NumPy twins on real frames, in pipeline-sized batches.

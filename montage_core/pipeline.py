@@ -12,7 +12,7 @@ from typing import Any
 from .errors import InputError, MontageError, UsageError
 from .interfaces import Backend, PlanRequest, ProgressEvent, ShardTask, Style
 from .jobstore import JobStore
-from .models import ClipAnalysis, MusicAnalysis, RenderResult, SegmentResult, Shot, Timeline
+from .models import ClipAnalysis, MediaInfo, MusicAnalysis, RenderResult, SegmentResult, Shot, Timeline
 from .plugins import MontageManager, get_manager
 
 log = logging.getLogger("montage")
@@ -94,8 +94,10 @@ def analyze_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dic
         emit(ProgressEvent("", "", "analysis", task.id, task.clip, "running", position, total))
 
     emit(ProgressEvent("", "", "analysis", task.id, task.clip, "started", 0.0, task.total))
-    result = analyze_clip(task.clip, analyzers, progress=progress, use_cache=task.payload.get("use_cache", True),
-                          input_args=task.payload.get("input_args", []))
+    payload = task.payload
+    result = analyze_clip(task.clip, analyzers, progress=progress, use_cache=payload.get("use_cache", True),
+                          input_args=payload.get("input_args", []), digest=payload.get("digest"),
+                          info=MediaInfo.from_dict(payload["media"]) if "media" in payload else None)
     emit(ProgressEvent("", "", "analysis", task.id, task.clip, "done", task.total, task.total))
     return result.to_dict()
 
@@ -122,16 +124,17 @@ def analyze_clips(
             info = probe_media(clip)
             if not info.has_video:
                 raise InputError(clip, "has no video stream (audio-only file)")
+            digest = cache.file_digest(clip)
             if use_cache:
-                hit = cache.load(cache.analysis_key(cache.file_digest(clip), versions, ANALYSIS_WIDTH), clip)
+                hit = cache.load(cache.analysis_key(digest, versions, ANALYSIS_WIDTH), clip)
                 if hit is not None:
                     analyses[clip] = hit
                     continue
         except InputError as exc:
             failures[clip] = str(exc)
             continue
-        tasks.append(ShardTask(f"analysis-{index:04d}", "analysis", clip,
-                               {"use_cache": use_cache, "input_args": list(input_args)}, info.duration))
+        payload = {"use_cache": use_cache, "input_args": list(input_args), "digest": digest, "media": asdict(info)}
+        tasks.append(ShardTask(f"analysis-{index:04d}", "analysis", clip, payload, info.duration))
     if tasks:
         outcomes = run_shards(backend, analyze_shard, tasks, on_event=on_event, store=store, job_id=job_id)
         for task in tasks:

@@ -181,16 +181,21 @@ def analyze_clip(
     use_cache: bool = True,
     input_args: Sequence[str] = (),
     width: int = ANALYSIS_WIDTH,
+    info: MediaInfo | None = None,
+    digest: str | None = None,
 ) -> ClipAnalysis:
-    """Analyze one clip (or return its cached analysis). Raises InputError for unusable clips."""
+    """Analyze one clip (or return its cached analysis). Raises InputError for unusable clips.
+
+    ``info`` and ``digest`` may be passed when the caller already probed and hashed the file.
+    """
     path = str(path)
-    info = probe_media(path)
+    info = info or probe_media(path)
     if not info.has_video:
         raise InputError(path, "has no video stream (audio-only file)")
     if info.width <= 0 or info.height <= 0:
         raise InputError(path, "video stream has no frame size")
     versions = analyzer_versions(analyzers)
-    digest = cache.file_digest(path)
+    digest = digest or cache.file_digest(path)
     key = cache.analysis_key(digest, versions, width)
     if use_cache and (hit := cache.load(key, path)) is not None:
         log.debug("%s: analysis cache hit", path)

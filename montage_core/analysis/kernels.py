@@ -65,19 +65,15 @@ def motion(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None:
         out[i] = total / (h * w * 255.0)
 
 
-@njit(**_OPTS)
-def luma_histograms(frames: np.ndarray) -> np.ndarray:
-    """Normalised HIST_BINS-bin histogram of each frame."""
-    n, h, w = frames.shape
-    hists = np.zeros((n, HIST_BINS))
+@njit(cache=True, nogil=True)
+def _histogram(frame: np.ndarray, out: np.ndarray) -> None:
+    """HIST_BINS-bin luma histogram of one frame (counts) into ``out``."""
     shift = 8 - int(np.log2(HIST_BINS))
-    for i in prange(n):
-        for y in range(h):
-            for x in range(w):
-                hists[i, frames[i, y, x] >> shift] += 1.0
-        for b in range(HIST_BINS):
-            hists[i, b] /= h * w
-    return hists
+    out[:] = 0
+    h, w = frame.shape
+    for y in range(h):
+        for x in range(w):
+            out[frame[y, x] >> shift] += 1
 
 
 @njit(**_OPTS)
@@ -87,23 +83,28 @@ def cut_score(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None
     A cut changes both what is in the picture (pixels) and its tonal make-up (histogram);
     fast motion moves pixels but keeps the histogram, a flash shifts the histogram but
     keeps the layout of edges less often. Needing both suppresses either false alarm.
+    One parallel section per batch: each frame's task histograms its predecessor itself.
     """
     n, h, w = frames.shape
     has_previous = previous.shape[0] == h and previous.shape[1] == w
-    hists = luma_histograms(frames)
-    prev_hist = luma_histograms(previous.reshape(1, previous.shape[0], previous.shape[1])) if has_previous else hists[:1]
-    pixel = np.empty(n)
-    motion(frames, previous, pixel)
     for i in prange(n):
         if i == 0 and not has_previous:
             out[i] = 0.0
             continue
-        d = 0.0
+        before = previous if i == 0 else frames[i - 1]
+        hist_now = np.empty(HIST_BINS, np.int64)
+        hist_before = np.empty(HIST_BINS, np.int64)
+        _histogram(frames[i], hist_now)
+        _histogram(before, hist_before)
+        d = 0
         for b in range(HIST_BINS):
-            ref = prev_hist[0, b] if i == 0 else hists[i - 1, b]
-            d += abs(hists[i, b] - ref)
-        hist_change = 0.5 * d
-        pixel_change = min(1.0, pixel[i] / 0.25)
+            d += abs(hist_now[b] - hist_before[b])
+        total = 0
+        for y in range(h):
+            for x in range(w):
+                total += abs(np.int32(frames[i, y, x]) - np.int32(before[y, x]))
+        hist_change = 0.5 * d / (h * w)
+        pixel_change = min(1.0, total / (h * w * 255.0) / 0.25)
         out[i] = np.sqrt(hist_change * pixel_change)
 
 
@@ -112,16 +113,19 @@ def centre_of_gravity(frames: np.ndarray, previous: np.ndarray, out: np.ndarray)
     """Luma-weighted centroid as offsets from the frame centre; out[:, 0]=x, out[:, 1]=y in -0.5..0.5."""
     n, h, w = frames.shape
     for i in prange(n):
-        total = 0.0
-        sx = 0.0
-        sy = 0.0
+        # Integer sums are exact and let the inner loop vectorise.
+        total = 0
+        sx = 0
+        sy = 0
         for y in range(h):
+            row = 0
             for x in range(w):
-                v = frames[i, y, x]
-                total += v
+                v = np.int64(frames[i, y, x])
+                row += v
                 sx += x * v
-                sy += y * v
-        if total == 0.0:
+            total += row
+            sy += y * row
+        if total == 0:
             out[i, 0] = 0.0
             out[i, 1] = 0.0
         else:

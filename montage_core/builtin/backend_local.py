@@ -30,8 +30,15 @@ def _worker_name() -> str:
 
 
 def _warm_up() -> None:
-    """Import what shard functions need (NumPy, the Numba kernels from their on-disk cache)."""
-    from ..analysis import kernels  # noqa: F401
+    """Load what analysis shards need: NumPy and every Numba kernel from its on-disk cache."""
+    import numpy as np
+
+    from ..analysis import kernels
+
+    frames, previous = np.zeros((2, 4, 4), np.uint8), np.empty((0, 0), np.uint8)
+    for name in ("brightness", "sharpness", "motion", "cut_score"):
+        getattr(kernels, name)(frames, previous, np.empty(2))
+    kernels.centre_of_gravity(frames, previous, np.empty((2, 2)))
 
 
 def _run(fn: ShardFunction, task: ShardTask) -> tuple[str, Any]:
