@@ -116,6 +116,9 @@ DIAGNOSES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"Failed to initialise VAAPI connection: (-?\d+) \(([^)]*)\)"),
      "VA-API initialisation failed ({1}): the VA driver for this GPU is missing or wrong "
      "(Intel Gen8+ needs iHD, older Intel i965, AMD the Mesa radeonsi driver; set LIBVA_DRIVER_NAME)"),
+    (re.compile(r"Cannot open DRM render node|Cannot open a VA display from DRM device|Permission denied"),
+     "could not open the render node (permission denied, or not passed into the container): check the "
+     "user's render/video group membership"),
     (re.compile(r"No VA display found for device|Failed to open (?:device|/dev/dri)"),
      "could not open the VA-API display on this device"),
     (re.compile(r"No usable encoding profile found|No usable encoding entrypoint found"),
@@ -148,6 +151,8 @@ class Device:
     problem: str = ""  # non-empty: the device is skipped for this reason
     encode: dict[str, str] = field(default_factory=dict)  # codec -> "" (works) or the reason it does not
     decode: dict[str, str] = field(default_factory=dict)
+    #: extra encoder options a codec needs on this device (e.g. VA-API low-power-only encoders)
+    encoder_options: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def encoders_ok(self) -> list[str]:
@@ -183,9 +188,9 @@ class HardwareAccelerator(Accelerator):
         """Encoder arguments for ``quality`` (preview, standard, high)."""
         raise NotImplementedError
 
-    def encoder_device_args(self, device: Device) -> list[str]:
-        """Encoder options that pick ``device`` (e.g. NVENC's ``-gpu N``), placed after the quality ones."""
-        return []
+    def encoder_device_args(self, device: Device, codec: str) -> list[str]:
+        """Encoder options for ``device`` (NVENC's ``-gpu N``, a low-power mode), after the quality ones."""
+        return device.encoder_options.get(codec, [])
 
     def decode_args(self, device: Device) -> list[str]:
         """ffmpeg input arguments for hardware decoding on ``device``."""
@@ -205,7 +210,7 @@ class HardwareAccelerator(Accelerator):
         upload = self.upload_filter()
         args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", *self.device_args(device), *TEST_SOURCE,
                 *(["-vf", upload] if upload else []), "-frames:v", "5", *self.quality_args(codec, "preview"),
-                *self.encoder_device_args(device), "-f", "null", "-"]
+                *self.encoder_device_args(device, codec), "-f", "null", "-"]
         status, output = self.system.run(args)
         return "" if status == 0 else diagnose(output)
 
@@ -269,7 +274,7 @@ class HardwareAccelerator(Accelerator):
         raise KeyError(probe.device)
 
     def encode_args(self, codec: str, quality: str, probe: AcceleratorProbe) -> list[str]:
-        return [*self.quality_args(codec, quality), *self.encoder_device_args(self._device(probe))]
+        return [*self.quality_args(codec, quality), *self.encoder_device_args(self._device(probe), codec)]
 
     def input_args(self, probe: AcceleratorProbe) -> list[str]:
         return self.device_args(self._device(probe))
@@ -355,6 +360,15 @@ def read_va_driver(system: SystemProbe, ffmpeg: str, device: Device) -> set[str]
         device.problem = f"vainfo failed on {device.node}: {diagnose(output)}"
         return set()
     device.driver, device.driver_version = split_va_driver(match.group(1))
+    product = re.search(r" for (.+?)(?: \(| - |$)", match.group(1))
+    if product:
+        device.product = product.group(1).strip()
     entries = _VA_ENTRY.findall(output)
-    return {codec for codec, profiles in VA_PROFILES.items()
-            if any(p in profiles and e.startswith("EncSlice") for p, e in entries)}
+    can_encode = set()
+    for codec, profiles in VA_PROFILES.items():
+        kinds = {e for p, e in entries if p in profiles and e.startswith("EncSlice")}
+        if kinds:
+            can_encode.add(codec)
+        if kinds == {"EncSliceLP"}:  # newer Intel GPUs encode some codecs in low-power mode only
+            device.encoder_options[codec] = ["-low_power", "1"]
+    return can_encode

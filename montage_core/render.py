@@ -14,7 +14,8 @@ from typing import Any
 
 from .config import cache_dir
 from .errors import MontageError, ShardError
-from .ffmpeg import ffmpeg_binary, last_error_line, run_ffmpeg
+from .ffmpeg import ffmpeg_binary, run_ffmpeg
+from .hwaccel import diagnose
 from .interfaces import Accelerator, AcceleratorProbe, ProgressEvent, ShardTask
 from .models import SegmentResult, Timeline, publish
 
@@ -107,9 +108,9 @@ def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> di
             return {"index": spec["index"], "path": str(out), "frames": spec["frames"],
                     "encoder": encoder["name"], "attempts": attempts}
         os.unlink(tmp)
-        attempts.append(f"{encoder['name']}: {last_error_line(proc.stderr)}")
-        log.warning("segment %d: encoder %s failed (%s); trying the next one", spec["index"], encoder["name"],
-                    last_error_line(proc.stderr))
+        reason = diagnose(proc.stderr)
+        attempts.append(f"{encoder['name']}: {reason}")
+        log.warning("segment %d: encoder %s failed (%s); trying the next one", spec["index"], encoder["name"], reason)
     raise ShardError(f"segment {spec['index']} ({Path(spec['main']['source']).name}): every encoder failed: "
                      + "; ".join(attempts), transient=False)
 

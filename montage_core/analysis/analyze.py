@@ -50,6 +50,9 @@ def decode_luma(
     w, h = size
     cmd = [
         ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", *input_args,
+        # The deblocking filter smooths 8×8 block edges that a 256-pixel-wide luma copy cannot
+        # show; skipping it takes ~15 % off an H.264/HEVC decode and changes no feature that matters.
+        "-skip_loop_filter", "all",
         "-i", path, "-map", "0:v:0", "-an", "-sn", "-dn",
         "-vf", f"scale={w}:{h}:flags=fast_bilinear,format=gray",
         "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1",

@@ -27,20 +27,20 @@ class NvencAccelerator(HardwareAccelerator):
         self._smi_problem = ""
 
     def enumerate_devices(self) -> list[Device]:
-        status, output = self.system.run(["nvidia-smi", f"--query-gpu={QUERY}", "--format=csv,noheader"])
+        status, output = self.system.run(["nvidia-smi", f"--query-gpu={QUERY}", "--format=csv"])
         if status != 0:
             self._smi_problem = ("nvidia-smi not found: no NVIDIA driver on this host" if status == 127
                                  else f"nvidia-smi failed: {diagnose(output)}")
             return []
         uid, gids = self.system.identity()
         devices = []
-        for line in output.strip().splitlines():
-            fields = [f.strip() for f in line.split(",")]
-            if len(fields) < 4 or not fields[0].isdigit():
+        for gpu in parse_csv(output):
+            index = gpu.get("index", "")
+            if not index.isdigit():
                 continue
-            index, product, driver_version = fields[0], fields[1], fields[2]
-            device = Device(index, "nvidia", product, "nvidia", driver_version)
-            device.problem = access_problem(f"/dev/nvidia{index}", self.system.stat(f"/dev/nvidia{index}"), uid, gids)
+            device = Device(index, "nvidia", gpu.get("name", ""), "nvidia", gpu.get("driver_version", ""))
+            node = f"/dev/nvidia{index}"
+            device.problem = access_problem(node, self.system.stat(node), uid, gids)
             devices.append(device)
         return devices
 
@@ -50,13 +50,22 @@ class NvencAccelerator(HardwareAccelerator):
     def device_args(self, device: Device) -> list[str]:
         return []
 
-    def encoder_device_args(self, device: Device) -> list[str]:
+    def encoder_device_args(self, device: Device, codec: str) -> list[str]:
         return ["-gpu", device.node]
 
     def quality_args(self, codec: str, quality: str) -> list[str]:
         preset, cq = PRESETS[quality]
         return ["-c:v", self.encoders[codec], "-preset", preset, "-tune", "hq", "-rc", "vbr", "-cq", str(cq),
                 "-b:v", "0", "-pix_fmt", "yuv420p"]
+
+
+def parse_csv(output: str) -> list[dict[str, str]]:
+    """Rows of ``nvidia-smi --format=csv`` output keyed by field name (units stripped from the header)."""
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    if not lines:
+        return []
+    header = [h.strip().split(" [")[0] for h in lines[0].split(",")]
+    return [dict(zip(header, (v.strip() for v in line.split(",")))) for line in lines[1:]]
 
 
 @hookimpl
