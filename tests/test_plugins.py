@@ -149,3 +149,29 @@ def test_every_hook_has_a_reference_entry_in_the_docs() -> None:
     reference = (Path(__file__).parent.parent / "docs" / "hooks.md").read_text()
     for name in (n for n in dir(hookspecs) if n.startswith("montage_register_")):
         assert f"## {name}" in reference, f"docs/hooks.md has no section for {name}"
+
+
+def test_check_hw_on_this_machine_chooses_software() -> None:
+    """No GPU here: every hardware plugin installed is listed as unavailable with its reason."""
+    proc = run_cli("check-hw", "--json", "--refresh")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["chain"][-1] == "software"
+    hardware = [a for a in report["accelerators"] if a["name"] != "software"]
+    if Path("/dev/dri").exists() or Path("/dev/nvidia0").exists():
+        pytest.skip("this machine has GPU device nodes")
+    assert report["chain"] == ["software"] and report["analysis_decoder"] == "software"
+    for accel in hardware:
+        assert not accel["available"] and accel["reason"], accel
+    table = run_cli("check-hw").stdout
+    assert "encoder chain: software" in table
+
+
+def test_unavailable_accelerator_is_one_line() -> None:
+    names = [r["name"] for r in json.loads(run_cli("check-hw", "--json").stdout)["accelerators"]]
+    if "nvenc" not in names or Path("/dev/nvidia0").exists():
+        pytest.skip("needs the nvenc plugin and no NVIDIA GPU")
+    proc = run_cli("run", "x.mp4", "--music", "y.wav", "--accel", "nvenc")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and errors == [
+        "error: accelerator 'nvenc' is not available: nvidia-smi not found: no NVIDIA driver on this host"]
