@@ -58,12 +58,21 @@ def probe_all(accelerators: list[Accelerator], *, refresh: bool = False) -> dict
             probes[accel.name] = accel.probe(ffmpeg_binary())
         except Exception as exc:  # a probe must never take a job down
             probes[accel.name] = AcceleratorProbe(accel.name, False, f"probe crashed: {type(exc).__name__}: {exc}")
-        for row in probes[accel.name].devices:
-            if row.get("problem"):
-                log.info("%s: skipping %s: %s", accel.name, row["node"], row["problem"])
     write_atomic(path, json.dumps({"key": key, "time": time.time(),
                                    "probes": {n: asdict(p) for n, p in probes.items()}}))
     return probes
+
+
+def log_devices(probes: dict[str, AcceleratorProbe]) -> None:
+    """One line per device: its driver and version when it works, why it is skipped when not."""
+    for probe in probes.values():
+        for row in probe.devices:
+            driver = f"{row.get('driver', '')} {row.get('driver_version', '')}".strip()
+            if row.get("problem"):
+                log.info("%s: skipping %s: %s", probe.name, row["node"], row["problem"])
+            elif probe.name != "software":
+                works = [c for c, why in row.get("encode", {}).items() if not why] or ["no encoder"]
+                log.info("%s: %s %s (%s): %s", probe.name, row["node"], row.get("product", ""), driver, ", ".join(works))
 
 
 def encoder_chain(

@@ -56,13 +56,24 @@ def run_shards(
             else:
                 state, error = "failed", outcome.error
             if store and job_id:
-                store.shard_state(job_id, task.id, task.stage, task.clip, state, worker=outcome.worker, error=error)
+                store.shard_state(job_id, task.id, task.stage, task.clip, state, worker=outcome.worker, error=error,
+                                  result=_small(outcome.result))
             if state != "retrying":
                 outcomes[task.id] = outcome
         if retry:
             time.sleep(BACKOFF_SECONDS * min(4, max(attempts[t.id] for t in retry)))
         pending = retry
     return outcomes
+
+
+def _small(result: Any, limit: int = 4096) -> Any:
+    """The result when it is small JSON (a segment's encoder and attempts), else None (analyses)."""
+    import json
+
+    try:
+        return result if result is not None and len(json.dumps(result)) <= limit else None
+    except (TypeError, ValueError):
+        return None
 
 
 def results(outcomes: dict[str, ShardOutcome], tasks: Sequence[ShardTask]) -> list[Any]:

@@ -220,7 +220,7 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     backend = manager.backends.get(options.backend)
     if reason := backend.availability():
         raise MontageError(f"backend {options.backend!r} is not available: {reason}")
-    from .accel import QUALITIES, analysis_decoder, describe_chain, encoder_chain, probe_all
+    from .accel import QUALITIES, analysis_decoder, describe_chain, encoder_chain, log_devices, probe_all
 
     if options.quality not in QUALITIES:
         raise UsageError(f"unknown quality {options.quality!r} (known: {', '.join(QUALITIES)})")
@@ -228,7 +228,9 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     check_output_dir(output)
     accelerators = list(manager.accelerators)
     chain = encoder_chain(accelerators, options.accel)  # an unavailable --accel fails here, before any work
-    decoder, decode_args = analysis_decoder(accelerators, probe_all(accelerators))
+    probes = probe_all(accelerators)
+    log_devices(probes)
+    decoder, decode_args = analysis_decoder(accelerators, probes)
     log.info("encoder chain: %s; analysis decode: %s", describe_chain(chain), decoder)
     clips = collect_clips(options.clips)
     if not clips:

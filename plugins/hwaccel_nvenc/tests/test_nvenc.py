@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,6 @@ def test_encoder_failing_mid_render_falls_back_to_software(pm, media: MediaFacto
     for segment in result.segments:
         assert len(segment.attempts) == 1 and segment.attempts[0].startswith("nvenc: ")
         assert "libcuda" in segment.attempts[0]
+    recorded = [json.loads(s["result"]) for s in store.shards("fallback")]  # the job store says who made what
+    assert len(recorded) == len(result.segments)
+    assert all(r["encoder"] == "software" and r["attempts"][0].startswith("nvenc: ") for r in recorded)
