@@ -291,6 +291,19 @@ def demo(output: str, style: str, resolution: str, fps: float, backend: str, acc
     click.echo(f"exports: {result.timeline_json}, {result.otio}, {result.edl}")
 
 
+@cli.command("new-plugin")
+@click.argument("kind")
+@click.argument("name")
+@click.option("--dir", "folder", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Where to create montage-NAME/.")
+def new_plugin(kind: str, name: str, folder: str) -> None:
+    """Create a plugin package: KIND is style, analyzer, accelerator, planner or backend."""
+    from .scaffold import new_plugin as scaffold
+
+    root = scaffold(kind, name, Path(folder))
+    click.echo(f"created {root}/ — next: pip install -e {root} && python -m pytest {root}/tests")
+
+
 def main() -> None:
     """Entry point: plugin commands added, MontageError → one line and a non-zero exit."""
     try:
