@@ -73,6 +73,9 @@ def _job_options(f: Any) -> Any:
 def _render_options(f: Any) -> Any:
     for decorator in reversed([
         click.option("--backend", default="local", show_default=True, help="Where shards run."),
+        click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="Cluster address for the backend (dask: tcp://HOST:8786; also $MONTAGE_DASK_SCHEDULER)."),
+        click.option("--workers", type=int, default=None, help="Worker processes to start (local, LocalCluster)."),
         click.option("--accel", default="auto", show_default=True, help="Encoder: auto, software or a hardware one."),
         click.option("--quality", default="standard", show_default=True,
                      type=click.Choice(["preview", "standard", "high"])),
@@ -103,15 +106,34 @@ def _progress_printer(quiet: bool = False) -> Any:
 @_job_options
 @_render_options
 def run(clips: tuple[str, ...], music: str, output: str, style: str, style_params: tuple[str, ...], planner: str,
-        seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool, backend: str, accel: str,
-        quality: str) -> None:
+        seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool, backend: str,
+        scheduler: str | None, workers: int | None, accel: str, quality: str) -> None:
     """Analyze CLIPS (files or folders), plan on the beat of --music, render to --output."""
     from .pipeline import JobOptions, run_job
 
     width, height = _parse_resolution(resolution)
-    options = JobOptions(list(clips), music, output, style, _parse_sets(style_params), planner, backend, accel,
-                         quality, width, height, fps, seed, duration, not no_cache)
+    options = JobOptions([str(Path(c).absolute()) for c in clips], str(Path(music).absolute()),
+                         str(Path(output).absolute()), style,
+                         _parse_sets(style_params), planner, backend, accel, quality, width, height, fps, seed,
+                         duration, not no_cache, scheduler, workers)
     job_id, result = run_job(options, on_event=_progress_printer())
+    _report(job_id, result)
+
+
+@cli.command()
+@click.argument("job_id")
+def resume(job_id: str) -> None:
+    """Finish an interrupted job: finished analyses and segments are reused, the rest runs."""
+    from .jobstore import JobStore
+    from .pipeline import resume_options, run_job
+
+    store = JobStore()
+    job_id, result = run_job(resume_options(store, job_id), store=store, on_event=_progress_printer(),
+                             job_id=job_id)
+    _report(job_id, result)
+
+
+def _report(job_id: str, result: Any) -> None:
     encoders = ", ".join(sorted({s.encoder for s in result.segments}))
     click.echo(f"{result.video} ({result.duration:.2f} s, {len(result.segments)} cuts, encoder: {encoders}; "
                f"job {job_id})")
@@ -177,7 +199,8 @@ def plan(clips: tuple[str, ...], music: str, output: str, backend: str, style: s
 @click.argument("timeline", type=click.Path())
 @click.option("-o", "--output", default="montage.mp4", show_default=True, type=click.Path())
 @_render_options
-def render(timeline: str, output: str, backend: str, accel: str, quality: str) -> None:
+def render(timeline: str, output: str, backend: str, scheduler: str | None, workers: int | None, accel: str,
+           quality: str) -> None:
     """Render a TIMELINE.json (from `montage plan` or a previous run) without re-analysis."""
     from .models import Timeline
     from .pipeline import render_timeline
@@ -186,6 +209,7 @@ def render(timeline: str, output: str, backend: str, accel: str, quality: str) -
     manager = get_manager()
     tl = Timeline.load(timeline)
     backend_obj = manager.backends.get(backend)
+    backend_obj.configure(scheduler=scheduler, workers=workers)
     printer = _progress_printer()
     try:
         result = render_timeline(tl, Path(output), manager, backend_obj, accel=accel, quality=quality,
@@ -275,7 +299,8 @@ def check_hw(as_json: bool, refresh: bool) -> None:
 @click.option("--resolution", default="1280x720", show_default=True)
 @click.option("--fps", default=25.0, show_default=True)
 @_render_options
-def demo(output: str, style: str, resolution: str, fps: float, backend: str, accel: str, quality: str) -> None:
+def demo(output: str, style: str, resolution: str, fps: float, backend: str, scheduler: str | None,
+         workers: int | None, accel: str, quality: str) -> None:
     """Generate demo clips and a music track with a clear beat, and cut a montage from them."""
     from .pipeline import JobOptions, run_job
     from .synth import make_demo_media
@@ -285,10 +310,9 @@ def demo(output: str, style: str, resolution: str, fps: float, backend: str, acc
     clips, music = make_demo_media(folder)
     width, height = _parse_resolution(resolution)
     options = JobOptions([str(folder / "clips")], str(music), str(folder / "montage.mp4"), style, {}, "story_arc",
-                         backend, accel, quality, width, height, fps, 0)
+                         backend, accel, quality, width, height, fps, 0, scheduler=scheduler, workers=workers)
     job_id, result = run_job(options, on_event=_progress_printer())
-    click.echo(f"{result.video} ({result.duration:.2f} s, {len(result.segments)} cuts; job {job_id})")
-    click.echo(f"exports: {result.timeline_json}, {result.otio}, {result.edl}")
+    _report(job_id, result)
 
 
 @cli.command("new-plugin")

@@ -182,6 +182,9 @@ class Backend:
         """``None`` when usable, else the reason it is not."""
         return None
 
+    def configure(self, scheduler: str | None = None, workers: int | None = None) -> None:
+        """Options from the command line: a scheduler/cluster address and a worker count."""
+
     def run(
         self,
         fn: ShardFunction,

@@ -50,6 +50,10 @@ class JobStore:
         )
         return job_id
 
+    def restart_job(self, job_id: str) -> None:
+        self.db.execute("UPDATE jobs SET state='running', error=NULL, finished=NULL, updated=? WHERE id=?",
+                        (time.time(), job_id))
+
     def finish_job(self, job_id: str, state: str, result: dict[str, Any] | None = None, error: str = "") -> None:
         now = time.time()
         self.db.execute("UPDATE jobs SET state=?, result=?, error=?, finished=?, updated=? WHERE id=?",

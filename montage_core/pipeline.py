@@ -40,6 +40,21 @@ class JobOptions:
     seed: int = 0
     duration: float | None = None
     use_cache: bool = True
+    scheduler: str | None = None
+    workers: int | None = None
+
+
+def resume_options(store: JobStore, job_id: str) -> JobOptions:
+    """The options a stored job was started with."""
+    import json
+
+    job = store.job(job_id)
+    if job is None:
+        known = ", ".join(j["id"] for j in store.jobs(5)) or "none"
+        raise UsageError(f"no job {job_id!r} in {store.path} (latest: {known})")
+    if job["state"] == "done":
+        raise UsageError(f"job {job_id} is already done: {json.loads(job['result'] or '{}').get('video', '')}")
+    return JobOptions(**json.loads(job["params"]))
 
 
 def collect_clips(paths: Sequence[str]) -> list[str]:
@@ -207,8 +222,13 @@ def render_timeline(
 
 # ----------------------------------------------------------------------------- the job
 def run_job(options: JobOptions, *, manager: MontageManager | None = None, store: JobStore | None = None,
-            on_event: Callable[[str, ProgressEvent], None] | None = None) -> tuple[str, RenderResult]:
-    """Run a whole montage job; returns ``(job_id, result)``. Validates every choice before any work."""
+            on_event: Callable[[str, ProgressEvent], None] | None = None,
+            job_id: str | None = None) -> tuple[str, RenderResult]:
+    """Run a whole montage job; returns ``(job_id, result)``. Validates every choice before any work.
+
+    With ``job_id`` the job is resumed: finished analyses and segments are found in the caches,
+    so only unfinished shards run.
+    """
     from .music import analyze_music
     from .render import check_output_dir
 
@@ -220,6 +240,7 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     backend = manager.backends.get(options.backend)
     if reason := backend.availability():
         raise MontageError(f"backend {options.backend!r} is not available: {reason}")
+    backend.configure(scheduler=options.scheduler, workers=options.workers)
     from .accel import QUALITIES, analysis_decoder, describe_chain, encoder_chain, log_devices, probe_all
 
     if options.quality not in QUALITIES:
@@ -236,7 +257,10 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     if not clips:
         raise UsageError("no clips given")
     store = store or JobStore()
-    job_id = store.create_job(options.style, options.backend, {**asdict(options)})
+    if job_id:
+        store.restart_job(job_id)
+    else:
+        job_id = store.create_job(options.style, options.backend, {**asdict(options)})
     emit = on_event or (lambda stage, event: None)
     music_box: dict[str, Any] = {}
 

@@ -218,6 +218,8 @@ def analyze_clip(
         series["cut_score"] = np.zeros(frames_done)
         aggregates["cut_score"] = "max"
     decoded_seconds = frames_done / fps
+    if info.duration and decoded_seconds < min(1.0, 0.5 * info.duration):
+        raise InputError(path, f"truncated or damaged: only {decoded_seconds:.2f} s of {info.duration:.2f} s decode")
     if info.duration and decoded_seconds < 0.9 * info.duration - 1.0:
         log.warning("%s: truncated or damaged: decoded %.1f s of %.1f s; using what decodes",
                     path, decoded_seconds, info.duration)

@@ -62,6 +62,15 @@ class LocalBackend(Backend):
         self._pool: ProcessPoolExecutor | None = None
         self._events: Any = None
 
+    def configure(self, scheduler: str | None = None, workers: int | None = None) -> None:
+        if scheduler:
+            from ..errors import UsageError
+
+            raise UsageError("the local backend takes no --scheduler (did you mean --backend dask?)")
+        if workers and workers != self.workers:
+            self.close()
+            self.workers = workers
+
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._events = self._ctx.Queue()

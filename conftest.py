@@ -7,5 +7,5 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolated(montage_home: Path) -> Path:
-    """Every test gets its own analysis cache and job store."""
+    """Every test (core and plugins) gets its own analysis cache and job store."""
     return montage_home

@@ -1,0 +1,142 @@
+"""Dask backend: shards as Dask tasks on a cluster (or a LocalCluster sized to this machine).
+
+Dask does the scheduling; montage's core engine does classification, bounded retries and
+persistence. A worker lost mid-shard is rescheduled by Dask on another worker; results are
+gathered as each shard finishes and released at once, so a worker dying later never takes
+finished work with it. Progress events travel over Dask's event topics
+(``Worker.log_event`` → ``Client.subscribe_topic``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from montage_core.hookspecs import hookimpl
+from montage_core.interfaces import Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask
+
+SCHEDULER_ENV = "MONTAGE_DASK_SCHEDULER"
+
+
+def _run_on_worker(fn: ShardFunction, task: ShardTask, topic: str) -> tuple[str, Any]:
+    """Runs inside a Dask worker: the shard, with its progress events published on ``topic``."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    host = worker.address.split("://")[-1].rsplit(":", 1)[0]
+    if str(worker.name) == worker.address:  # started without --name: say where it runs
+        name = f"worker@{worker.address.split('://')[-1]}"
+    else:
+        name = str(worker.name) if str(worker.name).startswith(("worker", "node")) else f"worker-{worker.name}"
+
+    def emit(event: ProgressEvent) -> None:
+        event.worker, event.host = name, host
+        worker.log_event(topic, {"montage": asdict(event)})  # nested: Dask adds its own "worker" key
+
+    return name, fn(task, emit)
+
+
+class DaskBackend(Backend):
+    name = "dask"
+    description = f"Dask distributed: --scheduler tcp://HOST:PORT (or ${SCHEDULER_ENV}), else a LocalCluster"
+
+    def __init__(self) -> None:
+        self.scheduler: str | None = None
+        self.workers: int | None = None
+        self._client: Any = None
+        self._cluster: Any = None
+
+    def availability(self) -> str | None:
+        try:
+            import distributed  # noqa: F401
+        except ImportError as exc:
+            return f"dask.distributed is not installed ({exc}); pip install 'dask[distributed]'"
+        return None
+
+    def configure(self, scheduler: str | None = None, workers: int | None = None) -> None:
+        """Scheduler address (else ``$MONTAGE_DASK_SCHEDULER``, else a LocalCluster of ``workers``)."""
+        self.scheduler = scheduler
+        self.workers = workers
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from distributed import Client, LocalCluster
+
+            address = self.scheduler or os.environ.get(SCHEDULER_ENV)
+            if address:
+                self._client = Client(address, timeout="30s")
+            else:
+                workers = self.workers or int(os.environ.get("MONTAGE_WORKERS", 0)) or (os.cpu_count() or 1)
+                # One single-threaded process per core: shards are CPU-bound and release the GIL only
+                # in places, and a crashing shard must only take its own process down.
+                self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                             dashboard_address=None, silence_logs=40)
+                self._client = Client(self._cluster)
+        return self._client
+
+    def warm(self) -> None:
+        self.client.wait_for_workers(1, timeout=60)
+
+    def worker_resources(self) -> dict[str, dict[str, float]]:
+        """Resources each worker advertises (``accel-nvenc`` etc., from ``dask worker --resources``)."""
+        return {addr: dict(info.get("resources", {}))
+                for addr, info in self.client.scheduler_info()["workers"].items()}
+
+    def run(self, fn: ShardFunction, tasks: Sequence[ShardTask],
+            on_event: Callable[[ProgressEvent], None]) -> Iterator[ShardOutcome]:
+        from distributed import as_completed
+
+        client = self.client
+        topic = f"montage-progress-{uuid.uuid4().hex[:8]}"
+        client.subscribe_topic(topic, lambda event: on_event(ProgressEvent(**event[1]["montage"])))
+        available = {name for res in self.worker_resources().values() for name in res}
+        futures = {}
+        for task in tasks:
+            wanted = task.payload.get("resources") or {}
+            resources = wanted if set(wanted) <= available else None  # nobody has it: run anywhere
+            future = client.submit(_run_on_worker, fn, task, topic, key=f"{task.id}-{uuid.uuid4().hex[:8]}",
+                                   pure=False, resources=resources)
+            futures[future] = task
+        try:
+            for future in as_completed(futures):
+                yield self._outcome(futures[future], future)
+                future.release()  # the result lives here now; a worker dying later cannot lose it
+        finally:
+            client.unsubscribe_topic(topic)
+
+    @staticmethod
+    def _outcome(task: ShardTask, future: Any) -> ShardOutcome:
+        from distributed import KilledWorker
+
+        from montage_core.errors import MontageError, ShardError
+
+        try:
+            worker, result = future.result()
+            return ShardOutcome(task, True, result, worker=worker)
+        except KilledWorker as exc:
+            return ShardOutcome(task, False, error=f"worker died running this shard ({exc})", transient=True)
+        except ShardError as exc:
+            return ShardOutcome(task, False, error=str(exc), transient=exc.transient)
+        except MontageError as exc:
+            return ShardOutcome(task, False, error=str(exc))
+        except (OSError, TimeoutError) as exc:  # lost connection to the cluster mid-shard
+            return ShardOutcome(task, False, error=f"{type(exc).__name__}: {exc}", transient=True)
+        except Exception as exc:
+            return ShardOutcome(task, False, error=f"{type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+
+@hookimpl
+def montage_register_backends(register: Callable[[Any], None]) -> None:
+    register(DaskBackend())
