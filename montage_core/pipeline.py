@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, MontageError, UsageError
+from .errors import InputError, MontageError, ShardError, UsageError
 from .interfaces import Backend, PlanRequest, ProgressEvent, ShardTask, Style
 from .jobstore import JobStore
 from .models import ClipAnalysis, MediaInfo, MusicAnalysis, RenderResult, SegmentResult, Shot, Timeline
@@ -103,7 +104,17 @@ def analyze_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dic
     """Shard function (runs in a worker): analyze one clip with every registered analyzer."""
     from .analysis.analyze import analyze_clip
 
-    analyzers = list(get_manager().analyzers)
+    registry = get_manager().analyzers
+    wanted = task.payload.get("analyzers") or {a.name: a.version for a in registry}
+    # The coordinator decides which analyzers run (its cache key depends on them); a worker that
+    # lacks one, or has another version, must not silently compute something else.
+    missing = {name: version for name, version in wanted.items()
+               if name not in registry or registry.get(name).version != version}
+    if missing:
+        raise ShardError(f"this worker lacks analyzer(s) {', '.join(f'{n} {v}' for n, v in missing.items())} "
+                         f"(it has: {', '.join(f'{a.name} {a.version}' for a in registry)}); install the same plugins "
+                         "on every worker", transient=False)
+    analyzers = [registry.get(name) for name in wanted]
 
     def progress(position: float, total: float) -> None:
         emit(ProgressEvent("", "", "analysis", task.id, task.clip, "running", position, total))
@@ -128,27 +139,34 @@ def analyze_clips(
     from .engine import run_shards
     from .ffmpeg import probe_media
 
+    backend.warm()  # workers start and import while we probe and hash
     versions = analyzer_versions(list(manager.analyzers))
-    if not use_cache:
-        backend.warm()  # workers import while we probe and hash (with the cache, most clips never need one)
     analyses: dict[str, ClipAnalysis] = {}
     failures: dict[str, str] = {}
     tasks: list[ShardTask] = []
+
+    def prepare(clip: str) -> tuple[MediaInfo, str, ClipAnalysis | None]:
+        info = probe_media(clip)
+        if not info.has_video:
+            raise InputError(clip, "has no video stream (audio-only file)")
+        digest = cache.file_digest(clip)
+        hit = cache.load(cache.analysis_key(digest, versions, ANALYSIS_WIDTH), clip) if use_cache else None
+        return info, digest, hit
+
+    # Probing and hashing wait on ffprobe and the disk: do them side by side, not one clip at a time.
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(clips)))) as pool:
+        prepared = {clip: pool.submit(prepare, clip) for clip in clips}
     for index, clip in enumerate(clips):
         try:
-            info = probe_media(clip)
-            if not info.has_video:
-                raise InputError(clip, "has no video stream (audio-only file)")
-            digest = cache.file_digest(clip)
-            if use_cache:
-                hit = cache.load(cache.analysis_key(digest, versions, ANALYSIS_WIDTH), clip)
-                if hit is not None:
-                    analyses[clip] = hit
-                    continue
+            info, digest, hit = prepared[clip].result()
         except InputError as exc:
             failures[clip] = str(exc)
             continue
-        payload = {"use_cache": use_cache, "input_args": list(input_args), "digest": digest, "media": asdict(info)}
+        if hit is not None:
+            analyses[clip] = hit
+            continue
+        payload = {"use_cache": use_cache, "input_args": list(input_args), "digest": digest, "media": asdict(info),
+                   "analyzers": versions}
         tasks.append(ShardTask(f"analysis-{index:04d}", "analysis", clip, payload, info.duration))
     if tasks:
         outcomes = run_shards(backend, analyze_shard, tasks, on_event=on_event, store=store, job_id=job_id)

@@ -96,18 +96,22 @@ def test_unusable_music_is_one_line(which: str, problem: str, bad_clips: dict[st
 
 
 @pytest.mark.parametrize("option,value,message", [
-    ("--style", "wes", "unknown style 'wes' (known: documentary, dynamic, minimalist, mtv)"),
-    ("--backend", "slurm", "unknown backend 'slurm' (known: local"),
-    ("--accel", "cuda", "unknown accelerator 'cuda' (known: auto, "),
-    ("--planner", "random", "unknown planner 'random' (known: story_arc)"),
-    ("--set", "tempo=3", "style 'dynamic' has no parameter 'tempo'"),
+    # installed plugins may add names to these lists; the built-in ones must be there
+    ("--style", "wes", r"unknown style 'wes' \(known: documentary, dynamic, minimalist, mtv[,)]"),
+    ("--backend", "slurm", r"unknown backend 'slurm' \(known: (.+, )?local[,)]"),
+    ("--accel", "cuda", r"unknown accelerator 'cuda' \(known: auto, .*software"),
+    ("--planner", "random", r"unknown planner 'random' \(known: (.+, )?story_arc[,)]"),
+    ("--set", "tempo=3", r"style 'dynamic' has no parameter 'tempo'"),
 ])
 def test_unknown_choices_name_the_known_ones(option: str, value: str, message: str, bad_clips: dict[str, Path],
                                              media: MediaFactory, tmp_path: Path) -> None:
     music, _ = media.music(seconds=4)
     proc = run_cli("run", str(bad_clips["good"]), "--music", str(music), "-o", str(tmp_path / "o.mp4"),
                    option, value, *RUN)
-    _assert_clean_failure(proc, message, tmp_path / "o.mp4")
+    import re
+
+    assert re.search(message, proc.stderr), proc.stderr
+    _assert_clean_failure(proc, "", tmp_path / "o.mp4")
     assert proc.returncode == 2
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import subprocess
 import tempfile
@@ -48,8 +49,11 @@ def decode_luma(
     the current one, so decoding and analysis overlap.
     """
     w, h = size
+    # Workers sharing a machine each get their share of its cores (set by the backends).
+    threads = os.environ.get("MONTAGE_DECODE_THREADS")
     cmd = [
         ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", *input_args,
+        *(["-threads", threads] if threads else []),
         # The deblocking filter smooths 8×8 block edges that a 256-pixel-wide luma copy cannot
         # show; skipping it takes ~15 % off an H.264/HEVC decode and changes no feature that matters.
         "-skip_loop_filter", "all",

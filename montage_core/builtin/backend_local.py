@@ -20,8 +20,9 @@ _events: Any = None  # the progress queue, set in each worker by _init_worker
 def _init_worker(events: Any, threads: int) -> None:
     global _events
     _events = events
-    # Each worker's Numba kernels get an equal share of the cores instead of all of them.
+    # Each worker's Numba kernels and ffmpeg decoder get an equal share of the cores, not all of them.
     os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
+    os.environ.setdefault("MONTAGE_DECODE_THREADS", str(threads))
 
 
 def _worker_name() -> str:
@@ -29,7 +30,7 @@ def _worker_name() -> str:
     return f"worker-{identity[-1]}" if identity else f"worker-{os.getpid()}"
 
 
-def _warm_up() -> None:
+def warm_up() -> None:
     """Load what analysis shards need: NumPy and every Numba kernel from its on-disk cache."""
     import numpy as np
 
@@ -82,7 +83,7 @@ class LocalBackend(Backend):
     def warm(self) -> None:
         pool = self._ensure_pool()
         for _ in range(self.workers):
-            pool.submit(_warm_up)
+            pool.submit(warm_up)
 
     def run(self, fn: ShardFunction, tasks: Sequence[ShardTask],
             on_event: Callable[[ProgressEvent], None]) -> Iterator[ShardOutcome]:
@@ -140,7 +141,8 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # wait=True: a pool torn down under running tasks (warm-ups, say) errors at interpreter exit.
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
 

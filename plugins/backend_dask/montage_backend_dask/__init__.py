@@ -10,6 +10,7 @@ finished work with it. Progress events travel over Dask's event topics
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
@@ -48,6 +49,7 @@ class DaskBackend(Backend):
         self.workers: int | None = None
         self._client: Any = None
         self._cluster: Any = None
+        self._warming: threading.Thread | None = None
 
     def availability(self) -> str | None:
         try:
@@ -63,6 +65,9 @@ class DaskBackend(Backend):
 
     @property
     def client(self) -> Any:
+        if self._warming is not None and self._warming is not threading.current_thread():
+            self._warming.join()
+            self._warming = None
         if self._client is None:
             from distributed import Client, LocalCluster
 
@@ -73,13 +78,28 @@ class DaskBackend(Backend):
                 workers = self.workers or int(os.environ.get("MONTAGE_WORKERS", 0)) or (os.cpu_count() or 1)
                 # One single-threaded process per core: shards are CPU-bound and release the GIL only
                 # in places, and a crashing shard must only take its own process down.
+                share = str(max(1, (os.cpu_count() or 1) // workers))  # each worker's share of the cores
+                env = {name: os.environ.get(name, share) for name in ("NUMBA_NUM_THREADS", "MONTAGE_DECODE_THREADS")}
                 self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                             dashboard_address=None, silence_logs=40)
+                                             dashboard_address=None, silence_logs=40, env=env)
                 self._client = Client(self._cluster)
         return self._client
 
     def warm(self) -> None:
-        self.client.wait_for_workers(1, timeout=60)
+        """Start the cluster and load the kernels on every worker in the background, while the
+        coordinator probes and hashes; the first ``run`` waits for it."""
+        if self._warming is None and self._client is None:
+            self._warming = threading.Thread(target=self._start_and_warm, name="dask-warm", daemon=True)
+            self._warming.start()
+
+    def _start_and_warm(self) -> None:
+        from montage_core.builtin.backend_local import warm_up
+
+        try:
+            self.client.wait_for_workers(1, timeout=60)
+            self.client.run(warm_up)
+        except Exception:  # the real error surfaces in run()
+            pass
 
     def worker_resources(self) -> dict[str, dict[str, float]]:
         """Resources each worker advertises (``accel-nvenc`` etc., from ``dask worker --resources``)."""
