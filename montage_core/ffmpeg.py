@@ -49,10 +49,11 @@ def ffmpeg_version() -> str:
     return match.group(1) if match else "unknown"
 
 
-def last_error_line(stderr: str) -> str:
-    """The most telling line of ffmpeg's stderr (its last non-empty one)."""
+def last_error_line(stderr: str, path: str | Path | None = None) -> str:
+    """The most telling line of ffmpeg's stderr (its last non-empty one), without a repeat of ``path``."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else "ffmpeg failed without a message"
+    line = lines[-1] if lines else "ffmpeg failed without a message"
+    return line.removeprefix(f"{path}: ") if path is not None else line
 
 
 def run_ffmpeg(args: list[str], *, what: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
@@ -87,7 +88,7 @@ def _probe_ffprobe(ffprobe: str, path: Path, size: int) -> MediaInfo:
     cmd = [ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     if proc.returncode != 0:
-        raise InputError(path, f"not a media file ffmpeg can read ({last_error_line(proc.stderr)})")
+        raise InputError(path, f"not a media file ffmpeg can read ({last_error_line(proc.stderr, path)})")
     data = json.loads(proc.stdout or "{}")
     streams = data.get("streams", [])
     # Cover art is a "video" stream with one frame; it does not make a file a clip.
@@ -128,7 +129,7 @@ def _probe_ffmpeg(path: Path, size: int) -> MediaInfo:
                           capture_output=True, text=True, errors="replace")
     text = proc.stderr
     if "Stream #" not in text:
-        raise InputError(path, f"not a media file ffmpeg can read ({last_error_line(text)})")
+        raise InputError(path, f"not a media file ffmpeg can read ({last_error_line(text, path)})")
     match = _DURATION.search(text)
     duration = int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3)) if match else 0.0
     has_audio = bool(re.search(r"Stream #\d+:\d+.*?: Audio:", text))

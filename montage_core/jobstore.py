@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS shards (
 );
 CREATE TABLE IF NOT EXISTS workers (
     job_id TEXT, worker TEXT, host TEXT, stage TEXT, shard TEXT, clip TEXT, state TEXT,
-    position REAL, total REAL, message TEXT, updated REAL, PRIMARY KEY (job_id, worker)
+    position REAL, total REAL, message TEXT, updated REAL, started REAL, PRIMARY KEY (job_id, worker)
 );
 """
 
@@ -36,6 +36,9 @@ class JobStore:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        columns = {row["name"] for row in self.db.execute("PRAGMA table_info(workers)")}
+        if "started" not in columns:  # stores written by 0.1.0 before per-shard elapsed time existed
+            self.db.execute("ALTER TABLE workers ADD COLUMN started REAL")
 
     def close(self) -> None:
         self.db.close()
@@ -49,6 +52,21 @@ class JobStore:
             (job_id, now, now, "running", style, backend, json.dumps(params)),
         )
         return job_id
+
+    def set_state(self, job_id: str, state: str, error: str = "") -> None:
+        self.db.execute("UPDATE jobs SET state=?, error=?, updated=? WHERE id=?", (state, error, time.time(), job_id))
+
+    def stage_progress(self, job_id: str) -> dict[str, dict[str, int]]:
+        """Per stage: how many shards there are and how many are done or failed."""
+        rows = self.db.execute(
+            "SELECT stage, state, COUNT(*) AS n FROM shards WHERE job_id=? GROUP BY stage, state", (job_id,))
+        progress: dict[str, dict[str, int]] = {}
+        for row in rows:
+            stage = progress.setdefault(row["stage"], {"total": 0, "done": 0, "failed": 0})
+            stage["total"] += row["n"]
+            if row["state"] in ("done", "failed"):
+                stage[row["state"]] += row["n"]
+        return progress
 
     def restart_job(self, job_id: str) -> None:
         self.db.execute("UPDATE jobs SET state='running', error=NULL, finished=NULL, updated=? WHERE id=?",
@@ -87,12 +105,18 @@ class JobStore:
     def worker_state(self, job_id: str, event: Any) -> None:
         if not event.worker:
             return
+        now = time.time()
         self.db.execute(
-            """INSERT OR REPLACE INTO workers
-               (job_id, worker, host, stage, shard, clip, state, position, total, message, updated)
-               VALUES (?,?,?,?,?,?,?,?,?,?,?)""",
+            """INSERT INTO workers
+               (job_id, worker, host, stage, shard, clip, state, position, total, message, updated, started)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT(job_id, worker) DO UPDATE SET host=excluded.host, stage=excluded.stage,
+                 clip=excluded.clip, state=excluded.state, position=excluded.position, total=excluded.total,
+                 message=excluded.message, updated=excluded.updated,
+                 started=CASE WHEN workers.shard = excluded.shard THEN workers.started ELSE excluded.started END,
+                 shard=excluded.shard""",
             (job_id, event.worker, event.host, event.stage, event.shard, event.clip, event.state,
-             event.position, event.total, event.message, time.time()),
+             event.position, event.total, event.message, now, now),
         )
 
     def workers(self, job_id: str) -> list[dict[str, Any]]:

@@ -161,6 +161,8 @@ def analyze_clips(
             info, digest, hit = prepared[clip].result()
         except InputError as exc:
             failures[clip] = str(exc)
+            if store and job_id:  # the job store is the one record of what happened to every clip
+                store.shard_state(job_id, f"analysis-{index:04d}", "analysis", clip, "failed", error=str(exc))
             continue
         if hit is not None:
             analyses[clip] = hit

@@ -40,8 +40,10 @@ def test_ffmpeg_output_parser_agrees_with_ffprobe(media: MediaFactory, rotated: 
 def test_probe_errors_name_the_file(tmp_path: Path) -> None:
     text = tmp_path / "a b.mov"
     text.write_text("hello")
-    with pytest.raises(InputError, match=r"a b\.mov: not a media file ffmpeg can read \("):
+    with pytest.raises(InputError) as err:
         ffmpeg.probe_media(text)
+    assert str(err.value).startswith(f"{text}: not a media file ffmpeg can read (")
+    assert str(err.value).count(str(text)) == 1  # ffmpeg's own message does not repeat the path
     with pytest.raises(InputError, match="is a folder"):
         ffmpeg.probe_media(tmp_path)
 

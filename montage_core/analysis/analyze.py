@@ -98,7 +98,7 @@ def decode_luma(
         message = stderr.read().decode("utf-8", "replace")
         stderr.close()
     if produced == 0:
-        raise InputError(path, f"no decodable video frames ({last_error_line(message)})")
+        raise InputError(path, f"no decodable video frames ({last_error_line(message, path)})")
     if proc.returncode not in (0, None, -9) and message:
         log.warning("%s: decoding stopped early after %d frames: %s", path, produced, last_error_line(message))
 

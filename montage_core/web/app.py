@@ -1,0 +1,244 @@
+"""The Starlette app behind ``montage serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import (FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse,
+                                 Response, StreamingResponse)
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from ..errors import MontageError
+from ..jobstore import JobStore
+from ..models import Timeline
+from ..pipeline import JobOptions
+from . import media
+from .runner import JobRunner
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+UPLOAD_LIMIT = 2 << 30  # 2 GiB
+DOWNLOADS = {"video": "video", "otio": "otio", "edl": "edl", "timeline": "timeline"}
+
+
+def _job_view(store: JobStore, job: dict[str, Any]) -> dict[str, Any]:
+    result = json.loads(job["result"]) if job.get("result") else {}
+    params = json.loads(job["params"]) if job.get("params") else {}
+    stages = store.stage_progress(job["id"])
+    done = sum(s["done"] + s["failed"] for s in stages.values())
+    total = sum(s["total"] for s in stages.values())
+    return {**job, "result": result, "params": params, "stages": stages,
+            "progress": 1.0 if job["state"] == "done" else (done / total if total else 0.0),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created"])),
+            "finished_at": time.strftime("%H:%M:%S", time.localtime(job["finished"])) if job.get("finished") else ""}
+
+
+class TokenMiddleware(BaseHTTPMiddleware):
+    """With a token set, every request needs it: ``?token=``, a bearer header, or the cookie ``?token=`` sets."""
+
+    def __init__(self, app: Any, token: str | None):
+        super().__init__(app)
+        self.token = token
+
+    async def dispatch(self, request: Request, call_next: Any) -> Response:
+        if not self.token:
+            return await call_next(request)
+        given = (request.query_params.get("token") or request.cookies.get("montage_token")
+                 or request.headers.get("authorization", "").removeprefix("Bearer "))
+        if not secrets.compare_digest(given or "", self.token):
+            return PlainTextResponse("access token required (?token=…)", status_code=401)
+        response = await call_next(request)
+        if request.query_params.get("token"):
+            response.set_cookie("montage_token", self.token, httponly=True, samesite="strict")
+        return response
+
+
+def create_app(media_root: Path, *, token: str | None = None, store: JobStore | None = None) -> Starlette:
+    """The web UI for jobs in ``store``, with new jobs limited to files under ``media_root``."""
+    media_root = media_root.resolve()
+    media_root.mkdir(parents=True, exist_ok=True)
+    store = store or JobStore()
+    runner = JobRunner(store)
+
+    def job_or_404(job_id: str) -> dict[str, Any]:
+        job = store.job(job_id)
+        if job is None:
+            raise MontageError(f"no job {job_id!r}")
+        return job
+
+    async def jobs_page(request: Request) -> Response:
+        runner.reap()
+        jobs = [_job_view(store, j) for j in store.jobs(200)]
+        return TEMPLATES.TemplateResponse(request, "jobs.html", {"jobs": jobs})
+
+    async def job_page(request: Request) -> Response:
+        job = _job_view(store, job_or_404(request.path_params["job_id"]))
+        return TEMPLATES.TemplateResponse(request, "job.html", {"job": job})
+
+    def snapshot(job_id: str) -> dict[str, Any]:
+        runner.reap()
+        job = _job_view(store, job_or_404(job_id))
+        now = time.time()
+        workers = [{**w, "elapsed": round(now - (w.get("started") or w["updated"]), 1)} for w in store.workers(job_id)]
+        failed = [{"clip": s["clip"], "stage": s["stage"], "error": s["error"]}
+                  for s in store.shards(job_id) if s["state"] == "failed"]
+        return {"state": job["state"], "error": job.get("error") or "", "stages": job["stages"],
+                "progress": job["progress"], "workers": workers, "failed": failed, "result": job["result"]}
+
+    async def events(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        job_or_404(job_id)
+
+        async def stream() -> Any:
+            last = None
+            while True:
+                state = snapshot(job_id)
+                for name in ("progress", "workers", "failed"):
+                    payload = {"progress": {k: state[k] for k in ("state", "stages", "progress", "error")},
+                               "workers": state["workers"], "failed": state["failed"]}[name]
+                    if last is None or last.get(name) != payload:
+                        yield f"event: {name}\ndata: {json.dumps(payload)}\n\n"
+                last = {"progress": {k: state[k] for k in ("state", "stages", "progress", "error")},
+                        "workers": state["workers"], "failed": state["failed"]}
+                if state["state"] in ("done", "failed", "cancelled"):
+                    yield f"event: finished\ndata: {json.dumps({'state': state['state'], 'result': state['result']})}\n\n"
+                    return
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(0.4)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def result_timeline(job: dict[str, Any]) -> Timeline | None:
+        result = json.loads(job["result"]) if job.get("result") else {}
+        return Timeline.load(result["timeline"]) if result.get("timeline") else None
+
+    async def timeline(request: Request) -> Response:
+        job = job_or_404(request.path_params["job_id"])
+        tl = result_timeline(job)
+        if tl is None:
+            return JSONResponse({"ready": False})
+        wave = await asyncio.to_thread(media.waveform, tl.music, tl.duration)
+        return JSONResponse({"ready": True, "duration": tl.duration, "beats": tl.beats, "waveform": wave,
+                             "cuts": [{"index": c.index, "start": c.start, "end": c.end, "phase": c.phase,
+                                       "source": Path(c.source).name, "transition": c.transition.kind}
+                                      for c in tl.cuts]})
+
+    async def thumb(request: Request) -> Response:
+        job = job_or_404(request.path_params["job_id"])
+        tl = result_timeline(job)
+        index = request.path_params["index"]
+        if tl is None or not 0 <= index < len(tl.cuts):
+            return PlainTextResponse("no such cut", status_code=404)
+        cut = tl.cuts[index]
+        video = json.loads(job["result"])["video"]
+        data = await asyncio.to_thread(media.thumbnail, video, (cut.start + cut.end) / 2)
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    async def download(request: Request) -> Response:
+        job = job_or_404(request.path_params["job_id"])
+        kind = request.path_params["kind"]
+        result = json.loads(job["result"]) if job.get("result") else {}
+        if kind not in DOWNLOADS or not result.get(DOWNLOADS[kind]):
+            return PlainTextResponse(f"nothing to download as {kind!r} (known: {', '.join(DOWNLOADS)})", 404)
+        path = Path(result[DOWNLOADS[kind]])
+        return FileResponse(path, filename=path.name)
+
+    async def log(request: Request) -> Response:
+        job_or_404(request.path_params["job_id"])
+        return PlainTextResponse(runner.tail(request.path_params["job_id"]))
+
+    async def cancel(request: Request) -> Response:
+        runner.cancel(request.path_params["job_id"])
+        return RedirectResponse(f"/jobs/{request.path_params['job_id']}", status_code=303)
+
+    async def retry(request: Request) -> Response:
+        runner.retry(request.path_params["job_id"])
+        return RedirectResponse(f"/jobs/{request.path_params['job_id']}", status_code=303)
+
+    async def new_job_page(request: Request) -> Response:
+        from ..accel import probe_all
+        from ..plugins import get_manager
+
+        manager = get_manager()
+        probes = await asyncio.to_thread(probe_all, list(manager.accelerators))
+        styles = [{"name": s.name, "description": s.description} for s in sorted(manager.styles, key=lambda s: s.name)]
+        backends = [{"name": b.name, "description": b.description, "reason": b.availability() or ""}
+                    for b in manager.backends]
+        accels = [{"name": p.name, "available": p.available, "reason": p.reason} for p in probes.values()]
+        return TEMPLATES.TemplateResponse(request, "new.html", {
+            "files": media.listing(media_root), "styles": styles, "backends": backends, "accels": accels,
+            "root": str(media_root)})
+
+    async def create_job(request: Request) -> Response:
+        form = await request.form()
+        clips = [str(media.confine(media_root, c)) for c in form.getlist("clips")]
+        music = str(media.confine(media_root, str(form.get("music", ""))))
+        if not clips:
+            raise MontageError("choose at least one clip")
+        width, height = (int(v) for v in str(form.get("resolution", "1280x720")).split("x"))
+        output_dir = media_root / "montages"
+        output_dir.mkdir(exist_ok=True)
+        options = JobOptions(
+            clips=clips, music=music, output=str(output_dir / f"montage-{int(time.time())}.mp4"),
+            style=str(form.get("style", "dynamic")), backend=str(form.get("backend", "local")),
+            accel=str(form.get("accel", "auto")), quality=str(form.get("quality", "standard")), width=width,
+            height=height, fps=float(form.get("fps", 25) or 25), seed=int(form.get("seed", 0) or 0),
+            duration=float(form["duration"]) if form.get("duration") else None)
+        job_id = runner.start(options)
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+    async def upload(request: Request) -> Response:
+        length = int(request.headers.get("content-length") or 0)
+        if length > UPLOAD_LIMIT + (1 << 20):
+            raise MontageError(f"upload is larger than the limit of {UPLOAD_LIMIT >> 20} MiB")
+        form = await request.form(max_part_size=UPLOAD_LIMIT)
+        saved = [str((await media.save_upload(media_root, f, UPLOAD_LIMIT)).relative_to(media_root))
+                 for f in form.getlist("files")]
+        return JSONResponse({"saved": saved})
+
+    async def api_media(request: Request) -> Response:
+        return JSONResponse(media.listing(media_root))
+
+    async def api_file(request: Request) -> Response:
+        path = media.confine(media_root, request.query_params.get("path", ""))
+        if not path.is_file():
+            return PlainTextResponse("no such file", status_code=404)
+        return FileResponse(path)
+
+    async def montage_error(request: Request, exc: Exception) -> Response:
+        status = 403 if "outside the media root" in str(exc) else 400
+        if "no job" in str(exc):
+            status = 404
+        if request.headers.get("accept", "").startswith("application/json"):
+            return JSONResponse({"error": str(exc)}, status_code=status)
+        return TEMPLATES.TemplateResponse(request, "error.html", {"message": str(exc)}, status_code=status)
+
+    routes = [
+        Route("/", jobs_page), Route("/jobs/new", new_job_page), Route("/jobs", create_job, methods=["POST"]),
+        Route("/jobs/{job_id}", job_page), Route("/jobs/{job_id}/events", events),
+        Route("/jobs/{job_id}/timeline", timeline), Route("/jobs/{job_id}/thumb/{index:int}", thumb),
+        Route("/jobs/{job_id}/download/{kind}", download), Route("/jobs/{job_id}/log", log),
+        Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]), Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
+        Route("/upload", upload, methods=["POST"]), Route("/api/media", api_media), Route("/api/file", api_file),
+    ]
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        yield
+        runner.stop_all()  # jobs started here do not outlive the server
+
+    app = Starlette(routes=routes, middleware=[Middleware(TokenMiddleware, token=token)],
+                    exception_handlers={MontageError: montage_error}, lifespan=lifespan)
+    app.state.runner = runner
+    return app

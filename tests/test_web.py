@@ -1,0 +1,141 @@
+"""`montage serve` in a real browser (Debian's chromium driven by Playwright)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from montage_core.testing import MediaFactory, probe_frames
+
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def media_root(media: MediaFactory, tmp_path: Path) -> Path:
+    root = tmp_path / "media root"
+    for k, shots in enumerate([[(0, 2.0), (1, 2.0)], [(2, 2.0), (3, 2.0)], [(4, 2.0), (5, 2.0)],
+                               [(6, 2.0), (7, 2.0)], [(1, 2.0), (3, 2.0)], [(5, 2.0), (0, 2.0)]]):
+        media.clip(shots, size=(640, 360), name=str(root / "clips" / f"clip {k}.mp4"))
+    (root / "clips" / "broken.mp4").write_text("not a video at all")
+    music, _ = media.music(seconds=10)
+    (root / "song.wav").write_bytes(music.read_bytes())
+    return root
+
+
+@pytest.fixture
+def server(media_root: Path) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "montage_core", "serve", "--media-root", str(media_root),
+                                "--port", str(port)], env={**os.environ, "MONTAGE_WORKERS": "2"},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def _run_job_in_the_browser(browser, url: str, backend: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(f"{url}/jobs/new")
+    clips = [o for o in page.eval_on_selector_all("#clips option", "els => els.map(e => e.value)")]
+    assert "clips/broken.mp4" in clips and len(clips) == 7
+    page.select_option("#clips", clips)
+    page.select_option("#music", "song.wav")
+    page.select_option("#backend", backend)
+    page.select_option("#quality", "preview")
+    page.select_option("#resolution", "640x360")
+    assert "unavailable" not in page.inner_text("#style")
+    page.click("#submit")
+    page.wait_for_url(f"{url}/jobs/*")
+
+    widths, shot_mid_run = set(), False
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        widths.add(page.eval_on_selector("#stage-analysis .bar > div", "e => e.style.width"))
+        rows = page.locator("tr.worker")
+        if not shot_mid_run and rows.count() and page.inner_text("#state") == "running":
+            text = rows.first.inner_text()
+            if "clip " in text and " / " in text:
+                page.screenshot(path=str(ARTIFACTS / f"job-{backend}-mid-run.png"), full_page=True)
+                shot_mid_run = True
+        if page.inner_text("#state") in ("done", "failed"):
+            break
+        time.sleep(0.1)
+    assert page.inner_text("#state") == "done", page.inner_text("#log")
+    assert shot_mid_run, "never saw a worker row with a clip name and its position"
+    assert len(widths) >= 3, f"the progress bar did not advance in steps: {widths}"
+    workers = page.locator("tr.worker").all_inner_texts()
+    assert workers and all(w.startswith("worker-") for w in workers), workers
+    # The bad clip failed alone, with its own error text on the page.
+    page.wait_for_selector("li.failed-shard")
+    assert "broken.mp4: not a media file ffmpeg can read" in page.inner_text("#failed")
+    page.wait_for_selector("#thumbs img")
+    page.wait_for_function("[...document.querySelectorAll('#thumbs img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.screenshot(path=str(ARTIFACTS / f"job-{backend}-finished.png"), full_page=True)
+    with page.expect_download() as download:
+        page.click("#download-video")
+    target = tmp_path / f"downloaded-{backend}.mp4"
+    download.value.save_as(target)
+    frames, duration = probe_frames(target)
+    assert frames == 250 and abs(duration - 10) <= 0.04
+    page.goto(url)
+    assert "done" in page.inner_text("#jobs")
+    page.close()
+
+
+def test_local_job_from_the_browser(browser, server: str, tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    _run_job_in_the_browser(browser, server, "local", tmp_path)
+
+
+def test_dask_job_from_the_browser(browser, server: str, tmp_path: Path) -> None:
+    pytest.importorskip("montage_backend_dask")
+    ARTIFACTS.mkdir(exist_ok=True)
+    _run_job_in_the_browser(browser, server, "dask", tmp_path)
+
+
+def test_paths_outside_the_media_root_are_refused(browser, server: str, media_root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "secret.mp4"
+    outside.write_text("x")
+    (media_root / "escape.mp4").symlink_to(outside)
+    page = browser.new_page()
+    page.goto(server)
+    for path in ("../secret.mp4", "escape.mp4", "/etc/passwd"):
+        response = page.request.get(f"{server}/api/file", params={"path": path})
+        assert response.status in (400, 403) and "media root" in response.text(), (path, response.text())
+    response = page.request.post(f"{server}/jobs", form={"clips": "../secret.mp4", "music": "song.wav"})
+    assert response.status == 403 and "outside the media root" in response.text()
+    assert "escape.mp4" not in page.request.get(f"{server}/api/media").text()
+    page.close()
