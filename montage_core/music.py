@@ -27,7 +27,8 @@ def decode_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray
     proc = subprocess.run(cmd, capture_output=True)
     samples = np.frombuffer(proc.stdout, np.float32)
     if proc.returncode != 0 and len(samples) == 0:
-        raise InputError(path, f"audio does not decode ({last_error_line(proc.stderr.decode("utf-8", "replace"), path)})")
+        message = last_error_line(proc.stderr.decode("utf-8", "replace"), path)
+        raise InputError(path, f"audio does not decode ({message})")
     if len(samples) < sample_rate:
         raise InputError(path, f"audio is too short ({len(samples) / sample_rate:.2f} s; need at least 1 s)")
     return samples
