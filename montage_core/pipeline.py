@@ -121,9 +121,24 @@ def analyze_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dic
 
     emit(ProgressEvent("", "", "analysis", task.id, task.clip, "started", 0.0, task.total))
     payload = task.payload
+    info = MediaInfo.from_dict(payload["media"]) if "media" in payload else None
+    if "range" in payload:  # a time range of a long clip: per-frame series, merged by the coordinator
+        from .analysis import cache
+        from .analysis.analyze import ANALYSIS_WIDTH, analyze_series
+        from .ffmpeg import probe_media
+
+        start, count = payload["range"]
+        key = cache.analysis_key(payload["digest"], wanted, ANALYSIS_WIDTH)
+        series = cache.load_range(key, start, count) if payload.get("use_cache", True) else None
+        if series is None:
+            series = analyze_series(task.clip, info or probe_media(task.clip), analyzers, progress=progress,
+                                    input_args=payload.get("input_args", []), start_frame=start, frame_count=count)
+            if payload.get("use_cache", True):
+                cache.store_range(key, start, count, series)
+        emit(ProgressEvent("", "", "analysis", task.id, task.clip, "done", task.total, task.total))
+        return {"series": series}
     result = analyze_clip(task.clip, analyzers, progress=progress, use_cache=payload.get("use_cache", True),
-                          input_args=payload.get("input_args", []), digest=payload.get("digest"),
-                          info=MediaInfo.from_dict(payload["media"]) if "media" in payload else None)
+                          input_args=payload.get("input_args", []), digest=payload.get("digest"), info=info)
     emit(ProgressEvent("", "", "analysis", task.id, task.clip, "done", task.total, task.total))
     return result.to_dict()
 
@@ -169,20 +184,74 @@ def analyze_clips(
             continue
         payload = {"use_cache": use_cache, "input_args": list(input_args), "digest": digest, "media": asdict(info),
                    "analyzers": versions}
-        tasks.append(ShardTask(f"analysis-{index:04d}", "analysis", clip, payload, info.duration))
+        ranges = shard_ranges(info)
+        if len(ranges) == 1:
+            tasks.append(ShardTask(f"analysis-{index:04d}", "analysis", clip, payload, info.duration))
+            continue
+        fps = info.fps or 25.0
+        for k, (start, count) in enumerate(ranges):
+            seconds = (count if count is not None else info.frame_count - start) / fps
+            tasks.append(ShardTask(f"analysis-{index:04d}-r{k:03d}", "analysis", clip,
+                                   {**payload, "range": [start, count]}, seconds))
     if tasks:
         outcomes = run_shards(backend, analyze_shard, tasks, on_event=on_event, store=store, job_id=job_id)
+        pieces: dict[str, list[ShardTask]] = {}
         for task in tasks:
-            outcome = outcomes[task.id]
-            if outcome.ok:
-                analyses[task.clip] = ClipAnalysis.from_dict(outcome.result)
-            else:
-                failures[task.clip] = outcome.error
-                on_event(ProgressEvent(outcome.worker or "-", "", "analysis", task.id, task.clip, "failed",
-                                       message=outcome.error))
+            pieces.setdefault(task.clip, []).append(task)
+        for clip, clip_tasks in pieces.items():
+            failed = [outcomes[t.id] for t in clip_tasks if not outcomes[t.id].ok]
+            if failed:
+                failures[clip] = failed[0].error
+                on_event(ProgressEvent(failed[0].worker or "-", "", "analysis", failed[0].task.id, clip, "failed",
+                                       message=failed[0].error))
+                continue
+            if "range" not in clip_tasks[0].payload:
+                analyses[clip] = ClipAnalysis.from_dict(outcomes[clip_tasks[0].id].result)
+                continue
+            try:
+                analyses[clip] = merge_ranges(clip, clip_tasks, [outcomes[t.id].result["series"] for t in clip_tasks],
+                                              manager, use_cache)
+            except InputError as exc:
+                failures[clip] = str(exc)
     for clip, error in failures.items():
         log.warning("skipping %s", error if clip in error else f"{clip}: {error}")
     return [analyses[c] for c in clips if c in analyses], failures
+
+
+#: clips longer than this many seconds are analyzed as several time-range shards
+SHARD_SECONDS = 300.0
+
+
+def shard_ranges(info: MediaInfo) -> list[tuple[int, int | None]]:
+    """(start frame, frame count) ranges of ``$MONTAGE_SHARD_SECONDS`` (the last one runs to the end)."""
+    import os
+
+    seconds = float(os.environ.get("MONTAGE_SHARD_SECONDS", SHARD_SECONDS))
+    if info.duration <= 1.5 * seconds or not info.fps:
+        return [(0, None)]
+    step = max(1, int(round(seconds * info.fps)))
+    starts = list(range(0, info.frame_count, step))
+    if info.frame_count - starts[-1] < step // 2:  # no runt range at the end
+        starts.pop()
+    return [(s, step) for s in starts[:-1]] + [(starts[-1], None)]
+
+
+def merge_ranges(clip: str, tasks: Sequence[ShardTask], parts: Sequence[dict[str, Any]], manager: MontageManager,
+                 use_cache: bool) -> ClipAnalysis:
+    """A long clip's analysis from its time-range shards: series joined in order, then shots."""
+    import numpy as np
+
+    from .analysis import cache
+    from .analysis.analyze import ANALYSIS_WIDTH, clip_from_series
+
+    payload = tasks[0].payload
+    analyzers = [manager.analyzers.get(name) for name in payload["analyzers"]]
+    series = {name: np.concatenate([np.asarray(part[name]) for part in parts]) for name in parts[0]}
+    info = MediaInfo.from_dict(payload["media"])
+    result = clip_from_series(clip, info, payload["digest"], analyzers, series)
+    if use_cache:
+        cache.store(cache.analysis_key(payload["digest"], payload["analyzers"], ANALYSIS_WIDTH), result)
+    return result
 
 
 # ----------------------------------------------------------------------------- planning

@@ -68,3 +68,25 @@ def test_audio_only_file_is_refused_by_name(pm, media: MediaFactory) -> None:
     with pytest.raises(InputError) as err:
         analyze_clip(music, list(pm.analyzers))
     assert str(err.value) == f"{music}: has no video stream (audio-only file)"
+
+
+@pytest.mark.parametrize("shard_seconds", ["0.6", "1.2"])
+def test_time_range_shards_give_the_whole_clip_answer(pm, media: MediaFactory, monkeypatch, shard_seconds) -> None:
+    """A long clip cut into time ranges (cuts right on range boundaries too) analyzes exactly as one piece."""
+    clip, cuts = media.clip([(0, 1.2), (1, 0.6), (2, 1.2), (3, 1.0), (4, 0.8)])
+    whole = analyze_clip(clip, list(pm.analyzers), use_cache=False)
+    monkeypatch.setenv("MONTAGE_SHARD_SECONDS", shard_seconds)
+    store = JobStore()
+    backend = pm.backends.get("local")
+    try:
+        sharded, failures = analyze_clips([str(clip)], pm, backend, store=store, job_id="ranges")
+    finally:
+        backend.close()
+    assert not failures
+    shards = store.shards("ranges")
+    assert len(shards) >= 4 and all(s["shard_id"].startswith("analysis-0000-r") for s in shards)
+    assert [round(s.start * 25) for s in sharded[0].shots[1:]] == cuts
+    assert sharded[0].frame_count == whole.frame_count
+    for a, b in zip(sharded[0].shots, whole.shots):
+        assert (a.start, a.end) == (b.start, b.end)
+        assert a.features == pytest.approx(b.features, rel=1e-9, abs=1e-12)

@@ -41,7 +41,8 @@ def analysis_size(info: MediaInfo, width: int = ANALYSIS_WIDTH) -> tuple[int, in
 
 
 def decode_luma(
-    path: str, info: MediaInfo, size: tuple[int, int], input_args: Sequence[str] = (), batch: int = BATCH
+    path: str, info: MediaInfo, size: tuple[int, int], input_args: Sequence[str] = (), batch: int = BATCH,
+    start_frame: int = 0, frame_count: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield batches of downscaled luma frames; raise InputError if nothing decodes.
 
@@ -57,7 +58,10 @@ def decode_luma(
         # The deblocking filter smooths 8×8 block edges that a 256-pixel-wide luma copy cannot
         # show; skipping it takes ~15 % off an H.264/HEVC decode and changes no feature that matters.
         "-skip_loop_filter", "all",
-        "-i", path, "-map", "0:v:0", "-an", "-sn", "-dn",
+        # Input seeking is frame-exact when decoding: ffmpeg decodes from the keyframe before and drops.
+        *(["-ss", f"{start_frame / (info.fps or 25.0):.6f}"] if start_frame else []),
+        "-i", path,
+        *(["-frames:v", str(frame_count)] if frame_count is not None else []), "-map", "0:v:0", "-an", "-sn", "-dn",
         "-vf", f"scale={w}:{h}:flags=fast_bilinear,format=gray",
         "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1",
     ]
@@ -158,13 +162,22 @@ def build_shots(path: str, series: dict[str, np.ndarray], aggregates: dict[str, 
 
 
 def _decode_pass(path: str, info: MediaInfo, size: tuple[int, int], analyzers: Sequence[Analyzer],
-                 input_args: Sequence[str], fps: float, progress: Progress | None) -> tuple[dict[str, np.ndarray], int]:
-    """Decode once and run every analyzer on each batch; per-frame series and the frame count."""
+                 input_args: Sequence[str], fps: float, progress: Progress | None, start_frame: int = 0,
+                 frame_count: int | None = None) -> dict[str, np.ndarray]:
+    """Decode once and run every analyzer on each batch; the per-frame series."""
     outputs: dict[str, list[np.ndarray]] = {name: [] for a in analyzers for name in a.outputs}
     previous = np.empty((0, 0), np.uint8)
     frames_done = 0
     last_report = 0.0
-    for frames in decode_luma(path, info, size, input_args):
+    # A range after the start decodes one frame early: the kernels need the frame before it, so
+    # a cut right on the boundary is seen exactly as in a whole-clip pass.
+    lead = 1 if start_frame > 0 else 0
+    count = None if frame_count is None else frame_count + lead
+    for frames in decode_luma(path, info, size, input_args, start_frame=start_frame - lead, frame_count=count):
+        if lead:
+            previous, frames, lead = frames[0], frames[1:], 0
+            if not len(frames):
+                continue
         for analyzer in analyzers:
             for name, values in analyzer.compute(frames, previous).items():
                 outputs[name].append(np.asarray(values, dtype=np.float64))
@@ -172,12 +185,59 @@ def _decode_pass(path: str, info: MediaInfo, size: tuple[int, int], analyzers: S
         frames_done += len(frames)
         if progress and time.monotonic() - last_report > 0.25:
             last_report = time.monotonic()
-            progress(frames_done / fps, info.duration)
-    return {name: np.concatenate(chunks) for name, chunks in outputs.items()}, frames_done
+            progress((start_frame + frames_done) / fps, info.duration)
+    return {name: np.concatenate(chunks) if chunks else np.zeros(0) for name, chunks in outputs.items()}
 
 
 def analyzer_versions(analyzers: Sequence[Analyzer]) -> dict[str, str]:
     return {a.name: a.version for a in analyzers}
+
+
+def _checked(path: str, info: MediaInfo | None) -> MediaInfo:
+    info = info or probe_media(path)
+    if not info.has_video:
+        raise InputError(path, "has no video stream (audio-only file)")
+    if info.width <= 0 or info.height <= 0:
+        raise InputError(path, "video stream has no frame size")
+    return info
+
+
+def analyze_series(
+    path: str, info: MediaInfo, analyzers: Sequence[Analyzer], *, progress: Progress | None = None,
+    input_args: Sequence[str] = (), width: int = ANALYSIS_WIDTH, start_frame: int = 0,
+    frame_count: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-frame series of every analyzer output over the clip, or over ``frame_count`` frames from
+    ``start_frame`` (a time-range shard of a long clip)."""
+    fps = info.fps or 25.0
+    size = analysis_size(info, width)
+    try:
+        return _decode_pass(path, info, size, analyzers, input_args, fps, progress, start_frame, frame_count)
+    except InputError:
+        if not input_args:
+            raise
+        # Hardware decoders refuse some profiles and sizes; the software decoder reads them all.
+        log.warning("%s: hardware decoding failed; decoding in software", path)
+        return _decode_pass(path, info, size, analyzers, (), fps, progress, start_frame, frame_count)
+
+
+def clip_from_series(path: str, info: MediaInfo, digest: str, analyzers: Sequence[Analyzer],
+                     series: dict[str, np.ndarray]) -> ClipAnalysis:
+    """Shots and their aggregated features from a whole clip's per-frame series."""
+    fps = info.fps or 25.0
+    aggregates = {name: a.aggregate for a in analyzers for name in a.outputs}
+    frames_done = len(next(iter(series.values()))) if series else 0
+    if "cut_score" not in series:
+        series = {**series, "cut_score": np.zeros(frames_done)}
+        aggregates["cut_score"] = "max"
+    decoded_seconds = frames_done / fps
+    if info.duration and decoded_seconds < min(1.0, 0.5 * info.duration):
+        raise InputError(path, f"truncated or damaged: only {decoded_seconds:.2f} s of {info.duration:.2f} s decode")
+    if info.duration and decoded_seconds < 0.9 * info.duration - 1.0:
+        log.warning("%s: truncated or damaged: decoded %.1f s of %.1f s; using what decodes",
+                    path, decoded_seconds, info.duration)
+    shots = build_shots(path, series, aggregates, fps)
+    return ClipAnalysis(info, digest, analyzer_versions(analyzers), fps, shots, frames_done)
 
 
 def analyze_clip(
@@ -196,43 +256,18 @@ def analyze_clip(
     ``info`` and ``digest`` may be passed when the caller already probed and hashed the file.
     """
     path = str(path)
-    info = info or probe_media(path)
-    if not info.has_video:
-        raise InputError(path, "has no video stream (audio-only file)")
-    if info.width <= 0 or info.height <= 0:
-        raise InputError(path, "video stream has no frame size")
-    versions = analyzer_versions(analyzers)
+    info = _checked(path, info)
     digest = digest or cache.file_digest(path)
-    key = cache.analysis_key(digest, versions, width)
+    key = cache.analysis_key(digest, analyzer_versions(analyzers), width)
     if use_cache and (hit := cache.load(key, path)) is not None:
         log.debug("%s: analysis cache hit", path)
         return hit
-    fps = info.fps or 25.0
-    size = analysis_size(info, width)
-    aggregates = {name: a.aggregate for a in analyzers for name in a.outputs}
-    try:
-        series, frames_done = _decode_pass(path, info, size, analyzers, input_args, fps, progress)
-    except InputError:
-        if not input_args:
-            raise
-        # Hardware decoders refuse some profiles and sizes; the software decoder reads them all.
-        log.warning("%s: hardware decoding failed; decoding in software", path)
-        series, frames_done = _decode_pass(path, info, size, analyzers, (), fps, progress)
-    if "cut_score" not in series:
-        series["cut_score"] = np.zeros(frames_done)
-        aggregates["cut_score"] = "max"
-    decoded_seconds = frames_done / fps
-    if info.duration and decoded_seconds < min(1.0, 0.5 * info.duration):
-        raise InputError(path, f"truncated or damaged: only {decoded_seconds:.2f} s of {info.duration:.2f} s decode")
-    if info.duration and decoded_seconds < 0.9 * info.duration - 1.0:
-        log.warning("%s: truncated or damaged: decoded %.1f s of %.1f s; using what decodes",
-                    path, decoded_seconds, info.duration)
-    shots = build_shots(path, series, aggregates, fps)
-    result = ClipAnalysis(info, digest, versions, fps, shots, frames_done)
+    series = analyze_series(path, info, analyzers, progress=progress, input_args=input_args, width=width)
+    result = clip_from_series(path, info, digest, analyzers, series)
     if use_cache:
         cache.store(key, result)
     if progress:
-        progress(decoded_seconds, info.duration)
+        progress(result.frame_count / result.analysis_fps, info.duration)
     return result
 
 

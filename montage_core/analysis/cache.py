@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from ..config import cache_dir
 from ..models import ClipAnalysis, write_atomic
@@ -65,3 +66,30 @@ def clear() -> int:
         os.unlink(entry)
         count += 1
     return count
+
+
+def _range_entry(key: str, start: int, count: int | None) -> Path:
+    return cache_dir() / "ranges" / key[:2] / f"{key}-{start}-{count if count is not None else 'end'}.npz"
+
+
+def load_range(key: str, start: int, count: int | None) -> dict[str, Any] | None:
+    """Per-frame series of a finished time-range shard (so a resumed job skips it)."""
+    import numpy as np
+
+    try:
+        with np.load(_range_entry(key, start, count)) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError):
+        return None
+
+
+def store_range(key: str, start: int, count: int | None, series: dict[str, Any]) -> None:
+    import io
+
+    import numpy as np
+
+    entry = _range_entry(key, start, count)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **series)
+    write_atomic(entry, buffer.getvalue())
