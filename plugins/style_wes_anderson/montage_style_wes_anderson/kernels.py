@@ -4,8 +4,9 @@ Symmetry is the Pearson correlation between the frame and its mirror image about
 axis, taken on luma and on gradient magnitude (edges carry the composition; flat colour fields
 alone would flatter a frame). The axis may sit up to ``max_shift`` pixels off centre — framing
 is rarely pixel-exact — and the best axis wins. 1 is a perfect mirror, 0 no relation.
-Balance is a Gaussian of the luma centre of gravity's distance from the frame centre
-(Liu et al. 2010, "Optimizing photo composition"). ``reference.py`` holds the NumPy twins.
+Balance is a Gaussian of the distance of montage's luma centre of gravity (the core kernel) from
+the frame centre (Liu et al. 2010, "Optimizing photo composition"). ``reference.py`` holds the
+NumPy twins.
 """
 
 from __future__ import annotations
@@ -93,25 +94,17 @@ def symmetry(frames: np.ndarray, previous: np.ndarray, max_shift: int, out: np.n
         out[i] = min(1.0, max(0.0, best))
 
 
-@njit(**_OPTS)
+@njit(cache=True, nogil=True)
+def balance_from_centre(cog: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = exp(-d² / 2σ²), d the distance of the core's centre of gravity (cog[i]) from the centre."""
+    for i in range(cog.shape[0]):
+        out[i] = np.exp(-(cog[i, 0] ** 2 + cog[i, 1] ** 2) / (2.0 * BALANCE_SIGMA * BALANCE_SIGMA))
+
+
 def balance(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None:
-    """out[i] = exp(-d² / 2σ²), d the centre of gravity's distance from the centre (in frame units)."""
-    n, h, w = frames.shape
-    for i in prange(n):
-        total = 0
-        sx = 0
-        sy = 0
-        for y in range(h):
-            row = 0
-            for x in range(w):
-                v = np.int64(frames[i, y, x])
-                row += v
-                sx += x * v
-            total += row
-            sy += y * row
-        if total == 0:
-            out[i] = 1.0
-            continue
-        dx = (sx / total - (w - 1) / 2.0) / w
-        dy = (sy / total - (h - 1) / 2.0) / h
-        out[i] = np.exp(-(dx * dx + dy * dy) / (2.0 * BALANCE_SIGMA * BALANCE_SIGMA))
+    """Visual balance per frame, from montage's own centre-of-gravity kernel."""
+    from montage_core.analysis.kernels import centre_of_gravity
+
+    cog = np.empty((len(frames), 2))
+    centre_of_gravity(frames, previous, cog)
+    balance_from_centre(cog, out)

@@ -42,12 +42,7 @@ def symmetry(frames: np.ndarray, previous: np.ndarray, max_shift: int) -> np.nda
 
 
 def balance(frames: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    n, h, w = frames.shape
-    f = frames.astype(np.float64)
-    total = f.reshape(n, -1).sum(axis=1)
-    safe = np.where(total == 0, 1.0, total)
-    dx = ((f.sum(axis=1) * np.arange(w)).sum(axis=1) / safe - (w - 1) / 2) / w
-    dy = ((f.sum(axis=2) * np.arange(h)).sum(axis=1) / safe - (h - 1) / 2) / h
-    out = np.exp(-(dx**2 + dy**2) / (2 * BALANCE_SIGMA**2))
-    out[total == 0] = 1.0
-    return out
+    from montage_core.analysis.reference import centre_of_gravity
+
+    cog = centre_of_gravity(frames, previous)
+    return np.exp(-(cog[:, 0] ** 2 + cog[:, 1] ** 2) / (2 * BALANCE_SIGMA**2))
