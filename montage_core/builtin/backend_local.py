@@ -20,9 +20,10 @@ _events: Any = None  # the progress queue, set in each worker by _init_worker
 def _init_worker(events: Any, threads: int) -> None:
     global _events
     _events = events
-    # Each worker's Numba kernels and ffmpeg decoder get an equal share of the cores, not all of them.
+    # Each worker's Numba kernels get an equal share of the cores. ffmpeg keeps its own thread
+    # count: a job with fewer clips than workers would otherwise decode on a fraction of the machine
+    # (MONTAGE_DECODE_THREADS pins it when wanted).
     os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
-    os.environ.setdefault("MONTAGE_DECODE_THREADS", str(threads))
 
 
 def _worker_name() -> str:

@@ -79,7 +79,9 @@ class DaskBackend(Backend):
                 # One single-threaded process per core: shards are CPU-bound and release the GIL only
                 # in places, and a crashing shard must only take its own process down.
                 share = str(max(1, (os.cpu_count() or 1) // workers))  # each worker's share of the cores
-                env = {name: os.environ.get(name, share) for name in ("NUMBA_NUM_THREADS", "MONTAGE_DECODE_THREADS")}
+                env = {"NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS", share)}
+                if "MONTAGE_DECODE_THREADS" in os.environ:
+                    env["MONTAGE_DECODE_THREADS"] = os.environ["MONTAGE_DECODE_THREADS"]
                 self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                              dashboard_address=None, silence_logs=40, env=env)
                 self._client = Client(self._cluster)
