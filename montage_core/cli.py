@@ -315,6 +315,21 @@ def demo(output: str, style: str, resolution: str, fps: float, backend: str, sch
     _report(job_id, result)
 
 
+@cli.command()
+@click.option("--clear", is_flag=True, help="Delete cached analyses, ranges and rendered segments.")
+def cache(clear: bool) -> None:
+    """Show (or clear) montage's cache: analyses by content hash and rendered segments."""
+    from .analysis import cache as analysis_cache
+    from .config import cache_dir
+
+    if clear:
+        click.echo(f"removed {analysis_cache.clear()} cached files from {cache_dir()}")
+        return
+    for area, (count, size) in analysis_cache.usage().items():
+        click.echo(f"{area:10s} {count:6d} files {size / 2**20:9.1f} MiB")
+    click.echo(f"in {cache_dir()}")
+
+
 @cli.command("new-plugin")
 @click.argument("kind")
 @click.argument("name")

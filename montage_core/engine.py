@@ -75,7 +75,3 @@ def _small(result: Any, limit: int = 4096) -> Any:
     except (TypeError, ValueError):
         return None
 
-
-def results(outcomes: dict[str, ShardOutcome], tasks: Sequence[ShardTask]) -> list[Any]:
-    """Results of the successful shards, in task order."""
-    return [outcomes[t.id].result for t in tasks if t.id in outcomes and outcomes[t.id].ok]

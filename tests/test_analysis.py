@@ -90,3 +90,14 @@ def test_time_range_shards_give_the_whole_clip_answer(pm, media: MediaFactory, m
     for a, b in zip(sharded[0].shots, whole.shots):
         assert (a.start, a.end) == (b.start, b.end)
         assert a.features == pytest.approx(b.features, rel=1e-9, abs=1e-12)
+
+
+def test_cache_command_shows_and_clears(pm, media: MediaFactory) -> None:
+    from montage_core.testing import run_cli
+
+    clip, _ = media.clip([(0, 1.0)])
+    analyze_clip(clip, list(pm.analyzers))
+    shown = run_cli("cache").stdout
+    assert shown.startswith("analysis        1 files")
+    assert run_cli("cache", "--clear").stdout.startswith("removed 1 cached files")
+    assert run_cli("cache").stdout.startswith("analysis        0 files")

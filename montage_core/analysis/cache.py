@@ -58,15 +58,26 @@ def store(key: str, analysis: ClipAnalysis) -> None:
     write_atomic(entry, json.dumps(analysis.to_dict()))
 
 
-def clear() -> int:
-    """Delete every cached analysis; return how many there were."""
-    root = cache_dir() / "analysis"
-    count = 0
-    for entry in root.glob("*/*.json"):
-        os.unlink(entry)
-        count += 1
-    return count
+def usage() -> dict[str, tuple[int, int]]:
+    """Entries and bytes per cache area (analyses, time ranges, rendered segments)."""
+    root = cache_dir()
+    areas = {}
+    for area in ("analysis", "ranges", "segments"):
+        files = [p for p in (root / area).rglob("*") if p.is_file()]
+        areas[area] = (len(files), sum(p.stat().st_size for p in files))
+    return areas
 
+
+def clear() -> int:
+    """Delete every cached analysis, range and rendered segment; return how many files there were."""
+    root = cache_dir()
+    count = 0
+    for area in ("analysis", "ranges", "segments"):
+        for entry in (root / area).rglob("*"):
+            if entry.is_file():
+                os.unlink(entry)
+                count += 1
+    return count
 
 def _range_entry(key: str, start: int, count: int | None) -> Path:
     return cache_dir() / "ranges" / key[:2] / f"{key}-{start}-{count if count is not None else 'end'}.npz"
