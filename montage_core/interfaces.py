@@ -194,8 +194,8 @@ class Backend:
         """Run ``fn`` on every task and yield each outcome as it finishes (any order)."""
         raise NotImplementedError
 
-    def warm(self) -> None:
-        """Start workers now, so their start-up overlaps the coordinator's own preparation."""
+    def warm(self, shards: int | None = None) -> None:
+        """Start workers now (enough for ``shards``), so their start-up overlaps the coordinator's work."""
 
     def close(self) -> None:
         """Release workers."""

@@ -154,7 +154,7 @@ def analyze_clips(
     from .engine import run_shards
     from .ffmpeg import probe_media
 
-    backend.warm()  # workers start and import while we probe and hash
+    backend.warm(len(clips))  # workers start and import while we probe and hash
     versions = analyzer_versions(list(manager.analyzers))
     analyses: dict[str, ClipAnalysis] = {}
     failures: dict[str, str] = {}

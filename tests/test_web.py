@@ -139,3 +139,41 @@ def test_paths_outside_the_media_root_are_refused(browser, server: str, media_ro
     assert response.status == 403 and "outside the media root" in response.text()
     assert "escape.mp4" not in page.request.get(f"{server}/api/media").text()
     page.close()
+
+
+def test_token_and_cancel(media_root: Path, tmp_path: Path, browser) -> None:  # type: ignore[no-untyped-def]
+    """With --token every request needs it; a running job can be cancelled from its page."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "montage_core", "serve", "--media-root", str(media_root),
+                                "--port", str(port), "--token", "s3cret"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        page = browser.new_page()
+        assert page.goto(url).status == 401
+        assert page.goto(f"{url}/?token=wrong").status == 401
+        assert page.goto(f"{url}/?token=s3cret").status == 200  # sets the cookie
+        page.goto(f"{url}/jobs/new")
+        page.select_option("#clips", ["clips/clip 0.mp4", "clips/clip 1.mp4", "clips/clip 2.mp4"])
+        page.select_option("#music", "song.wav")
+        page.select_option("#resolution", "1920x1080")
+        page.select_option("#quality", "high")
+        page.click("#submit")
+        page.wait_for_url(f"{url}/jobs/*")
+        page.wait_for_function("document.querySelector('#state').textContent === 'running'", timeout=60000)
+        page.click("#cancel")
+        page.wait_for_load_state()
+        assert page.inner_text("#state") == "cancelled"
+        page.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

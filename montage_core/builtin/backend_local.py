@@ -81,9 +81,11 @@ class LocalBackend(Backend):
                                              initargs=(self._events, threads))
         return self._pool
 
-    def warm(self) -> None:
+    def warm(self, shards: int | None = None) -> None:
         pool = self._ensure_pool()
-        for _ in range(self.workers):
+        # The pool starts processes on demand; warming more than the shards need would only
+        # spend the cores the busy ones want.
+        for _ in range(min(self.workers, shards or self.workers)):
             pool.submit(warm_up)
 
     def run(self, fn: ShardFunction, tasks: Sequence[ShardTask],

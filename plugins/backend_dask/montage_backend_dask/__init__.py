@@ -87,7 +87,7 @@ class DaskBackend(Backend):
                 self._client = Client(self._cluster)
         return self._client
 
-    def warm(self) -> None:
+    def warm(self, shards: int | None = None) -> None:
         """Start the cluster and load the kernels on every worker in the background, while the
         coordinator probes and hashes; the first ``run`` waits for it."""
         if self._warming is None and self._client is None:
