@@ -87,6 +87,18 @@ def montage_register_preflight_checks(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def montage_register_embedders(register: Callable[[Any], None]) -> None:
+    """Register shot embedders (:class:`montage_core.interfaces.Embedder`) for search and B-roll.
+
+    Called once per process when an index is built or searched. ``embed_shots(analysis, words)``
+    turns one clip's analysed shots (plus the words of its sidecar metadata) into one vector per
+    shot; ``embed_text(text)`` turns a query into a vector of the same space. Vectors are compared
+    by inner product, so return them L2-normalised. ``name``, ``version`` and ``dim`` select the
+    index folder: bump ``version`` whenever vectors would change.
+    """
+
+
+@hookspec
 def montage_register_commands(cli: Any) -> None:
     """Add click commands to the ``montage`` CLI group ``cli``.
 

@@ -214,3 +214,21 @@ class PreflightCheck:
     def run(self, context: dict[str, Any]) -> list[str]:
         """Return problems, one line each; an empty list means the check passed."""
         raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- embedders
+class Embedder:
+    """Turns analysed shots (and words) and text queries into vectors of one space."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    dim: ClassVar[int] = 0
+    description: ClassVar[str] = ""
+
+    def embed_shots(self, analysis: Any, words: str) -> np.ndarray:
+        """float32[len(analysis.shots), dim], rows L2-normalised."""
+        raise NotImplementedError
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """float32[dim], L2-normalised."""
+        raise NotImplementedError

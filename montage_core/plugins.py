@@ -23,6 +23,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "montage_core.builtin.styles",
     "montage_core.builtin.planners",
     "montage_core.builtin.backend_local",
+    "montage_core.builtin.embedders",
 )
 
 #: registry kind -> hook that fills it
@@ -33,6 +34,7 @@ KINDS: dict[str, str] = {
     "planners": "montage_register_planners",
     "backends": "montage_register_backends",
     "preflight_checks": "montage_register_preflight_checks",
+    "embedders": "montage_register_embedders",
 }
 SINGULAR = {
     "accelerators": "accelerator",
@@ -41,6 +43,7 @@ SINGULAR = {
     "planners": "planner",
     "backends": "backend",
     "preflight_checks": "preflight check",
+    "embedders": "embedder",
 }
 
 T = TypeVar("T")
@@ -206,6 +209,10 @@ class MontageManager:
     @property
     def preflight_checks(self) -> Registry[Any]:
         return self.registry("preflight_checks")
+
+    @property
+    def embedders(self) -> Registry[Any]:
+        return self.registry("embedders")
 
 
 _manager: MontageManager | None = None

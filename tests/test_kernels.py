@@ -49,3 +49,13 @@ def test_features_have_their_meaning() -> None:
     assert list(out) == [0.0, 0.0]
     kernels.cut_score(np.stack([flat[0], noisy[0]]), EMPTY, out)
     assert out[0] == 0.0 and out[1] > 0.5
+
+
+def test_layout_matches_twin_and_sees_where_the_light_is() -> None:
+    frames = np.random.default_rng(5).integers(0, 256, (4, 73, 130), dtype=np.uint8)
+    frames[0] = 0
+    frames[0, :18, :32] = 255  # top-left cell lit
+    out = np.empty((4, 16))
+    kernels.layout(frames, EMPTY, out)
+    np.testing.assert_allclose(out, reference.layout(frames, EMPTY), atol=1e-12)
+    assert out[0, 0] == 1.0 and out[0, 1:].max() < 0.2

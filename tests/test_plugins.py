@@ -178,6 +178,7 @@ HOOK_OBJECTS = {
     "montage_register_planners": ("planners", "montage_core.interfaces.Planner"),
     "montage_register_backends": ("backends", "montage_core.interfaces.Backend"),
     "montage_register_preflight_checks": ("preflight_checks", "montage_core.interfaces.PreflightCheck"),
+    "montage_register_embedders": ("embedders", "montage_core.interfaces.Embedder"),
 }
 
 

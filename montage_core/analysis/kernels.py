@@ -132,3 +132,19 @@ def centre_of_gravity(frames: np.ndarray, previous: np.ndarray, out: np.ndarray)
         else:
             out[i, 0] = (sx / total - (w - 1) / 2.0) / w
             out[i, 1] = (sy / total - (h - 1) / 2.0) / h
+
+
+@njit(**_OPTS)
+def layout(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None:
+    """Mean luma (0..1) of each cell of a 4×4 grid: a tiny picture of the composition, out[:, 16]."""
+    n, h, w = frames.shape
+    for i in prange(n):
+        for gy in range(4):
+            for gx in range(4):
+                y0, y1 = gy * h // 4, (gy + 1) * h // 4
+                x0, x1 = gx * w // 4, (gx + 1) * w // 4
+                total = 0
+                for y in range(y0, y1):
+                    for x in range(x0, x1):
+                        total += frames[i, y, x]
+                out[i, gy * 4 + gx] = total / ((y1 - y0) * (x1 - x0) * 255.0)

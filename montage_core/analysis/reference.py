@@ -62,3 +62,13 @@ def centre_of_gravity(frames: np.ndarray, previous: np.ndarray) -> np.ndarray:
     out = np.stack([(cx - (w - 1) / 2) / w, (cy - (h - 1) / 2) / h], axis=1)
     out[total == 0] = 0.0
     return out
+
+
+def layout(frames: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    n, h, w = frames.shape
+    out = np.empty((n, 16))
+    for gy in range(4):
+        for gx in range(4):
+            cell = frames[:, gy * h // 4 : (gy + 1) * h // 4, gx * w // 4 : (gx + 1) * w // 4]
+            out[:, gy * 4 + gx] = cell.reshape(n, -1).mean(axis=1) / 255.0
+    return out

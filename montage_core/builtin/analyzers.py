@@ -65,7 +65,15 @@ class CentreOfGravityAnalyzer(KernelAnalyzer):
     kernel_name = "centre_of_gravity"
 
 
+class LayoutAnalyzer(KernelAnalyzer):
+    name = "layout"
+    version = "1"
+    outputs = tuple(f"layout_{k}" for k in range(16))
+    kernel_name = "layout"
+
+
 @hookimpl
 def montage_register_analyzers(register: Callable[[Any], None]) -> None:
-    for cls in (CutsAnalyzer, MotionAnalyzer, SharpnessAnalyzer, BrightnessAnalyzer, CentreOfGravityAnalyzer):
+    for cls in (CutsAnalyzer, MotionAnalyzer, SharpnessAnalyzer, BrightnessAnalyzer, CentreOfGravityAnalyzer,
+                LayoutAnalyzer):
         register(cls())
