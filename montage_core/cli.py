@@ -65,6 +65,8 @@ def _job_options(f: Any) -> Any:
         click.option("--fps", default=30.0, show_default=True, help="Output frame rate."),
         click.option("--duration", type=float, default=None, help="Cut the montage to the first N seconds of music."),
         click.option("--no-cache", is_flag=True, help="Re-analyze even when a cached analysis exists."),
+        click.option("--script", default=None, type=click.Path(dir_okay=False),
+                     help="Script for --planner broll: plain text (a line per stretch) or SRT."),
     ]):
         f = decorator(f)
     return f
@@ -106,8 +108,8 @@ def _progress_printer(quiet: bool = False) -> Any:
 @_job_options
 @_render_options
 def run(clips: tuple[str, ...], music: str, output: str, style: str, style_params: tuple[str, ...], planner: str,
-        seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool, backend: str,
-        scheduler: str | None, workers: int | None, accel: str, quality: str) -> None:
+        seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool, script: str | None,
+        backend: str, scheduler: str | None, workers: int | None, accel: str, quality: str) -> None:
     """Analyze CLIPS (files or folders), plan on the beat of --music, render to --output."""
     from .pipeline import JobOptions, run_job
 
@@ -115,7 +117,8 @@ def run(clips: tuple[str, ...], music: str, output: str, style: str, style_param
     options = JobOptions([str(Path(c).absolute()) for c in clips], str(Path(music).absolute()),
                          str(Path(output).absolute()), style,
                          _parse_sets(style_params), planner, backend, accel, quality, width, height, fps, seed,
-                         duration, not no_cache, scheduler, workers)
+                         duration, not no_cache, scheduler, workers,
+                         str(Path(script).absolute()) if script else None)
     job_id, result = run_job(options, on_event=_progress_printer())
     _report(job_id, result)
 
@@ -171,7 +174,8 @@ def analyze(clips: tuple[str, ...], backend: str, no_cache: bool) -> None:
 @click.option("--backend", default="local", show_default=True)
 @_job_options
 def plan(clips: tuple[str, ...], music: str, output: str, backend: str, style: str, style_params: tuple[str, ...],
-         planner: str, seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool) -> None:
+         planner: str, seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool,
+         script: str | None) -> None:
     """Analyze and plan only: write the timeline JSON (render it later with `montage render`)."""
     from .models import write_atomic
     from .music import analyze_music
@@ -184,13 +188,14 @@ def plan(clips: tuple[str, ...], music: str, output: str, backend: str, style: s
     backend_obj = manager.backends.get(backend)
     try:
         analyses, _ = analyze_clips(collect_clips(clips), manager, backend_obj, use_cache=not no_cache)
+        if not analyses:
+            raise MontageError("no clip could be analyzed")
+        timeline = plan_timeline(analyses, analyze_music(Path(music).absolute()), manager, style=style,
+                                 planner=planner, style_params=_parse_sets(style_params), width=width, height=height,
+                                 fps=fps, seed=seed, duration=duration,
+                                 options={"script": script, "backend": backend_obj})
     finally:
         backend_obj.close()
-    if not analyses:
-        raise MontageError("no clip could be analyzed")
-    timeline = plan_timeline(analyses, analyze_music(Path(music).absolute()), manager, style=style, planner=planner,
-                             style_params=_parse_sets(style_params), width=width, height=height, fps=fps, seed=seed,
-                             duration=duration)
     write_atomic(output, timeline.to_json())
     click.echo(f"{output}: {len(timeline.cuts)} cuts over {timeline.duration:.2f} s at {timeline.tempo:.1f} BPM")
 

@@ -160,6 +160,8 @@ class Cut:
     shot: str
     score: float = 0.0
     transition: Transition = field(default_factory=Transition)
+    #: what the cut is for (the script line, for B-roll)
+    note: str = ""
 
     @property
     def duration(self) -> float:

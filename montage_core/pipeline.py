@@ -43,6 +43,7 @@ class JobOptions:
     use_cache: bool = True
     scheduler: str | None = None
     workers: int | None = None
+    script: str | None = None
 
 
 def resume_options(store: JobStore, job_id: str) -> JobOptions:
@@ -258,9 +259,12 @@ def merge_ranges(clip: str, tasks: Sequence[ShardTask], parts: Sequence[dict[str
 def plan_timeline(
     analyses: Sequence[ClipAnalysis], music: MusicAnalysis, manager: MontageManager, *, style: str, planner: str,
     style_params: dict[str, str] | None = None, width: int, height: int, fps: float, seed: int,
-    duration: float | None = None,
+    duration: float | None = None, options: dict[str, Any] | None = None,
 ) -> Timeline:
-    """select (the style ranks shots) and plan (the planner places them on the beat grid)."""
+    """select (the style ranks shots) and plan (the planner places them on the beat grid).
+
+    ``options`` reach the planner (``script`` for B-roll, ``backend`` to fan work out on).
+    """
     style_obj = manager.styles.get(style)
     planner_obj = manager.planners.get(planner)
     params = resolve_style_params(style_obj, style_params or {})
@@ -271,7 +275,8 @@ def plan_timeline(
     ranked = style_obj.rank(shots, params, lambda message: log.warning("%s", message))
     if not ranked:
         raise MontageError(f"style {style!r} kept no shot out of {len(shots)}")
-    return planner_obj.plan(PlanRequest(ranked, music, style_obj, fps, width, height, seed, duration))
+    return planner_obj.plan(PlanRequest(ranked, music, style_obj, fps, width, height, seed, duration,
+                                        options=dict(options or {})))
 
 
 # ----------------------------------------------------------------------------- render
@@ -372,7 +377,8 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
             raise MontageError(f"none of the {len(clips)} clips is usable (first problem: {next(iter(failures.values()))})")
         timeline = plan_timeline(analyses, music_box["music"], manager, style=options.style,
                                  planner=options.planner, style_params=options.style_params, width=options.width,
-                                 height=options.height, fps=options.fps, seed=options.seed, duration=options.duration)
+                                 height=options.height, fps=options.fps, seed=options.seed, duration=options.duration,
+                                 options={"script": options.script, "backend": backend})
         result = render_timeline(timeline, output, manager, backend, accel=options.accel, quality=options.quality,
                                  on_event=lambda e: emit("render", e), store=store, job_id=job_id)
     except BaseException as exc:

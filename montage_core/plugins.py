@@ -22,6 +22,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "montage_core.builtin.analyzers",
     "montage_core.builtin.styles",
     "montage_core.builtin.planners",
+    "montage_core.builtin.planner_broll",
     "montage_core.builtin.backend_local",
     "montage_core.builtin.embedders",
 )

@@ -27,6 +27,10 @@ from .interfaces import ProgressEvent, ShardTask
 from .models import write_atomic
 
 
+#: float32 dot products of unit vectors differ by ≲ 1e-5 between summation orders; keep 10× that
+EXACT_MARGIN = 1e-4
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result: a shot and its score."""
@@ -47,16 +51,18 @@ def top_k(vectors: np.ndarray, ids: Sequence[str], query: np.ndarray, k: int) ->
     """Exact top-k rows of ``vectors`` by inner product with ``query``: (score, id, row), ties by id."""
     if len(ids) == 0 or k <= 0:
         return []
-    # einsum reduces each row in the same order whatever the number of rows, so a row scores
-    # bit-for-bit the same in a shard as in the whole library (BLAS blocking would not promise that).
-    scores = np.einsum("ij,j->i", vectors, query.astype(vectors.dtype))
+    query = query.astype(vectors.dtype)
+    rows = np.arange(len(ids))
     if len(ids) > k:
-        # Everything tied with the k-th score must stay in play, or the id tie-break is not exact.
-        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-        rows = np.flatnonzero(scores >= kth)
-    else:
-        rows = np.arange(len(ids))
-    ranked = sorted(((float(scores[r]), ids[r], int(r)) for r in rows), key=lambda t: (-t[0], t[1]))
+        # BLAS scores all rows fast, but its blocking (so its rounding) depends on the matrix shape.
+        # Keep every row within a safe margin of the k-th score, ties included ...
+        rough = vectors @ query
+        kth = np.partition(rough, len(rough) - k)[len(rough) - k]
+        rows = np.flatnonzero(rough >= kth - EXACT_MARGIN * max(1.0, abs(float(kth))))
+    # ... and score those with einsum, which reduces each row in one fixed order: a row scores
+    # bit-for-bit the same in a shard as in the whole library, so merged shards equal brute force.
+    exact = np.einsum("ij,j->i", vectors[rows], query)
+    ranked = sorted(((float(exact[i]), ids[r], int(r)) for i, r in enumerate(rows)), key=lambda t: (-t[0], t[1]))
     return ranked[:k]
 
 

@@ -83,3 +83,65 @@ def test_search_needs_an_index(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "no index here yet" in proc.stderr
     both = run_cli("search", "x", "--like", "y.mp4", "--index", str(tmp_path))
     assert both.returncode == 2 and "one of them" in both.stderr
+
+
+SCRIPT = """Golden hour by the ocean, waves rolling in
+Rush hour traffic downtown
+Snow on the mountain
+A dog runs in the park
+"""
+
+
+def _plan_broll(library: Path, music: Path, script: Path, out: Path) -> dict:
+    proc = run_cli("plan", str(library), "--music", str(music), "--planner", "broll", "--script", str(script),
+                   "-o", str(out), "--fps", "25", "--set", "min_sharpness=0")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_broll_covers_every_line_in_order_on_beats_with_matching_shots(library: Path, media: MediaFactory,
+                                                                        tmp_path: Path) -> None:
+    music, beats = media.music(seconds=16)
+    script = tmp_path / "script.txt"
+    script.write_text(SCRIPT + "More ocean waves at sunset\n")
+    timeline = _plan_broll(library, music, script, tmp_path / "broll.json")
+    cuts = timeline["cuts"]
+    assert [c["note"] for c in cuts] == [line for line in script.read_text().splitlines() if line]
+    assert cuts[0]["start"] == 0 and round(cuts[-1]["end"] * 25) == 16 * 25
+    for cut in cuts[1:]:
+        assert min(abs(cut["start"] - b) for b in beats) <= 1 / 25
+    expected = ["beach_sunset", "city_traffic", "mountain_snow", "dog_park", "beach_sunset"]
+    assert [Path(c["source"]).stem for c in cuts] == expected
+    assert cuts[0]["shot"] != cuts[4]["shot"]  # the other beach shot, not the one already used
+
+
+@pytest.mark.slow
+def test_broll_from_srt_follows_the_cue_times_and_renders(library: Path, media: MediaFactory, tmp_path: Path) -> None:
+    music, beats = media.music(seconds=12)
+    srt = tmp_path / "voice over.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:03,000\nWaves on the ocean\n\n"
+                   "2\n00:00:04,100 --> 00:00:07,000\nCars in traffic\n\n"
+                   "3\n00:00:08,300 --> 00:00:11,000\nA dog in the park\n")
+    timeline = _plan_broll(library, music, srt, tmp_path / "srt.json")
+    starts = [c["start"] for c in timeline["cuts"]]
+    for cue, start in zip([4.1, 8.3], starts[1:]):
+        nearest = min(beats, key=lambda b: abs(b - cue))
+        assert abs(start - nearest) <= 1 / 25
+    out = tmp_path / "broll.mp4"
+    proc = run_cli("render", str(tmp_path / "srt.json"), "-o", str(out), "--quality", "preview")
+    assert proc.returncode == 0, proc.stderr
+    from montage_core.testing import probe_frames
+
+    assert probe_frames(out)[0] == 12 * 25
+
+
+def test_broll_needs_a_script(pm) -> None:
+    from montage_core.errors import UsageError
+    from montage_core.interfaces import PlanRequest
+    from montage_core.models import MusicAnalysis, Shot
+
+    music = MusicAnalysis("m.wav", 10, 120, [0.5 * k for k in range(1, 20)], [], [0, 10], [0.5, 0.5])
+    request = PlanRequest([(Shot("a.mp4", 0, 0, 5), 1.0)], music, pm.styles.get("dynamic"), 25, 320, 180, 0)
+    with pytest.raises(UsageError, match="needs --script FILE"):
+        pm.planners.get("broll").plan(request)
