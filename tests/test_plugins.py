@@ -27,7 +27,8 @@ def test_every_hookspec_is_documented() -> None:
 
 def test_builtins_register_through_the_same_hooks(pm: MontageManager) -> None:
     assert set(pm.styles.names()) >= {"dynamic", "mtv", "documentary", "minimalist"}
-    assert pm.planners.names() == ["story_arc"]
+    assert pm.planners.names() == ["broll", "story_arc"]
+    assert pm.embedders.names() == ["descriptor"]
     assert "local" in pm.backends and "software" in pm.accelerators
     assert set(pm.analyzers.names()) >= {"cuts", "motion", "sharpness", "brightness", "centre_of_gravity"}
     assert pm.styles.origin("dynamic") == "styles"
