@@ -67,6 +67,8 @@ def _job_options(f: Any) -> Any:
         click.option("--no-cache", is_flag=True, help="Re-analyze even when a cached analysis exists."),
         click.option("--script", default=None, type=click.Path(dir_okay=False),
                      help="Script for --planner broll: plain text (a line per stretch) or SRT."),
+        click.option("--embedder", default="descriptor", show_default=True,
+                     help="How --planner broll matches lines to shots (see `montage plugins`)."),
     ]):
         f = decorator(f)
     return f
@@ -109,7 +111,7 @@ def _progress_printer(quiet: bool = False) -> Any:
 @_render_options
 def run(clips: tuple[str, ...], music: str, output: str, style: str, style_params: tuple[str, ...], planner: str,
         seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool, script: str | None,
-        backend: str, scheduler: str | None, workers: int | None, accel: str, quality: str) -> None:
+        embedder: str, backend: str, scheduler: str | None, workers: int | None, accel: str, quality: str) -> None:
     """Analyze CLIPS (files or folders), plan on the beat of --music, render to --output."""
     from .pipeline import JobOptions, run_job
 
@@ -118,7 +120,7 @@ def run(clips: tuple[str, ...], music: str, output: str, style: str, style_param
                          str(Path(output).absolute()), style,
                          _parse_sets(style_params), planner, backend, accel, quality, width, height, fps, seed,
                          duration, not no_cache, scheduler, workers,
-                         str(Path(script).absolute()) if script else None)
+                         str(Path(script).absolute()) if script else None, embedder)
     job_id, result = run_job(options, on_event=_progress_printer())
     _report(job_id, result)
 
@@ -175,7 +177,7 @@ def analyze(clips: tuple[str, ...], backend: str, no_cache: bool) -> None:
 @_job_options
 def plan(clips: tuple[str, ...], music: str, output: str, backend: str, style: str, style_params: tuple[str, ...],
          planner: str, seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool,
-         script: str | None) -> None:
+         script: str | None, embedder: str) -> None:
     """Analyze and plan only: write the timeline JSON (render it later with `montage render`)."""
     from .models import write_atomic
     from .music import analyze_music
@@ -193,7 +195,7 @@ def plan(clips: tuple[str, ...], music: str, output: str, backend: str, style: s
         timeline = plan_timeline(analyses, analyze_music(Path(music).absolute()), manager, style=style,
                                  planner=planner, style_params=_parse_sets(style_params), width=width, height=height,
                                  fps=fps, seed=seed, duration=duration,
-                                 options={"script": script, "backend": backend_obj})
+                                 options={"script": script, "backend": backend_obj, "embedder": embedder})
     finally:
         backend_obj.close()
     write_atomic(output, timeline.to_json())

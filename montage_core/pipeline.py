@@ -44,6 +44,7 @@ class JobOptions:
     scheduler: str | None = None
     workers: int | None = None
     script: str | None = None
+    embedder: str = "descriptor"
 
 
 def resume_options(store: JobStore, job_id: str) -> JobOptions:
@@ -331,6 +332,9 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     resolve_style_params(style_obj, options.style_params)
     check_style_requirements(style_obj, manager)
     manager.planners.get(options.planner)
+    manager.embedders.get(options.embedder)
+    if options.planner == "broll" and not options.script:
+        raise UsageError("--planner broll needs --script FILE (plain text or SRT)")
     backend = manager.backends.get(options.backend)
     if reason := backend.availability():
         raise MontageError(f"backend {options.backend!r} is not available: {reason}")
@@ -378,7 +382,8 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
         timeline = plan_timeline(analyses, music_box["music"], manager, style=options.style,
                                  planner=options.planner, style_params=options.style_params, width=options.width,
                                  height=options.height, fps=options.fps, seed=options.seed, duration=options.duration,
-                                 options={"script": options.script, "backend": backend})
+                                 options={"script": options.script, "backend": backend,
+                                          "embedder": options.embedder})
         result = render_timeline(timeline, output, manager, backend, accel=options.accel, quality=options.quality,
                                  on_event=lambda e: emit("render", e), store=store, job_id=job_id)
     except BaseException as exc:

@@ -177,3 +177,12 @@ def test_errors_survive_the_trip_from_a_worker() -> None:
         back = pickle.loads(pickle.dumps(exc))
         assert type(back) is type(exc) and str(back) == str(exc)
     assert pickle.loads(pickle.dumps(ShardError("x", transient=True))).transient
+
+
+def test_broll_without_a_script_is_refused_before_work(bad_clips: dict[str, Path], media: MediaFactory,
+                                                       tmp_path: Path) -> None:
+    music, _ = media.music(seconds=4)
+    proc = run_cli("run", str(bad_clips["good"]), "--music", str(music), "-o", str(tmp_path / "o.mp4"),
+                   "--planner", "broll", *RUN)
+    _assert_clean_failure(proc, "--planner broll needs --script FILE", tmp_path / "o.mp4")
+    assert JobStore().jobs() == []

@@ -36,3 +36,19 @@ def test_search_by_meaning(media: MediaFactory, tmp_path: Path) -> None:
     hits = json.loads(run_cli("search", "waves crashing on the shore", "--embedder", "minilm", "--index",
                               str(index), "--json").stdout)
     assert Path(hits[0]["source"]).name == "clip_a.mp4"  # no word in common with its tags
+
+
+@pytest.mark.slow
+def test_broll_by_meaning(media: MediaFactory, tmp_path: Path) -> None:
+    library = tmp_path / "library"
+    for name, tags in {"clip_a": ["ocean", "beach"], "clip_b": ["city", "cars"]}.items():
+        media.clip([(len(name) % 5 + 1, 3.0)], name=str(library / f"{name}.mp4"))
+        (library / f"{name}.json").write_text(json.dumps({"tags": tags}))
+    music, _ = media.music(seconds=8)
+    script = tmp_path / "script.txt"
+    script.write_text("Waves crash on the shore\nA traffic jam downtown\n")
+    out = tmp_path / "broll.json"
+    proc = run_cli("plan", str(library), "--music", str(music), "--planner", "broll", "--script", str(script),
+                   "--embedder", "minilm", "-o", str(out), "--set", "min_sharpness=0")
+    assert proc.returncode == 0, proc.stderr
+    assert [Path(c["source"]).name for c in json.loads(out.read_text())["cuts"]] == ["clip_a.mp4", "clip_b.mp4"]
