@@ -45,15 +45,14 @@ def media_root(media: MediaFactory, tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def server(media_root: Path) -> Iterator[str]:
+def _start_server(media_root: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`montage serve` on a free port, once it accepts connections."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen([sys.executable, "-m", "montage_core", "serve", "--media-root", str(media_root),
-                                "--port", str(port)], env={**os.environ, "MONTAGE_WORKERS": "2"},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+                                "--port", str(port), *extra], env={**os.environ, "MONTAGE_WORKERS": "2"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -61,6 +60,12 @@ def server(media_root: Path) -> Iterator[str]:
             break
         except OSError:
             time.sleep(0.1)
+    return process, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def server(media_root: Path) -> Iterator[str]:
+    process, url = _start_server(media_root)
     yield url
     process.terminate()
     process.wait(timeout=20)
@@ -143,21 +148,8 @@ def test_paths_outside_the_media_root_are_refused(browser, server: str, media_ro
 
 def test_token_and_cancel(media_root: Path, tmp_path: Path, browser) -> None:  # type: ignore[no-untyped-def]
     """With --token every request needs it; a running job can be cancelled from its page."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "montage_core", "serve", "--media-root", str(media_root),
-                                "--port", str(port), "--token", "s3cret"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    process, url = _start_server(media_root, "--token", "s3cret")
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         page = browser.new_page()
         assert page.goto(url).status == 401
         assert page.goto(f"{url}/?token=wrong").status == 401
