@@ -1,0 +1,79 @@
+"""Indexed Job manifests: one index per shard, retried per index, never "redo everything".
+
+Exit codes of ``montage worker``: 0 done, 3 the shard's own input is bad (permanent), anything
+else (137 from the OOM killer, a crash) is worth another try. The pod failure policy says so to
+Kubernetes: a node drain or pre-emption (``DisruptionTarget``) does not count against the shard,
+bad input fails the index at once, the rest counts against ``backoffLimitPerIndex``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+EXIT_BAD_INPUT = 3
+EXIT_OOM = 137
+
+
+def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path: str, stage: str, shards: int,
+                 shard_file: str, parallelism: int = 4, retries_per_index: int = 2, memory: str = "2Gi",
+                 cpu: str = "1", accelerator: Any = None, vendor: str | None = None,
+                 require_accelerator: bool = False) -> Any:
+    """A ``batch/v1`` Indexed Job running ``montage worker`` for each shard of ``stage``."""
+    from kubernetes import client
+
+    resources = {"cpu": cpu, "memory": memory}
+    limits = {"memory": memory}
+    affinity = None
+    if accelerator is not None and vendor:
+        resource = accelerator.k8s_resources.get(vendor)
+        labels = accelerator.node_labels.get(vendor, {})
+        terms = [client.V1NodeSelectorRequirement(key=k, operator="In", values=[v]) for k, v in labels.items()]
+        if require_accelerator and resource:
+            limits[resource] = "1"  # extended resources are requested through limits
+            affinity = client.V1Affinity(node_affinity=client.V1NodeAffinity(
+                required_during_scheduling_ignored_during_execution=client.V1NodeSelector(
+                    node_selector_terms=[client.V1NodeSelectorTerm(match_expressions=terms)])))
+        elif terms:  # --accel auto: prefer GPU nodes, still run on CPU-only ones
+            affinity = client.V1Affinity(node_affinity=client.V1NodeAffinity(
+                preferred_during_scheduling_ignored_during_execution=[client.V1PreferredSchedulingTerm(
+                    weight=50, preference=client.V1NodeSelectorTerm(match_expressions=terms))]))
+    container = client.V1Container(
+        name="worker", image=image, image_pull_policy="IfNotPresent",
+        args=["worker", "--stage", stage, "--shards", shard_file],
+        env=[client.V1EnvVar(name="MONTAGE_CACHE_DIR", value=f"{mount_path}/cache"),
+             client.V1EnvVar(name="MONTAGE_HOME", value=f"{mount_path}/state"),
+             client.V1EnvVar(name="MONTAGE_NODE_NAME", value_from=client.V1EnvVarSource(
+                 field_ref=client.V1ObjectFieldSelector(field_path="spec.nodeName")))],
+        resources=client.V1ResourceRequirements(requests=resources, limits=limits),
+        volume_mounts=[client.V1VolumeMount(name="data", mount_path=mount_path),
+                       client.V1VolumeMount(name="tmp", mount_path="/tmp")],
+        security_context=client.V1SecurityContext(run_as_non_root=True, read_only_root_filesystem=True,
+                                                  allow_privilege_escalation=False))
+    pod = client.V1PodSpec(
+        restart_policy="Never", containers=[container], affinity=affinity, service_account_name="montage",
+        volumes=[client.V1Volume(name="data", persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
+                     claim_name=pvc)),
+                 client.V1Volume(name="tmp", empty_dir=client.V1EmptyDirVolumeSource())])
+    policy = client.V1PodFailurePolicy(rules=[
+        client.V1PodFailurePolicyRule(action="Ignore", on_pod_conditions=[
+            client.V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")]),
+        client.V1PodFailurePolicyRule(action="FailIndex", on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
+            container_name="worker", operator="In", values=[EXIT_BAD_INPUT])),
+        client.V1PodFailurePolicyRule(action="Count", on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
+            container_name="worker", operator="In", values=[EXIT_OOM])),
+    ])
+    return client.V1Job(
+        api_version="batch/v1", kind="Job",
+        metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels={
+            "app.kubernetes.io/name": "montage", "montage/stage": stage}),
+        spec=client.V1JobSpec(
+            completion_mode="Indexed", completions=shards, parallelism=min(parallelism, shards),
+            backoff_limit_per_index=retries_per_index, pod_failure_policy=policy, ttl_seconds_after_finished=3600,
+            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels={"montage/job": name}), spec=pod)))
+
+
+def manifest_dict(job: Any) -> dict[str, Any]:
+    """The manifest as the API server receives it (camelCase JSON)."""
+    from kubernetes import client
+
+    return client.ApiClient().sanitize_for_serialization(job)

@@ -1,0 +1,162 @@
+"""Cluster settings, Indexed Job manifests and pod diagnoses, checked with the official client's models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from montage_backend_k8s.config import resolve
+from montage_backend_k8s.diagnose import diagnose_pod
+from montage_backend_k8s.jobs import EXIT_BAD_INPUT, EXIT_OOM, job_manifest, manifest_dict
+from montage_core.testing import run_cli
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _deserialize(data: dict, kind: str):  # type: ignore[no-untyped-def]
+    """What the client makes of an API server's JSON answer."""
+    return client.ApiClient().deserialize(json.dumps(data), kind, "application/json")
+
+
+@pytest.fixture(autouse=True)
+def _no_cluster_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("KUBERNETES_SERVICE_HOST", "REGISTRY", "PVC_NAME", "MONTAGE_K8S_NAMESPACE", "MONTAGE_IMAGE",
+                 "MONTAGE_REGISTRY_NAMESPACE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MONTAGE_K8S_CONFIG", str(tmp_path / "k8s.json"))
+
+
+def test_defaults_follow_one_pattern() -> None:
+    from montage_core import __version__
+
+    s = resolve()
+    assert (s["namespace"].value, s["pvc"].value) == ("montage", "montage-data")
+    assert s["registry"].value == "registry.registry.svc.cluster.local:5000"
+    assert s["image"].value == f"registry.registry.svc.cluster.local:5000/montage:{__version__}"
+    assert all(v.source == "default pattern" for v in s.values())
+
+
+def test_sources_in_order_flag_env_file_in_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "k8s.json").write_text(json.dumps({"registry_namespace": "infra", "pvc": "shared-nfs"}))
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "namespace").write_text("video-team\n")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("REGISTRY", "reg.example:5000")
+    s = resolve({"image": "reg.example:5000/montage@sha256:abc"}, service_account=account)
+    assert (s["namespace"].value, s["namespace"].source) == ("video-team", "in-cluster (service account)")
+    assert s["registry"].source == "environment ($REGISTRY)" and s["registry_namespace"].value == "infra"
+    assert s["pvc"].value == "shared-nfs" and s["pvc"].source.startswith("config file (")
+    assert s["image"].source == "flag"
+
+
+def test_config_show_prints_values_and_sources(tmp_path: Path) -> None:
+    (tmp_path / "k8s.json").write_text(json.dumps({"pvc": "nfs-data"}))
+    proc = run_cli("config", "--show", "--namespace", "edits")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("namespace") and "edits" in line and "← flag" in line for line in lines)
+    assert any("nfs-data" in line and "← config file (" in line for line in lines)
+    assert any(line.startswith("registry ") and "← default pattern" in line for line in lines)
+    (tmp_path / "k8s.json").write_text(json.dumps({"pvcs": "x"}))
+    bad = run_cli("config", "--show")
+    assert bad.returncode == 2 and "unknown setting(s) pvcs (known: namespace" in bad.stderr
+
+
+def _job(**kwargs):  # type: ignore[no-untyped-def]
+    return job_manifest(name="montage-abc-analysis", namespace="montage", image="reg:5000/montage:1", pvc="montage-data",
+                        mount_path="/data", stage="analysis", shards=12, shard_file="/data/jobs/abc/analysis.json",
+                        **kwargs)
+
+
+def test_indexed_job_retries_per_index_with_a_failure_policy() -> None:
+    data = manifest_dict(_job())
+    spec = data["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == 12 and spec["backoffLimitPerIndex"] == 2
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert rules[1]["action"] == "FailIndex" and rules[1]["onExitCodes"]["values"] == [EXIT_BAD_INPUT]
+    assert rules[2]["action"] == "Count" and rules[2]["onExitCodes"]["values"] == [EXIT_OOM]
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"  # required by podFailurePolicy
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "montage-data"
+    assert _deserialize(data, "V1Job") == _job()  # the API server's JSON reads back to the same object
+
+
+@pytest.mark.parametrize("vendor,plugin,resource,label", [
+    ("nvidia", "montage_hwaccel_nvenc:NvencAccelerator", "nvidia.com/gpu", "nvidia.com/gpu.present"),
+    ("amd", "montage_hwaccel_vaapi:VaapiAccelerator", "amd.com/gpu", "feature.node.kubernetes.io/pci-0300_1002.present"),
+    ("intel", "montage_hwaccel_qsv:QsvAccelerator", "gpu.intel.com/i915", "gpu.intel.com/device-id.0300-present"),
+])
+def test_gpu_vendor_resources_and_affinity(vendor: str, plugin: str, resource: str, label: str) -> None:
+    import importlib
+
+    module, cls = plugin.split(":")
+    accel = getattr(pytest.importorskip(module), cls)()
+    pinned = manifest_dict(_job(accelerator=accel, vendor=vendor, require_accelerator=True))["spec"]["template"]["spec"]
+    assert pinned["containers"][0]["resources"]["limits"][resource] == "1"
+    term = pinned["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert term["matchExpressions"][0]["key"] == label
+    auto = manifest_dict(_job(accelerator=accel, vendor=vendor))["spec"]["template"]["spec"]
+    assert resource not in auto["containers"][0]["resources"]["limits"]  # CPU-only nodes still qualify
+    preferred = auto["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert preferred["preference"]["matchExpressions"][0]["key"] == label
+
+
+def _pod(status: dict) -> client.V1Pod:
+    return _deserialize({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "montage-abc-analysis-3-x"},
+                         "status": status}, "V1Pod")
+
+
+def _terminated(**terminated: object) -> dict:
+    return {"phase": "Failed", "containerStatuses": [{
+        "name": "worker", "image": "reg:5000/montage:1", "imageID": "", "ready": False, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 1, "startedAt": None, **terminated}}}]}
+
+
+@pytest.mark.parametrize("status,log,expected", [
+    (_terminated(exitCode=137, reason="OOMKilled"), "", "OOMKilled: the shard needs more memory"),
+    ({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}, "",
+     "evicted (The node was low on resource: memory.); not counted against the shard"),
+    ({"phase": "Failed", "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]},
+     "", "evicted (node drained or pre-empted)"),
+    ({"phase": "Pending", "containerStatuses": [{"name": "worker", "image": "reg:5000/montage:9", "imageID": "",
+                                                 "ready": False, "restartCount": 0, "state": {"waiting": {
+                                                     "reason": "ImagePullBackOff",
+                                                     "message": "Back-off pulling image \"reg:5000/montage:9\""}}}]},
+     "", "cannot pull image reg:5000/montage:9: ImagePullBackOff"),
+    (_terminated(exitCode=1, reason="Error"), "exec /usr/local/bin/montage: exec format error",
+     "exec format error: image reg:5000/montage:1 is built for another CPU architecture"),
+    ({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                          "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]},
+     "", "unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."),
+    (_terminated(exitCode=3, reason="Error"), "error: /data/in/clip.mp4: not a media file ffmpeg can read",
+     "bad input: error: /data/in/clip.mp4: not a media file ffmpeg can read"),
+])
+def test_one_line_diagnosis_per_failed_pod(status: dict, log: str, expected: str) -> None:
+    assert diagnose_pod(_pod(status), log).startswith(expected)
+
+
+def test_kustomize_base_renders_into_client_models() -> None:
+    import yaml
+
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        pytest.skip("kubectl is not installed")
+    rendered = subprocess.run([kubectl, "kustomize", str(ROOT / "deploy" / "base")], capture_output=True, text=True,
+                              check=True).stdout
+    objects = [o for o in yaml.safe_load_all(rendered) if o]
+    kinds = {o["kind"] for o in objects}
+    assert kinds == {"Namespace", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim"}
+    for obj in objects:
+        model = _deserialize(obj, f"V1{obj['kind']}")
+        assert model.metadata.name and (obj["kind"] == "Namespace" or model.metadata.namespace == "montage")
+    role = next(o for o in objects if o["kind"] == "Role")
+    granted = {(r["apiGroups"][0], res) for r in role["rules"] for res in r["resources"]}
+    assert granted == {("batch", "jobs"), ("", "pods"), ("", "pods/log")}  # least privilege
