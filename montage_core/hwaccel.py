@@ -340,6 +340,23 @@ def split_va_driver(line: str) -> tuple[str, str]:
     return name, version.group(1) if version else ""
 
 
+def va_render_devices(system: SystemProbe, vendors: set[str]) -> list[tuple[Device, set[str]]]:
+    """Every render node of ``vendors``: access checked, VA driver read; with the codecs it lists as encodable.
+
+    Shared by the VA-API and QSV plugins (QSV on Linux opens its device through VA-API).
+    """
+    from .ffmpeg import ffmpeg_binary
+
+    uid, gids = system.identity()
+    found = []
+    for node, vendor, device_id in drm_render_nodes(system, vendors):
+        device = Device(node, vendor, product=f"PCI {device_id}" if device_id else "")
+        device.problem = access_problem(node, system.stat(node), uid, gids)
+        can_encode = set() if device.problem else read_va_driver(system, ffmpeg_binary(), device)
+        found.append((device, can_encode))
+    return found
+
+
 def read_va_driver(system: SystemProbe, ffmpeg: str, device: Device) -> set[str]:
     """Fill ``device``'s VA driver from vainfo (else ffmpeg's verbose init); return codecs it can encode.
 

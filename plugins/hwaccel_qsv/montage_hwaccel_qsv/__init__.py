@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from montage_core.hookspecs import hookimpl
-from montage_core.hwaccel import Device, HardwareAccelerator, access_problem, drm_render_nodes, read_va_driver
+from montage_core.hwaccel import Device, HardwareAccelerator, va_render_devices
 
 #: quality -> (QSV preset, ICQ global_quality)
 PRESETS = {"preview": ("veryfast", 30), "standard": ("medium", 24), "high": ("veryslow", 20)}
@@ -22,18 +22,11 @@ class QsvAccelerator(HardwareAccelerator):
     node_labels = {"intel": {"gpu.intel.com/device-id.0300-present": "true"}}
 
     def enumerate_devices(self) -> list[Device]:
-        from montage_core.ffmpeg import ffmpeg_binary
-
-        uid, gids = self.system.identity()
         devices = []
-        for node, vendor, device_id in drm_render_nodes(self.system, {"intel"}):
-            device = Device(node, vendor, product=f"PCI {device_id}" if device_id else "")
-            device.problem = access_problem(node, self.system.stat(node), uid, gids)
-            if not device.problem:
-                read_va_driver(self.system, ffmpeg_binary(), device)
-                if not device.problem and device.driver == "i965":
-                    device.problem = ("QSV needs Intel's iHD driver; this node runs i965 (install intel-media-va-driver "
-                                      "and set LIBVA_DRIVER_NAME=iHD)")
+        for device, _ in va_render_devices(self.system, {"intel"}):
+            if not device.problem and device.driver == "i965":
+                device.problem = ("QSV needs Intel's iHD driver; this node runs i965 (install intel-media-va-driver "
+                                  "and set LIBVA_DRIVER_NAME=iHD)")
             devices.append(device)
         return devices
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from montage_core.hookspecs import hookimpl
-from montage_core.hwaccel import CODECS, Device, HardwareAccelerator, access_problem, drm_render_nodes, read_va_driver
+from montage_core.hwaccel import CODECS, Device, HardwareAccelerator, va_render_devices
 
 #: constant-QP per quality; CQP is the rate control every VA-API driver (Intel and AMD) supports
 QP = {"preview": 30, "standard": 24, "high": 20}
@@ -23,19 +23,12 @@ class VaapiAccelerator(HardwareAccelerator):
                    "amd": {"feature.node.kubernetes.io/pci-0300_1002.present": "true"}}
 
     def enumerate_devices(self) -> list[Device]:
-        from montage_core.ffmpeg import ffmpeg_binary
-
-        uid, gids = self.system.identity()
         devices = []
-        for node, vendor, device_id in drm_render_nodes(self.system, {"intel", "amd"}):
-            device = Device(node, vendor, product=f"PCI {device_id}" if device_id else "")
-            device.problem = access_problem(node, self.system.stat(node), uid, gids)
+        for device, can_encode in va_render_devices(self.system, {"intel", "amd"}):
             if not device.problem:
-                can_encode = read_va_driver(self.system, ffmpeg_binary(), device)
-                if not device.problem:
-                    for codec in CODECS:
-                        if codec not in can_encode:
-                            device.encode[codec] = f"the {device.driver} driver lists no {codec} encode entrypoint"
+                for codec in CODECS:
+                    if codec not in can_encode:
+                        device.encode[codec] = f"the {device.driver} driver lists no {codec} encode entrypoint"
             devices.append(device)
         return devices
 
