@@ -413,6 +413,18 @@ def cache(clear: bool) -> None:
     click.echo(f"in {cache_dir()}")
 
 
+@cli.command()
+@click.option("--shards", "shard_file", required=True, type=click.Path(dir_okay=False),
+              help="Shard file written by a cluster backend.")
+@click.option("--index", type=int, default=None, help="Which shard (default $JOB_COMPLETION_INDEX).")
+@click.option("--stage", default=None, help="Stage name, for logs only.")
+def worker(shard_file: str, index: int | None, stage: str | None) -> None:
+    """Run one shard for a cluster backend (exit 0 done, 3 bad input, 1 other failure)."""
+    from .worker import run_worker
+
+    sys.exit(run_worker(shard_file, index))
+
+
 @cli.command("new-plugin")
 @click.argument("kind")
 @click.argument("name")
