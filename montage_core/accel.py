@@ -26,6 +26,14 @@ def _cache_path() -> Any:
     return cache_dir() / f"probe-{socket.gethostname()}.json"
 
 
+def check_quality(quality: str) -> None:
+    """Refuse a quality preset no encoder knows, naming the ones they do."""
+    from .errors import UsageError
+
+    if quality not in QUALITIES:
+        raise UsageError(f"unknown quality {quality!r} (known: {', '.join(QUALITIES)})")
+
+
 def host_fingerprint() -> dict[str, Any]:
     """What invalidates cached probes: the device list and the loaded GPU driver versions."""
     import glob

@@ -284,22 +284,25 @@ def plan_timeline(
 def render_timeline(
     timeline: Timeline, output: Path, manager: MontageManager, backend: Backend, *, accel: str = "auto",
     quality: str = "standard", on_event: Callable[[ProgressEvent], None] = lambda e: None,
-    store: JobStore | None = None, job_id: str = "",
+    store: JobStore | None = None, job_id: str = "", chain: list[tuple[Any, Any]] | None = None,
 ) -> RenderResult:
-    """Encode segments on the backend, join, mux, export. Nothing appears at ``output`` unless complete."""
-    from .accel import QUALITIES, encoder_chain
+    """Encode segments on the backend, join, mux, export. Nothing appears at ``output`` unless complete.
+
+    ``chain`` is the encoder chain when the caller has resolved (and logged) it already.
+    """
+    from .accel import check_quality, encoder_chain
     from .engine import run_shards
     from .export import write_exports
     from .render import check_output_dir, join_segments, render_segment, segment_specs
 
-    if quality not in QUALITIES:
-        raise UsageError(f"unknown quality {quality!r} (known: {', '.join(QUALITIES)})")
+    check_quality(quality)
     check_output_dir(output)
     for source in {c.source for c in timeline.cuts} | {timeline.music}:
         if not Path(source).is_file():
             raise InputError(source, "no such file (the timeline refers to it)")
-    chain = encoder_chain(list(manager.accelerators), accel)
-    log.info("encoder chain: %s", " → ".join(a.name for a, _ in chain))
+    if chain is None:
+        chain = encoder_chain(list(manager.accelerators), accel)
+        log.info("encoder chain: %s", " → ".join(a.name for a, _ in chain))
     specs = segment_specs(timeline, chain, quality)
     tasks = [ShardTask(f"segment-{s['index']:04d}", "render", s["main"]["source"], s, s["frames"] / timeline.fps)
              for s in specs]
@@ -324,6 +327,7 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     With ``job_id`` the job is resumed: finished analyses and segments are found in the caches,
     so only unfinished shards run.
     """
+    from .accel import analysis_decoder, check_quality, describe_chain, encoder_chain, log_devices, probe_all
     from .music import analyze_music
     from .render import check_output_dir
 
@@ -339,10 +343,7 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     if reason := backend.availability():
         raise MontageError(f"backend {options.backend!r} is not available: {reason}")
     backend.configure(scheduler=options.scheduler, workers=options.workers)
-    from .accel import QUALITIES, analysis_decoder, describe_chain, encoder_chain, log_devices, probe_all
-
-    if options.quality not in QUALITIES:
-        raise UsageError(f"unknown quality {options.quality!r} (known: {', '.join(QUALITIES)})")
+    check_quality(options.quality)
     output = Path(options.output)
     check_output_dir(output)
     accelerators = list(manager.accelerators)
@@ -385,7 +386,7 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
                                  options={"script": options.script, "backend": backend,
                                           "embedder": options.embedder})
         result = render_timeline(timeline, output, manager, backend, accel=options.accel, quality=options.quality,
-                                 on_event=lambda e: emit("render", e), store=store, job_id=job_id)
+                                 on_event=lambda e: emit("render", e), store=store, job_id=job_id, chain=chain)
     except BaseException as exc:
         store.finish_job(job_id, "failed", error=str(exc) or type(exc).__name__)
         raise
