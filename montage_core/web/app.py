@@ -100,16 +100,15 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
         job_or_404(job_id)
 
         async def stream() -> Any:
-            last = None
+            last: dict[str, Any] = {}
             while True:
                 state = snapshot(job_id)
-                for name in ("progress", "workers", "failed"):
-                    payload = {"progress": {k: state[k] for k in ("state", "stages", "progress", "error")},
-                               "workers": state["workers"], "failed": state["failed"]}[name]
-                    if last is None or last.get(name) != payload:
+                payloads = {"progress": {k: state[k] for k in ("state", "stages", "progress", "error")},
+                            "workers": state["workers"], "failed": state["failed"]}
+                for name, payload in payloads.items():  # only what changed since the last tick
+                    if last.get(name) != payload:
                         yield f"event: {name}\ndata: {json.dumps(payload)}\n\n"
-                last = {"progress": {k: state[k] for k in ("state", "stages", "progress", "error")},
-                        "workers": state["workers"], "failed": state["failed"]}
+                last = payloads
                 if state["state"] in ("done", "failed", "cancelled"):
                     yield f"event: finished\ndata: {json.dumps({'state': state['state'], 'result': state['result']})}\n\n"
                     return
