@@ -59,7 +59,7 @@ def segment_specs(timeline: Timeline, chain: list[tuple[Accelerator, Accelerator
 def _segment_key(spec: dict[str, Any]) -> str:
     """Cache key: the spec plus each source's size and mtime, so a changed source re-renders."""
     sources = [spec["main"]["source"]] + ([spec["blend"]["source"]] if spec["blend"] else [])
-    stamps = [(s, os.stat(s).st_size, os.stat(s).st_mtime_ns) for s in sources]
+    stamps = [(s, st.st_size, st.st_mtime_ns) for s, st in ((s, os.stat(s)) for s in sources)]
     text = json.dumps({"spec": {k: v for k, v in spec.items() if k != "index"}, "stamps": stamps}, sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
