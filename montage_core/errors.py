@@ -49,6 +49,17 @@ class UnavailableError(MontageError):
     """A plugin object exists but cannot work on this machine; names the reason."""
 
 
+class PreflightError(MontageError):
+    """Pre-flight checks found problems; one line each, printed before any work is submitted."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("pre-flight failed:\n" + "\n".join(f"  {p}" for p in self.problems))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problems,))
+
+
 class ShardError(MontageError):
     """A shard failed. ``transient`` says whether retrying it elsewhere may succeed."""
 

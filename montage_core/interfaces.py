@@ -177,6 +177,9 @@ class Backend:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: shards run on other machines whose hardware this host cannot see: the encoder chain and
+    #: the analysis decoder are resolved on each node, not checked against this host's devices
+    remote_nodes: ClassVar[bool] = False
 
     def availability(self) -> str | None:
         """``None`` when usable, else the reason it is not."""
@@ -193,6 +196,9 @@ class Backend:
     ) -> Iterator[ShardOutcome]:
         """Run ``fn`` on every task and yield each outcome as it finishes (any order)."""
         raise NotImplementedError
+
+    def bind_job(self, job_id: str, store: Any = None) -> None:
+        """The job the next stages belong to, and its job store (for labels, logs, diagnoses)."""
 
     def warm(self, shards: int | None = None) -> None:
         """Start workers now (enough for ``shards``), so their start-up overlaps the coordinator's work."""
@@ -212,7 +218,12 @@ class PreflightCheck:
         return True
 
     def run(self, context: dict[str, Any]) -> list[str]:
-        """Return problems, one line each; an empty list means the check passed."""
+        """Return problems, one line each; an empty list means the check passed.
+
+        ``context`` has ``backend`` (the configured backend object), and for a job ``options``
+        (:class:`montage_core.pipeline.JobOptions`) and ``clips``; ``montage preflight`` passes
+        only ``backend``.
+        """
         raise NotImplementedError
 
 

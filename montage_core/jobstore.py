@@ -24,6 +24,10 @@ CREATE TABLE IF NOT EXISTS workers (
     job_id TEXT, worker TEXT, host TEXT, stage TEXT, shard TEXT, clip TEXT, state TEXT,
     position REAL, total REAL, message TEXT, updated REAL, started REAL, PRIMARY KEY (job_id, worker)
 );
+CREATE TABLE IF NOT EXISTS worker_logs (
+    job_id TEXT, source TEXT, stage TEXT, node TEXT, diagnosis TEXT, log TEXT, updated REAL,
+    PRIMARY KEY (job_id, source)
+);
 """
 
 
@@ -121,3 +125,16 @@ class JobStore:
 
     def workers(self, job_id: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute("SELECT * FROM workers WHERE job_id=? ORDER BY worker", (job_id,))]
+
+    # -- worker logs (cluster pods: kept here after the cluster has deleted them) --------
+    def worker_log(self, job_id: str, source: str, *, stage: str = "", node: str = "", diagnosis: str = "",
+                   text: str = "") -> None:
+        self.db.execute(
+            """INSERT INTO worker_logs (job_id, source, stage, node, diagnosis, log, updated) VALUES (?,?,?,?,?,?,?)
+               ON CONFLICT(job_id, source) DO UPDATE SET stage=excluded.stage, node=excluded.node,
+                 diagnosis=excluded.diagnosis, log=excluded.log, updated=excluded.updated""",
+            (job_id, source, stage, node, diagnosis, text, time.time()))
+
+    def worker_logs(self, job_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute(
+            "SELECT * FROM worker_logs WHERE job_id=? ORDER BY updated, source", (job_id,))]

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, MontageError, ShardError, UsageError
+from .errors import InputError, MontageError, PreflightError, ShardError, UnknownChoiceError, UsageError
 from .interfaces import Backend, PlanRequest, ProgressEvent, ShardTask, Style
 from .jobstore import JobStore
 from .models import ClipAnalysis, MediaInfo, MusicAnalysis, RenderResult, SegmentResult, Shot, Timeline
@@ -290,7 +290,7 @@ def render_timeline(
 
     ``chain`` is the encoder chain when the caller has resolved (and logged) it already.
     """
-    from .accel import check_quality, encoder_chain
+    from .accel import check_quality
     from .engine import run_shards
     from .export import write_exports
     from .render import check_output_dir, join_segments, render_segment, segment_specs
@@ -301,9 +301,9 @@ def render_timeline(
         if not Path(source).is_file():
             raise InputError(source, "no such file (the timeline refers to it)")
     if chain is None:
-        chain = encoder_chain(list(manager.accelerators), accel)
+        chain = job_encoder_chain(backend, list(manager.accelerators), accel)
         log.info("encoder chain: %s", " → ".join(a.name for a, _ in chain))
-    specs = segment_specs(timeline, chain, quality)
+    specs = segment_specs(timeline, chain, quality, accel)
     tasks = [ShardTask(f"segment-{s['index']:04d}", "render", s["main"]["source"], s, s["frames"] / timeline.fps)
              for s in specs]
     outcomes = run_shards(backend, render_segment, tasks, on_event=on_event, store=store, job_id=job_id)
@@ -319,6 +319,30 @@ def render_timeline(
 
 
 # ----------------------------------------------------------------------------- the job
+def job_encoder_chain(backend: Backend, accelerators: list[Any], accel: str) -> list[tuple[Any, Any]]:
+    """The encoder chain for a job. On a backend whose shards run on other machines the
+    accelerator is a node's property: only the name is checked here, each node resolves its
+    own chain (software stands in for this host's)."""
+    from .accel import encoder_chain
+
+    if not backend.remote_nodes:
+        return encoder_chain(accelerators, accel)
+    known = {a.name for a in accelerators}
+    if accel != "auto" and accel not in known:
+        raise UnknownChoiceError("accelerator", accel, ["auto", *known])
+    return encoder_chain(accelerators, "software")
+
+
+def run_preflight(manager: MontageManager, backend: Backend, context: dict[str, Any]) -> None:
+    """Every pre-flight check for this backend; all problems at once, one line each, before any work."""
+    problems: list[str] = []
+    for check in manager.preflight_checks:
+        if check.applies_to(backend.name):
+            problems += check.run({**context, "backend": backend})
+    if problems:
+        raise PreflightError(problems)
+
+
 def run_job(options: JobOptions, *, manager: MontageManager | None = None, store: JobStore | None = None,
             on_event: Callable[[str, ProgressEvent], None] | None = None,
             job_id: str | None = None) -> tuple[str, RenderResult]:
@@ -327,7 +351,7 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     With ``job_id`` the job is resumed: finished analyses and segments are found in the caches,
     so only unfinished shards run.
     """
-    from .accel import analysis_decoder, check_quality, describe_chain, encoder_chain, log_devices, probe_all
+    from .accel import analysis_decoder, check_quality, describe_chain, log_devices, probe_all
     from .music import analyze_music
     from .render import check_output_dir
 
@@ -347,19 +371,25 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     output = Path(options.output)
     check_output_dir(output)
     accelerators = list(manager.accelerators)
-    chain = encoder_chain(accelerators, options.accel)  # an unavailable --accel fails here, before any work
-    probes = probe_all(accelerators)
-    log_devices(probes)
-    decoder, decode_args = analysis_decoder(accelerators, probes)
-    log.info("encoder chain: %s; analysis decode: %s", describe_chain(chain), decoder)
+    chain = job_encoder_chain(backend, accelerators, options.accel)  # an unavailable --accel fails here
+    if backend.remote_nodes:
+        decode_args: list[str] = []
+        log.info("encoders (--accel %s) and the analysis decoder are resolved on each node", options.accel)
+    else:
+        probes = probe_all(accelerators)
+        log_devices(probes)
+        decoder, decode_args = analysis_decoder(accelerators, probes)
+        log.info("encoder chain: %s; analysis decode: %s", describe_chain(chain), decoder)
     clips = collect_clips(options.clips)
     if not clips:
         raise UsageError("no clips given")
+    run_preflight(manager, backend, {"options": options, "clips": clips})
     store = store or JobStore()
     if job_id:
         store.restart_job(job_id)
     else:
         job_id = store.create_job(options.style, options.backend, {**asdict(options)})
+    backend.bind_job(job_id, store)
     emit = on_event or (lambda stage, event: None)
     music_box: dict[str, Any] = {}
 

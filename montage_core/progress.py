@@ -37,6 +37,7 @@ class ProgressDisplay:
         self.quiet = quiet
         self.tty = self.stream.isatty()
         self.workers: dict[str, ProgressEvent] = {}
+        self.finished: set[str] = set()  # shard ids: a shard re-run after its pod was evicted counts once
         self._drawn = 0
         self._last = 0.0
         self._lock = threading.Lock()
@@ -47,8 +48,9 @@ class ProgressDisplay:
                 self.total += 1
                 return
             self.workers[event.worker] = event
-            if event.state in ("done", "failed"):
-                self.done += 1
+            if event.state in ("done", "failed") and event.shard not in self.finished:
+                self.finished.add(event.shard)
+                self.done = len(self.finished)
                 if not self.tty and not self.quiet:
                     print(f"{self.stage} {self.done}/{self.total} · {worker_line(event)}", file=self.stream)
             if self.tty and not self.quiet and (time.monotonic() - self._last > 0.1 or event.state == "done"):

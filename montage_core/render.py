@@ -31,21 +31,29 @@ def normalise_filter(width: int, height: int, fps: float, seconds: float) -> str
             f"tpad=stop_mode=clone:stop_duration={seconds:.3f},setpts=PTS-STARTPTS")
 
 
+def encoder_entries(chain: list[tuple[Accelerator, AcceleratorProbe]], quality: str) -> list[dict[str, Any]]:
+    """The encoder chain as a render spec carries it: plain data a worker on any host can use."""
+    return [{"name": a.name, "input_args": a.input_args(p), "filter_suffix": a.filter_suffix(p),
+             "output_args": a.encode_args("h264", quality, p)} for a, p in chain]
+
+
 def segment_specs(timeline: Timeline, chain: list[tuple[Accelerator, AcceleratorProbe]],
-                  quality: str) -> list[dict[str, Any]]:
-    """One render spec per cut: the frames it owns and, when it dissolves into the next, that blend."""
+                  quality: str, accel: str = "auto") -> list[dict[str, Any]]:
+    """One render spec per cut: the frames it owns and, when it dissolves into the next, that blend.
+
+    ``accel`` and ``quality`` travel with the spec so a cluster node can resolve its own chain.
+    """
     fps = timeline.fps
     cuts = timeline.cuts
     halves = [0] + [int(round(c.transition.duration * fps / 2)) for c in cuts[1:]] + [0]
-    encoders = [{"name": a.name, "input_args": a.input_args(p), "filter_suffix": a.filter_suffix(p),
-                 "output_args": a.encode_args("h264", quality, p)} for a, p in chain]
+    encoders = encoder_entries(chain, quality)
     specs = []
     for i, cut in enumerate(cuts):
         h_in, h_out = halves[i], halves[i + 1]
         first, last = timeline.frame(cut.start) + h_in, timeline.frame(cut.end) + h_out
         spec: dict[str, Any] = {
             "index": i, "frames": last - first, "fps": fps, "width": timeline.width, "height": timeline.height,
-            "grade": timeline.grade, "encoders": encoders,
+            "grade": timeline.grade, "encoders": encoders, "accel": accel, "quality": quality,
             "main": {"source": cut.source, "start": cut.source_in + 2 * h_in / fps},
             "blend": None,
         }

@@ -29,6 +29,7 @@ EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 3
 
 def write_shard_file(path: str | Path, function: str, tasks: list[ShardTask], results: str | Path) -> None:
     """The file a cluster backend hands to ``montage worker`` (``function`` as ``module:name``)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps({"function": function, "results": str(results),
                                    "tasks": [asdict(t) for t in tasks]}, indent=1))
 

@@ -155,8 +155,13 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
         return FileResponse(path, filename=path.name)
 
     async def log(request: Request) -> Response:
-        job_or_404(request.path_params["job_id"])
-        return PlainTextResponse(runner.tail(request.path_params["job_id"]))
+        job_id = request.path_params["job_id"]
+        job_or_404(job_id)
+        sections = [runner.tail(job_id)]
+        for pod in await asyncio.to_thread(store.worker_logs, job_id):  # cluster pods, kept after they are gone
+            head = f"── {pod['source']} ({pod['stage']}, node {pod['node'] or '?'})"
+            sections.append(head + (f": {pod['diagnosis']}" if pod["diagnosis"] else "") + "\n" + pod["log"].rstrip())
+        return PlainTextResponse("\n\n".join(s for s in sections if s))
 
     async def cancel(request: Request) -> Response:
         runner.cancel(request.path_params["job_id"])

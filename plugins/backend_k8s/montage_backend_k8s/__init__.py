@@ -1,12 +1,20 @@
-"""Kubernetes support for montage: cluster settings (``montage config --show``), Indexed Job
-manifests with per-index retry, and pod failure diagnoses. The ``k8s`` backend itself (submit,
-follow, resubmit failed indexes) builds on these."""
+"""Kubernetes backend for montage: each stage as an Indexed Job (one index per shard) on a shared
+volume, per-index retry, pod logs and diagnoses by job id, pre-flight checks, cluster defaults
+(``montage config --show``) and GPU-vendor placement."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from montage_core.hookspecs import hookimpl
+
+
+@hookimpl
+def montage_register_backends(register: Callable[[Any], None]) -> None:
+    from .backend import KubernetesBackend
+
+    register(KubernetesBackend())
 
 
 @hookimpl
@@ -28,3 +36,29 @@ def montage_register_commands(cli: Any) -> None:
             click.echo(line)
 
     cli.add_command(config_command)
+
+    @click.command("logs")
+    @click.argument("job_id")
+    @click.option("--events", is_flag=True, help="Keep the workers' progress event lines.")
+    def logs_command(job_id: str, events: bool) -> None:
+        """Logs of every pod of a Kubernetes job (all stages and retries), with a diagnosis per failed pod."""
+        from montage_core.errors import MontageError
+        from montage_core.jobstore import JobStore
+
+        from .logs import format_logs, get_pod_logs, stored_pod_logs
+
+        store = JobStore()
+        if store.job(job_id) is None:
+            raise MontageError(f"no job {job_id!r} in {store.path} (montage serve lists the jobs)")
+        try:
+            found = get_pod_logs(job_id)
+        except Exception as exc:  # the cluster is gone or unreachable: the copies kept at run time
+            click.echo(f"warning: cluster not reachable ({type(exc).__name__}); showing stored logs", err=True)
+            found = []
+        if not found:
+            found = stored_pod_logs(job_id, store)
+        if not found:
+            raise MontageError(f"job {job_id} has no pod logs (it ran on the {store.job(job_id)['backend']} backend?)")
+        click.echo(format_logs(found, events=events))
+
+    cli.add_command(logs_command)

@@ -9,6 +9,9 @@ Default pattern (one namespace per deployment, the registry in its own namespace
     registry   = registry.<registry namespace>.svc.cluster.local:5000   (registry namespace: "registry")
     pvc        = <namespace>-data
     image      = <registry>/montage:<montage version>
+
+The coordinator reaches the shared volume at ``local_mount`` (default: the pods' ``mount_path``,
+which is right when it runs in a pod itself); clips and the cache live there.
 """
 
 from __future__ import annotations
@@ -20,9 +23,14 @@ from pathlib import Path
 from typing import Any
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-SETTINGS = ("namespace", "registry_namespace", "registry", "pvc", "image", "mount_path")
-ENV = {"namespace": "MONTAGE_K8S_NAMESPACE", "registry_namespace": "MONTAGE_REGISTRY_NAMESPACE",
-       "registry": "REGISTRY", "pvc": "PVC_NAME", "image": "MONTAGE_IMAGE", "mount_path": "MONTAGE_MOUNT_PATH"}
+SETTINGS = ("context", "namespace", "registry_namespace", "registry", "pvc", "image", "mount_path", "local_mount",
+            "service_account", "memory", "memory_cap", "cpu", "parallelism", "retries_per_index", "gpu_vendors")
+ENV = {"context": "MONTAGE_K8S_CONTEXT", "namespace": "MONTAGE_K8S_NAMESPACE",
+       "registry_namespace": "MONTAGE_REGISTRY_NAMESPACE", "registry": "REGISTRY", "pvc": "PVC_NAME",
+       "image": "MONTAGE_IMAGE", "mount_path": "MONTAGE_MOUNT_PATH", "local_mount": "MONTAGE_LOCAL_MOUNT",
+       "service_account": "MONTAGE_SERVICE_ACCOUNT", "memory": "MONTAGE_K8S_MEMORY",
+       "memory_cap": "MONTAGE_K8S_MEMORY_CAP", "cpu": "MONTAGE_K8S_CPU", "parallelism": "MONTAGE_K8S_PARALLELISM",
+       "retries_per_index": "MONTAGE_K8S_RETRIES", "gpu_vendors": "MONTAGE_GPU_VENDORS"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ def resolve(flags: dict[str, str | None] | None = None, service_account: Path = 
         else:
             out[name] = Setting(default, default_source)
 
+    pick("context", "", "default (kubeconfig's current context)")
     namespace_file = service_account / "namespace"
     if in_cluster() and namespace_file.exists():
         pick("namespace", namespace_file.read_text().strip(), "in-cluster (service account)")
@@ -77,7 +86,36 @@ def resolve(flags: dict[str, str | None] | None = None, service_account: Path = 
     pick("pvc", f"{out['namespace'].value}-data")
     pick("image", f"{out['registry'].value}/montage:{__version__}")
     pick("mount_path", "/data")
+    pick("local_mount", out["mount_path"].value, "default (= mount_path)")
+    pick("service_account", "montage", "default (deploy/base)")
+    pick("memory", "2Gi", "default")
+    pick("memory_cap", "16Gi", "default")
+    pick("cpu", "1", "default")
+    pick("parallelism", "8", "default")
+    pick("retries_per_index", "2", "default")
+    pick("gpu_vendors", "", "default (CPU-only cluster)")
     return out
+
+
+def cluster_credentials() -> str | None:
+    """``None`` when the API server can be reached with credentials, else why not."""
+    if in_cluster():
+        return None
+    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p] or [str(Path.home() / ".kube/config")]
+    if any(Path(p).is_file() for p in paths):
+        return None
+    return (f"no cluster credentials: not in a pod (KUBERNETES_SERVICE_HOST unset) and no kubeconfig at "
+            f"{', '.join(paths)}; set KUBECONFIG")
+
+
+def api_client(context: str | None = None) -> Any:
+    """The official client for this cluster: in-cluster service account, else the kubeconfig."""
+    from kubernetes import client, config
+
+    if in_cluster():
+        config.load_incluster_config()
+        return client.ApiClient()
+    return config.new_client_from_config(context=context or None)
 
 
 def describe(settings: dict[str, Setting]) -> list[str]:

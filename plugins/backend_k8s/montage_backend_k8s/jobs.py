@@ -10,15 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-EXIT_BAD_INPUT = 3
-EXIT_OOM = 137
+from .diagnose import EXIT_BAD_INPUT, EXIT_OOM
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_OOM", "job_manifest", "manifest_dict"]
 
 
 def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path: str, stage: str, shards: int,
                  shard_file: str, parallelism: int = 4, retries_per_index: int = 2, memory: str = "2Gi",
                  cpu: str = "1", accelerator: Any = None, vendor: str | None = None,
-                 require_accelerator: bool = False) -> Any:
-    """A ``batch/v1`` Indexed Job running ``montage worker`` for each shard of ``stage``."""
+                 require_accelerator: bool = False, job_id: str = "", cache_dir: str | None = None,
+                 service_account: str = "montage", command: list[str] | None = None) -> Any:
+    """A ``batch/v1`` Indexed Job running ``montage worker`` for each shard of ``stage``.
+
+    ``job_id`` (the montage job) labels the Job and its pods, so ``montage logs JOB_ID`` finds
+    every pod of every stage and retry. ``command`` replaces the worker (the storage probe).
+    """
     from kubernetes import client
 
     resources = {"cpu": cpu, "memory": memory}
@@ -39,8 +45,8 @@ def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path:
                     weight=50, preference=client.V1NodeSelectorTerm(match_expressions=terms))]))
     container = client.V1Container(
         name="worker", image=image, image_pull_policy="IfNotPresent",
-        args=["worker", "--stage", stage, "--shards", shard_file],
-        env=[client.V1EnvVar(name="MONTAGE_CACHE_DIR", value=f"{mount_path}/cache"),
+        args=command or ["worker", "--stage", stage, "--shards", shard_file],
+        env=[client.V1EnvVar(name="MONTAGE_CACHE_DIR", value=cache_dir or f"{mount_path}/cache"),
              client.V1EnvVar(name="MONTAGE_HOME", value=f"{mount_path}/state"),
              client.V1EnvVar(name="MONTAGE_NODE_NAME", value_from=client.V1EnvVarSource(
                  field_ref=client.V1ObjectFieldSelector(field_path="spec.nodeName")))],
@@ -50,7 +56,7 @@ def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path:
         security_context=client.V1SecurityContext(run_as_non_root=True, read_only_root_filesystem=True,
                                                   allow_privilege_escalation=False))
     pod = client.V1PodSpec(
-        restart_policy="Never", containers=[container], affinity=affinity, service_account_name="montage",
+        restart_policy="Never", containers=[container], affinity=affinity, service_account_name=service_account,
         volumes=[client.V1Volume(name="data", persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
                      claim_name=pvc)),
                  client.V1Volume(name="tmp", empty_dir=client.V1EmptyDirVolumeSource())])
@@ -62,14 +68,17 @@ def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path:
         client.V1PodFailurePolicyRule(action="Count", on_exit_codes=client.V1PodFailurePolicyOnExitCodesRequirement(
             container_name="worker", operator="In", values=[EXIT_OOM])),
     ])
+    labels = {"app.kubernetes.io/name": "montage", "montage/stage": stage}
+    if job_id:
+        labels["montage/job-id"] = job_id
     return client.V1Job(
         api_version="batch/v1", kind="Job",
-        metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels={
-            "app.kubernetes.io/name": "montage", "montage/stage": stage}),
+        metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels),
         spec=client.V1JobSpec(
             completion_mode="Indexed", completions=shards, parallelism=min(parallelism, shards),
             backoff_limit_per_index=retries_per_index, pod_failure_policy=policy, ttl_seconds_after_finished=3600,
-            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels={"montage/job": name}), spec=pod)))
+            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels={**labels, "montage/run": name}),
+                                              spec=pod)))
 
 
 def manifest_dict(job: Any) -> dict[str, Any]:

@@ -38,7 +38,8 @@ def test_defaults_follow_one_pattern() -> None:
     assert (s["namespace"].value, s["pvc"].value) == ("montage", "montage-data")
     assert s["registry"].value == "registry.registry.svc.cluster.local:5000"
     assert s["image"].value == f"registry.registry.svc.cluster.local:5000/montage:{__version__}"
-    assert all(v.source == "default pattern" for v in s.values())
+    assert all(s[n].source == "default pattern" for n in ("namespace", "registry", "pvc", "image", "mount_path"))
+    assert (s["local_mount"].value, s["local_mount"].source) == ("/data", "default (= mount_path)")
 
 
 def test_sources_in_order_flag_env_file_in_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -65,7 +66,7 @@ def test_config_show_prints_values_and_sources(tmp_path: Path) -> None:
     assert any(line.startswith("registry ") and "← default pattern" in line for line in lines)
     (tmp_path / "k8s.json").write_text(json.dumps({"pvcs": "x"}))
     bad = run_cli("config", "--show")
-    assert bad.returncode == 2 and "unknown setting(s) pvcs (known: namespace" in bad.stderr
+    assert bad.returncode == 2 and "unknown setting(s) pvcs (known: context, namespace" in bad.stderr
 
 
 def _job(**kwargs):  # type: ignore[no-untyped-def]
@@ -137,7 +138,7 @@ def _terminated(**terminated: object) -> dict:
                                           "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]},
      "", "unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."),
     (_terminated(exitCode=3, reason="Error"), "error: /data/in/clip.mp4: not a media file ffmpeg can read",
-     "bad input: error: /data/in/clip.mp4: not a media file ffmpeg can read"),
+     "bad input: /data/in/clip.mp4: not a media file ffmpeg can read"),
 ])
 def test_one_line_diagnosis_per_failed_pod(status: dict, log: str, expected: str) -> None:
     assert diagnose_pod(_pod(status), log).startswith(expected)

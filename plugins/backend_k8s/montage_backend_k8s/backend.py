@@ -1,0 +1,406 @@
+"""The ``k8s`` backend: each stage's shards as one ``batch/v1`` Indexed Job, one index per shard.
+
+The coordinator writes a shard file to the shared volume, creates the Job, then follows it:
+pod logs carry the workers' progress events (JSON lines), the Job's ``completedIndexes`` and
+``failedIndexes`` say which shards are done, and each finished shard's result is read from its
+own file on the volume. Kubernetes retries an index itself (``backoffLimitPerIndex``, a drain not
+counted); an index out of retries comes back to the core engine as a failed shard, which
+resubmits only those shards as a new, smaller Job (after an OOM kill with more memory, up to a
+cap) and keeps every finished one. A pod that can never start (image pull failure, wrong
+architecture) fails its shards at once with the diagnosis instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from montage_core.interfaces import Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask
+
+from .diagnose import diagnose_pod, failure_kind, pod_index
+from .jobs import job_manifest
+from .placement import Placement, place_tasks
+
+log = logging.getLogger("montage.k8s")
+
+MEMORY_DEFAULT = "2Gi"
+MEMORY_CAP = "16Gi"
+POLL_SECONDS = 0.5
+#: a pod that cannot be scheduled for this long fails its shards with the scheduler's reason
+PENDING_TIMEOUT = 600.0
+NODE_FUNCTION = "montage_backend_k8s.node:run_on_node"
+
+
+def parse_indexes(text: str | None) -> set[int]:
+    """``"0-2,5"`` (the Job status' index ranges) → ``{0, 1, 2, 5}``."""
+    out: set[int] = set()
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        low, _, high = part.partition("-")
+        out.update(range(int(low), int(high or low) + 1))
+    return out
+
+
+def memory_bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]i?)?", quantity.strip())
+    if not match:
+        raise ValueError(f"not a memory quantity: {quantity!r} (examples: 512Mi, 2Gi)")
+    return int(float(match.group(1)) * units.get(match.group(2) or "", 1))
+
+
+def more_memory(current: str, cap: str) -> str | None:
+    """Twice ``current`` in Mi, or ``None`` when already at ``cap``."""
+    now, limit = memory_bytes(current), memory_bytes(cap)
+    if now >= limit:
+        return None
+    return f"{min(now * 2, limit) // 2**20}Mi"
+
+
+def dns_name(text: str, limit: int = 52) -> str:
+    """A DNS-1123 label (Indexed Job pod names add ``-<index>-<5 chars>``, hostnames stop at 63)."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:limit].rstrip("-")
+
+
+@dataclass
+class PathMap:
+    """The shared volume as the coordinator sees it (``local``) and as pods mount it (``pod``)."""
+
+    local: str
+    pod: str
+
+    def _swap(self, value: Any, src: str, dst: str) -> Any:
+        if isinstance(value, str) and (value == src or value.startswith(src.rstrip("/") + "/")):
+            return dst.rstrip("/") + value[len(src.rstrip("/")):]
+        if isinstance(value, dict):
+            return {k: self._swap(v, src, dst) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._swap(v, src, dst) for v in value]
+        return value
+
+    def to_pod(self, value: Any) -> Any:
+        return value if self.local == self.pod else self._swap(value, self.local, self.pod)
+
+    def to_local(self, value: Any) -> Any:
+        return value if self.local == self.pod else self._swap(value, self.pod, self.local)
+
+    def on_volume(self, path: str) -> bool:
+        return Path(path).absolute().is_relative_to(Path(self.local).absolute())
+
+
+@dataclass
+class _Run:
+    """One submitted Indexed Job and what the coordinator knows of it."""
+
+    name: str
+    placement: Placement
+    tasks: list[ShardTask]
+    results: Path
+    memory: str
+    done: set[int] = field(default_factory=set)
+    failed: set[int] = field(default_factory=set)
+    log_lines: dict[str, int] = field(default_factory=dict)  # pod -> log lines already read
+    recorded: set[str] = field(default_factory=set)  # pods whose final log is in the job store
+    finished: bool = False
+
+
+class KubernetesBackend(Backend):
+    name = "k8s"
+    description = "Kubernetes: one Indexed Job per stage on a shared RWX volume (montage config --show)"
+    remote_nodes = True
+
+    def __init__(self) -> None:
+        self.flags: dict[str, str | None] = {}
+        self.parallelism: int | None = None
+        self.job_id = ""
+        self.store: Any = None
+        self.memory: dict[str, str] = {}  # task id -> memory after OOM kills
+        self.cpu_only: set[str] = set()  # task ids that found no schedulable GPU node
+        self._settings: dict[str, Any] | None = None
+        self._api: Any = None
+        self._serial = 0
+        self._live: list[_Run] = []
+
+    # ------------------------------------------------------------------ configuration
+    def availability(self) -> str | None:
+        try:
+            import kubernetes  # noqa: F401
+        except ImportError as exc:
+            return f"the kubernetes client is not installed ({exc}); pip install montage-backend-k8s"
+        from .config import cluster_credentials
+
+        return cluster_credentials()
+
+    def configure(self, scheduler: str | None = None, workers: int | None = None) -> None:
+        """``scheduler`` names the kubeconfig context; ``workers`` caps pods running at once."""
+        self.flags["context"] = scheduler
+        self.parallelism = workers
+
+    def bind_job(self, job_id: str, store: Any = None) -> None:
+        self.job_id, self.store = job_id, store
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        if self._settings is None:
+            from .config import resolve
+
+            self._settings = {name: s.value for name, s in resolve(self.flags).items()}
+        return self._settings
+
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            from .config import api_client
+
+            self._api = api_client(self.settings.get("context") or None)
+        return self._api
+
+    @property
+    def paths(self) -> PathMap:
+        return PathMap(self.settings["local_mount"], self.settings["mount_path"])
+
+    # ------------------------------------------------------------------ running
+    def run(self, fn: ShardFunction, tasks: Sequence[ShardTask],
+            on_event: Callable[[ProgressEvent], None]) -> Iterator[ShardOutcome]:
+        from montage_core.worker import write_shard_file
+
+        runnable = []
+        for task in tasks:
+            outside = [p for p in _sources(task) if not self.paths.on_volume(p)]
+            if outside:
+                yield ShardOutcome(task, False, error=(
+                    f"{outside[0]}: not on the shared volume ({self.paths.local}, mounted in pods at "
+                    f"{self.paths.pod}); copy the clips there"))
+            else:
+                runnable.append(task)
+        if not runnable:
+            return
+        target = f"{fn.__module__}:{fn.__qualname__}"
+        runs: list[_Run] = []
+        by_job = self.job_id or time.strftime("%Y%m%d-%H%M%S")
+        for placement in place_tasks(runnable, self.settings, self.cpu_only):
+            memory_groups: dict[str, list[ShardTask]] = {}
+            for task in placement.tasks:
+                memory_groups.setdefault(self.memory.get(task.id, self.settings["memory"]), []).append(task)
+            for memory, group in memory_groups.items():
+                self._serial += 1
+                stage = group[0].stage
+                name = dns_name(f"montage-{by_job[-13:]}-{stage[:6]}-{self._serial}-{uuid.uuid4().hex[:4]}")
+                folder = Path(self.settings["local_mount"]) / "jobs" / name
+                shard_tasks = [ShardTask(t.id, t.stage, self.paths.to_pod(t.clip),
+                                         self.paths.to_pod({**t.payload, "_target": target, **placement.payload}),
+                                         t.total) for t in group]
+                write_shard_file(folder / "shards.json", NODE_FUNCTION, shard_tasks, self.paths.to_pod(str(folder / "results")))
+                run = _Run(name, placement, list(group), folder / "results", memory)
+                self._submit(run, self.paths.to_pod(str(folder / "shards.json")))
+                runs.append(run)
+        self._live.extend(runs)
+        try:
+            yield from self._follow(runs, on_event)
+        finally:
+            for run in runs:
+                if not run.finished:
+                    self._delete(run.name)
+                self._live.remove(run)
+
+    def _submit(self, run: _Run, shard_file: str) -> None:
+        from kubernetes import client
+
+        s = self.settings
+        cache = os.environ.get("MONTAGE_CACHE_DIR")
+        job = job_manifest(
+            name=run.name, namespace=s["namespace"], image=s.get("image_pinned") or s["image"], pvc=s["pvc"],
+            mount_path=s["mount_path"], stage=run.tasks[0].stage, shards=len(run.tasks), shard_file=shard_file,
+            parallelism=self.parallelism or int(s["parallelism"]), retries_per_index=int(s["retries_per_index"]),
+            memory=run.memory, cpu=s["cpu"], accelerator=run.placement.accelerator, vendor=run.placement.vendor,
+            require_accelerator=run.placement.required, job_id=self.job_id,
+            cache_dir=self.paths.to_pod(cache) if cache and self.paths.on_volume(cache) else None,
+            service_account=s["service_account"])
+        client.BatchV1Api(self.api).create_namespaced_job(s["namespace"], job)
+        where = f" on {run.placement.vendor} GPU nodes ({run.placement.accelerator.name})" if run.placement.vendor else ""
+        log.info("submitted Job %s: %d %s shard(s), %s memory%s", run.name, len(run.tasks), run.tasks[0].stage,
+                 run.memory, where)
+
+    def _delete(self, name: str) -> None:
+        from kubernetes import client
+
+        try:
+            client.BatchV1Api(self.api).delete_namespaced_job(name, self.settings["namespace"],
+                                                              propagation_policy="Background")
+        except Exception as exc:  # cleaning up must not hide the real error
+            log.warning("could not delete Job %s: %s", name, exc)
+
+    def _follow(self, runs: list[_Run], on_event: Callable[[ProgressEvent], None]) -> Iterator[ShardOutcome]:
+        from kubernetes import client
+
+        batch, core = client.BatchV1Api(self.api), client.CoreV1Api(self.api)
+        namespace = self.settings["namespace"]
+        pending_since: dict[str, float] = {}
+        while any(not r.finished for r in runs):
+            for run in runs:
+                if run.finished:
+                    continue
+                pods = _pods_of(core, namespace, run.name)
+                for pod in pods:
+                    self._read_events(core, namespace, run, pod, pods, on_event)
+                stuck = self._stuck(run, pods, pending_since)
+                if stuck:
+                    yield from self._fail_unfinished(run, stuck, core, namespace, pods)
+                    continue
+                status = batch.read_namespaced_job_status(run.name, namespace).status
+                if status is None:  # the Job controller has not looked at it yet
+                    continue
+                for index in sorted(parse_indexes(status.completed_indexes) - run.done):
+                    run.done.add(index)
+                    yield self._success(run, index, pods)
+                for index in sorted(parse_indexes(status.failed_indexes) - run.failed - run.done):
+                    run.failed.add(index)
+                    yield self._failure(run, index, pods, core, namespace)
+                if len(run.done) + len(run.failed) >= len(run.tasks):
+                    run.finished = True
+                    for pod in pods:
+                        self._record_pod(core, namespace, run, pod)
+            if any(not r.finished for r in runs):
+                time.sleep(float(os.environ.get("MONTAGE_K8S_POLL", POLL_SECONDS)))
+
+    def _read_events(self, core: Any, namespace: str, run: _Run, pod: Any, pods: list[Any],
+                     on_event: Callable[[ProgressEvent], None]) -> None:
+        """New progress lines from a pod's log, shown as its node (``node-2 · analyzing …``)."""
+        phase = pod.status.phase if pod.status else ""
+        name = pod.metadata.name
+        if phase not in ("Running", "Succeeded", "Failed") or run.log_lines.get(name, 0) < 0:
+            return
+        text = _read_log(core, namespace, name)
+        lines = text.splitlines()
+        node = pod.spec.node_name or name
+        same_node = [p for p in pods if p.spec.node_name == node and (p.status.phase == "Running")]
+        worker = node if len(same_node) <= 1 else f"{node}/{pod_index(pod)}"
+        for line in lines[run.log_lines.get(name, 0):]:
+            if line.startswith('{"montage_event"'):
+                try:
+                    event = ProgressEvent(**json.loads(line)["montage_event"])
+                except (ValueError, TypeError, KeyError):
+                    continue
+                event.worker, event.host = worker, name
+                event.clip = self.paths.to_local(event.clip)
+                on_event(event)
+        run.log_lines[name] = -1 if phase in ("Succeeded", "Failed") else len(lines)
+
+    def _stuck(self, run: _Run, pods: list[Any], pending_since: dict[str, float]) -> str:
+        """Why the run's pods can never start (pull failure, wrong architecture, no node), or ``""``."""
+        timeout = float(os.environ.get("MONTAGE_K8S_PENDING_TIMEOUT", PENDING_TIMEOUT))
+        for pod in pods:
+            kind, text = failure_kind(pod)
+            if kind in ("image", "architecture"):
+                return text
+            if kind == "unschedulable":
+                first = pending_since.setdefault(pod.metadata.name, time.monotonic())
+                if time.monotonic() - first > timeout:
+                    return text
+        return ""
+
+    def _fail_unfinished(self, run: _Run, reason: str, core: Any, namespace: str,
+                         pods: list[Any]) -> Iterator[ShardOutcome]:
+        log.error("Job %s cannot run: %s", run.name, reason)
+        for pod in pods:
+            self._record_pod(core, namespace, run, pod)
+        self._delete(run.name)
+        run.finished = True
+        gpu_fallback = run.placement.fallback_to_cpu and reason.startswith("unschedulable")
+        for index, task in enumerate(run.tasks):
+            if index in run.done or index in run.failed:
+                continue
+            if gpu_fallback:  # --accel auto: no GPU node free, so the next attempt goes to CPU nodes
+                self.cpu_only.add(task.id)
+            yield ShardOutcome(task, False, error=f"{run.name}: {reason}", transient=gpu_fallback)
+
+    def _success(self, run: _Run, index: int, pods: list[Any]) -> ShardOutcome:
+        from montage_core.worker import load_result
+
+        task = run.tasks[index]
+        node = next((p.spec.node_name for p in pods if pod_index(p) == index and p.status.phase == "Succeeded"), "")
+        try:
+            result = self.paths.to_local(load_result(run.results, task.id))
+        except (OSError, EOFError, ValueError) as exc:
+            return ShardOutcome(task, False, error=f"shard finished but its result is unreadable ({exc})",
+                                transient=True, worker=node or "")
+        return ShardOutcome(task, True, result, worker=node or run.name)
+
+    def _failure(self, run: _Run, index: int, pods: list[Any], core: Any, namespace: str) -> ShardOutcome:
+        """The index is out of retries (or failed at once): say why, and how the next attempt differs."""
+        task = run.tasks[index]
+        tried = [p for p in pods if pod_index(p) == index and p.status.phase == "Failed"]
+        if not tried:
+            return ShardOutcome(task, False, error=f"shard {task.id} failed with no pod left to say why", transient=True)
+        last = max(tried, key=lambda p: p.metadata.creation_timestamp or "")
+        tail = _read_log(core, namespace, last.metadata.name)
+        kind, diagnosis = failure_kind(last, tail)
+        node = last.spec.node_name or ""
+        if kind == "bad-input":
+            errors = [line[len("error: "):] for line in tail.splitlines() if line.startswith("error: ")]
+            return ShardOutcome(task, False, error=self.paths.to_local(errors[-1]) if errors else diagnosis,
+                                worker=node)
+        if kind == "oom":
+            bigger = more_memory(run.memory, self.settings["memory_cap"])
+            if bigger is None:
+                return ShardOutcome(task, False, error=f"OOMKilled at the memory cap {run.memory} "
+                                    "(raise memory_cap in montage config)", worker=node)
+            self.memory[task.id] = bigger
+            return ShardOutcome(task, False, error=f"OOMKilled with {run.memory}; next try with {bigger}",
+                                transient=True, worker=node)
+        return ShardOutcome(task, False, error=diagnosis, transient=kind != "architecture", worker=node)
+
+    def _record_pod(self, core: Any, namespace: str, run: _Run, pod: Any) -> None:
+        """A finished pod's log and diagnosis into the job store (the web UI's log panel reads them)."""
+        name = pod.metadata.name
+        if name in run.recorded or self.store is None or not self.job_id:
+            return
+        phase = pod.status.phase if pod.status else ""
+        if phase in ("Running",):
+            return
+        run.recorded.add(name)
+        text = _read_log(core, namespace, name) if phase in ("Succeeded", "Failed") else ""
+        diagnosis = diagnose_pod(pod, text) if phase != "Succeeded" else ""
+        self.store.worker_log(self.job_id, name, stage=run.tasks[0].stage, node=pod.spec.node_name or "",
+                              diagnosis=diagnosis, text=text)
+
+    def close(self) -> None:
+        for run in list(self._live):
+            self._delete(run.name)
+        self._live.clear()
+
+
+def _sources(task: ShardTask) -> list[str]:
+    """Media a shard reads: the clip, and a render segment's sources."""
+    sources = [task.clip] if task.clip else []
+    for part in ("main", "blend"):
+        value = task.payload.get(part)
+        if isinstance(value, dict) and value.get("source"):
+            sources.append(value["source"])
+    return sources
+
+
+def _pods_of(core: Any, namespace: str, job_name: str) -> list[Any]:
+    selector = f"batch.kubernetes.io/job-name={job_name}"
+    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+    # the label selector is the API server's to apply; checking again costs nothing
+    return [p for p in pods if (p.metadata.labels or {}).get("batch.kubernetes.io/job-name") == job_name]
+
+
+def _read_log(core: Any, namespace: str, pod: str, previous: bool = False) -> str:
+    from kubernetes.client import ApiException
+
+    try:
+        return core.read_namespaced_pod_log(pod, namespace, previous=previous) or ""
+    except ApiException:  # not started yet, or already gone
+        return ""
+

@@ -1,0 +1,85 @@
+"""Which nodes a stage's shards go to, and with which accelerator.
+
+Extended resources cannot be requested "if present", so GPU work is placed per vendor: the
+render shards are split across one Job per GPU vendor the cluster has (``gpu_vendors``), each
+requesting its vendor's device (``nvidia.com/gpu``, ``amd.com/gpu``, ``gpu.intel.com/i915``) and
+pinned by node affinity to that vendor's nodes, from the accelerator plugins' metadata. Each
+node then resolves the encoder arguments for the device it really has (see :mod:`.node`), so in
+a mixed AMD + NVIDIA cluster AMD nodes encode with VA-API and NVIDIA nodes with NVENC.
+
+``--accel auto`` prefers GPU nodes and still runs on CPU-only ones: with no GPU vendor
+configured every shard goes to a CPU Job, and a GPU Job whose pods find no node within the
+pending timeout hands its shards to a CPU Job on the next attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from montage_core.interfaces import ShardTask
+
+
+@dataclass
+class Placement:
+    tasks: list[ShardTask]
+    vendor: str | None = None
+    accelerator: Any = None
+    required: bool = False
+    #: unschedulable pods send the shards to CPU nodes instead of failing them (``--accel auto``)
+    fallback_to_cpu: bool = False
+    #: merged into every shard's payload: the accelerator the node should resolve
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def gpu_vendors(settings: dict[str, Any]) -> list[str]:
+    return [v.strip() for v in str(settings.get("gpu_vendors", "")).split(",") if v.strip()]
+
+
+def vendor_accelerators(accelerators: list[Any], vendors: list[str]) -> dict[str, Any]:
+    """For each vendor the best (highest priority) accelerator that can schedule onto its nodes."""
+    out: dict[str, Any] = {}
+    for vendor in vendors:
+        fitting = [a for a in accelerators if vendor in a.k8s_resources]
+        if fitting:
+            out[vendor] = max(fitting, key=lambda a: (a.priority, a.name))
+    return out
+
+
+def _split(tasks: list[ShardTask], buckets: int) -> list[list[ShardTask]]:
+    return [tasks[i::buckets] for i in range(buckets)]
+
+
+def place_tasks(tasks: list[ShardTask], settings: dict[str, Any], cpu_only: set[str],
+                accelerators: list[Any] | None = None) -> list[Placement]:
+    """Placements for one stage's shards; analysis (and ``--accel software``) goes anywhere."""
+    from montage_core.errors import UnknownChoiceError
+
+    if not tasks or "encoders" not in tasks[0].payload:
+        return [Placement(list(tasks))]
+    if accelerators is None:
+        from montage_core.plugins import get_manager
+
+        accelerators = list(get_manager().accelerators)
+    choice = tasks[0].payload.get("accel", "auto")
+    vendors = gpu_vendors(settings)
+    if choice == "software":
+        return [Placement(list(tasks), payload={"accel": "software"})]
+    if choice != "auto":
+        by_name = {a.name: a for a in accelerators}
+        if choice not in by_name:
+            raise UnknownChoiceError("accelerator", choice, ["auto", *by_name])
+        accel = by_name[choice]
+        wanted = [v for v in vendors if v in accel.k8s_resources] or list(accel.k8s_resources)[:1]
+        if not wanted:  # an accelerator without scheduling metadata: any node, resolved there
+            return [Placement(list(tasks), payload={"accel": choice})]
+        return [Placement(part, vendor, accel, required=True, payload={"accel": choice})
+                for vendor, part in zip(wanted, _split(list(tasks), len(wanted))) if part]
+    gpus = vendor_accelerators(accelerators, vendors)
+    on_gpu = [t for t in tasks if t.id not in cpu_only] if gpus else []
+    placements = [Placement(part, vendor, accel, required=True, fallback_to_cpu=True, payload={"accel": accel.name})
+                  for (vendor, accel), part in zip(gpus.items(), _split(on_gpu, len(gpus) or 1)) if part]
+    rest = [t for t in tasks if t not in on_gpu]
+    if rest:
+        placements.append(Placement(rest, payload={"accel": "auto"}))
+    return placements

@@ -1,0 +1,112 @@
+"""``montage run --backend k8s`` against an API server (kmock) whose Jobs run as real local workers.
+
+The coordinator is the real ``montage`` command; the only fake is the cluster behind the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Fault, FakeCluster, serve_pod_logs
+
+from montage_core.testing import MediaFactory, run_cli
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
+RUN = ["--resolution", "320x180", "--fps", "25", "--quality", "preview", "--seed", "5"]
+SHOTS = [[(0, 2.0), (1, 2.0)], [(2, 2.0), (3, 2.0)], [(4, 2.0), (5, 2.0)], [(6, 2.0), (7, 2.0)]]
+
+
+@pytest.fixture
+def volume(tmp_path: Path, media: MediaFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared volume, seen at the same path by the coordinator and by the pods."""
+    data = tmp_path / "nfs data"
+    clips = data / "clips"
+    clips.mkdir(parents=True)
+    for k, shots in enumerate(SHOTS):
+        clip, _ = media.clip(shots)
+        shutil.copy(clip, clips / f"clip {k}.mp4")
+    music, _ = media.music(seconds=8)
+    shutil.copy(music, data / "music.wav")
+    monkeypatch.setenv("MONTAGE_MOUNT_PATH", str(data))
+    monkeypatch.setenv("MONTAGE_CACHE_DIR", str(data / "cache"))
+    monkeypatch.setenv("MONTAGE_IMAGE", "127.0.0.1:5000/montage:test")
+    monkeypatch.setenv("MONTAGE_K8S_PARALLELISM", "2")
+    return data
+
+
+def _api() -> Any:
+    from montage_backend_k8s.config import api_client
+
+    return api_client()
+
+
+async def _run_k8s(kube: Any, volume: Path, out: Path, faults: list[Fault], *extra: str) -> tuple[Any, FakeCluster]:
+    with FakeCluster(_api(), "montage", volume.parent / "pod-logs") as cluster:
+        cluster.faults = faults
+        serve_pod_logs(kube, cluster)
+        proc = await asyncio.to_thread(run_cli, "run", str(volume / "clips"), "--music", str(volume / "music.wav"),
+                                       "-o", str(out), "--backend", "k8s", *RUN, *extra)
+    return proc, cluster
+
+
+async def test_k8s_run_equals_the_local_run_and_only_failed_shards_rerun(
+        kube: Any, volume: Path, tmp_path: Path) -> None:
+    local = await asyncio.to_thread(run_cli, "run", str(volume / "clips"), "--music", str(volume / "music.wav"),
+                                    "-o", str(tmp_path / "local.mp4"), "--no-cache", *RUN,
+                                    env={"MONTAGE_CACHE_DIR": str(tmp_path / "local-cache")})
+    assert local.returncode == 0, local.stderr
+    faults = [Fault("oom-below", "analysis", "analysis-0001", memory="4Gi"),  # needs twice the default 2Gi
+              Fault("drain", "render", "segment-0002")]
+    proc, cluster = await _run_k8s(kube, volume, tmp_path / "k8s.mp4", faults)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "k8s.timeline.json").read_text() == (tmp_path / "local.timeline.json").read_text()
+
+    runs: dict[str, list[str]] = {}
+    for job, shard, memory in cluster.started:
+        runs.setdefault(shard, []).append(memory)
+    # the OOM-killed shard: 3 tries at 2Gi (backoffLimitPerIndex 2), then alone in a new Job with more memory
+    assert runs["analysis-0001"] == ["2Gi", "2Gi", "2Gi", "4096Mi"], runs
+    assert len({job for job, shard, _ in cluster.started if shard == "analysis-0001"}) == 2
+    # every other analysis shard ran exactly once: nothing is redone
+    assert all(len(runs[f"analysis-{k:04d}"]) == 1 for k in (0, 2, 3)), runs
+    # the drained pod's shard ran again without using up a retry; no other segment ran twice
+    assert len(cluster.evicted) == 1 and len(runs["segment-0002"]) == 2
+    assert all(len(v) == 1 for k, v in runs.items() if k.startswith("segment-") and k != "segment-0002")
+    # one progress line per node, as the pods reported it
+    nodes = {line.split(" · ")[1].split("/")[0] for line in proc.stderr.splitlines()
+             if line.startswith(("analysis ", "render ")) and " · " in line}
+    assert nodes and nodes <= {"node-1", "node-2"}, proc.stderr
+    assert "OOMKilled with 2Gi; next try with 4096Mi" in proc.stderr
+    assert "render 8/" not in proc.stderr  # the re-run of the evicted shard is not counted twice
+
+    logs = await asyncio.to_thread(run_cli, "logs", _last_job_id())
+    assert logs.returncode == 0, logs.stderr
+    assert "OOMKilled" in logs.stdout and "evicted (Eviction API" in logs.stdout
+    assert logs.stdout.count("── ") >= len(cluster.started)  # every pod, with its log
+
+
+def _last_job_id() -> str:
+    from montage_core.jobstore import JobStore
+
+    return JobStore().jobs(1)[0]["id"]
+
+
+async def test_bad_clip_fails_its_index_at_once_and_the_rest_is_used(kube: Any, volume: Path, tmp_path: Path) -> None:
+    (volume / "clips" / "broken $(x) 'q'.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 4000)
+    proc, cluster = await _run_k8s(kube, volume, tmp_path / "out.mp4", [])
+    assert proc.returncode == 0, proc.stderr
+    broken = [shard for _, shard, _ in cluster.started if shard.startswith("analysis-")]
+    # skipped at probe time on the coordinator, or failed once in its pod (exit 3 fails the index)
+    assert len(broken) == len(set(broken)), cluster.started
+    assert "broken $(x) 'q'.mp4" in proc.stderr
+
+
+async def test_image_pull_failure_fails_fast_with_the_diagnosis(kube: Any, volume: Path, tmp_path: Path) -> None:
+    proc, cluster = await _run_k8s(kube, volume, tmp_path / "out.mp4", [Fault("image", "analysis")])
+    assert proc.returncode == 1
+    assert "cannot pull image 127.0.0.1:5000/montage:test: ImagePullBackOff" in proc.stderr
+    assert not (tmp_path / "out.mp4").exists() and not cluster.started
