@@ -115,7 +115,9 @@ def api_client(context: str | None = None) -> Any:
     if in_cluster():
         config.load_incluster_config()
         return client.ApiClient()
-    return config.new_client_from_config(context=context or None)
+    # $KUBECONFIG is read now, not when the client was imported (its default is fixed at import)
+    kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube/config")
+    return config.new_client_from_config(config_file=kubeconfig, context=context or None)
 
 
 def describe(settings: dict[str, Setting]) -> list[str]:

@@ -234,5 +234,5 @@ def check_image(image: str, *, timeout: float = 5.0, insecure: bool | None = Non
     except _CheckError as exc:
         return ImageCheck(image, problems=[str(exc)])
     except (OSError, ValueError, http.client.HTTPException) as exc:  # a registry that went away between two requests
-        return ImageCheck(image, problems=[f"registry {ref.registry} stopped answering ({_why(exc, timeout)}): "
-                                           "check it and try again"])
+        line = f"registry {ref.registry} stopped answering ({_why(exc, timeout)}): check it and try again"
+        return ImageCheck(image, problems=[line])

@@ -44,12 +44,13 @@ def _api() -> Any:
     return api_client()
 
 
-async def _run_k8s(kube: Any, volume: Path, out: Path, faults: list[Fault], *extra: str) -> tuple[Any, FakeCluster]:
+async def _run_k8s(kube: Any, volume: Path, out: Path, faults: list[Fault], *extra: str,
+                   timeout: float = 300) -> tuple[Any, FakeCluster]:
     with FakeCluster(_api(), "montage", volume.parent / "pod-logs") as cluster:
         cluster.faults = faults
         serve_pod_logs(kube, cluster)
         proc = await asyncio.to_thread(run_cli, "run", str(volume / "clips"), "--music", str(volume / "music.wav"),
-                                       "-o", str(out), "--backend", "k8s", *RUN, *extra)
+                                       "-o", str(out), "--backend", "k8s", *RUN, *extra, timeout=timeout)
     return proc, cluster
 
 
@@ -97,7 +98,7 @@ def _last_job_id() -> str:
 
 async def test_bad_clip_fails_its_index_at_once_and_the_rest_is_used(kube: Any, volume: Path, tmp_path: Path) -> None:
     (volume / "clips" / "broken $(x) 'q'.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 4000)
-    proc, cluster = await _run_k8s(kube, volume, tmp_path / "out.mp4", [])
+    proc, cluster = await _run_k8s(kube, volume, tmp_path / "out.mp4", [], timeout=60)
     assert proc.returncode == 0, proc.stderr
     broken = [shard for _, shard, _ in cluster.started if shard.startswith("analysis-")]
     # skipped at probe time on the coordinator, or failed once in its pod (exit 3 fails the index)

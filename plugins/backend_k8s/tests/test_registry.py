@@ -187,12 +187,12 @@ class _TokenRegistry(http.server.BaseHTTPRequestHandler):
     GRANT = ""
 
     def do_GET(self) -> None:  # http.server's naming
-        port = self.server.server_address[1]
         if self.path.startswith("/token?"):
             asked = "scope=repository%3Ateam%2Fmontage%3Apull" in self.path and "service=fake" in self.path
             self._answer(200 if asked and self.GRANT else 401, {}, json.dumps({"token": self.GRANT}).encode())
         elif self.headers.get("Authorization") != "Bearer secret-token":
-            self._answer(401, {"WWW-Authenticate": f'Bearer realm="http://127.0.0.1:{port}/token",service="fake"'})
+            realm = f"http://{self.headers['Host']}/token"
+            self._answer(401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="fake"'})
         else:
             self._answer(200, {"Docker-Content-Digest": "sha256:" + "ab" * 32}, b"{}")
 
@@ -223,7 +223,7 @@ def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
-        yield int(server.server_address[1])
+        yield server.server_port
     finally:
         server.shutdown()
         server.server_close()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from montage_backend_k8s.storage import mount_of, probe_storage
 
@@ -25,7 +26,7 @@ print(json.dumps(probe_storage(d, min_free_bytes=0).to_dict()))
 """
 
 
-def _probe_in_namespace(d: Path) -> dict | None:
+def _probe_in_namespace(d: Path) -> dict[str, Any] | None:
     """The report from a child in its own mount namespace, or None when this machine does not permit one."""
     try:
         done = subprocess.run(["unshare", "-m", sys.executable, "-c", PROBE_SCRIPT, str(d)],
