@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .errors import MontageError
+from .errors import MontageError, PreflightError
 
 
 class _OneLineFormatter(logging.Formatter):
@@ -414,6 +414,29 @@ def cache(clear: bool) -> None:
 
 
 @cli.command()
+@click.option("--backend", default="local", show_default=True, help="Backend whose pre-flight checks to run.")
+@click.option("--scheduler", default=None, help="Cluster address or context, as for montage run.")
+def preflight(backend: str, scheduler: str | None) -> None:
+    """Check a backend before submitting work: each problem on one line with its fix; exit 1 if any."""
+    from .pipeline import run_preflight
+    from .plugins import get_manager
+
+    manager = get_manager()
+    chosen = manager.backends.get(backend)
+    if reason := chosen.availability():
+        raise MontageError(f"backend {backend!r} is not available: {reason}")
+    chosen.configure(scheduler=scheduler)
+    checks = [c.name for c in manager.preflight_checks if c.applies_to(backend)]
+    try:
+        run_preflight(manager, chosen, {})
+    except PreflightError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"pre-flight passed for backend {backend} ({', '.join(checks) or 'no checks registered'})")
+
+
+@cli.command()
 @click.option("--shards", "shard_file", required=True, type=click.Path(dir_okay=False),
               help="Shard file written by a cluster backend.")
 @click.option("--index", type=int, default=None, help="Which shard (default $JOB_COMPLETION_INDEX).")
@@ -475,6 +498,10 @@ def main() -> None:
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
+        sys.exit(exc.exit_code)
+    except PreflightError as exc:  # one line per problem, each with its fix
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
         sys.exit(exc.exit_code)
     except MontageError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -18,6 +18,13 @@ def montage_register_backends(register: Callable[[Any], None]) -> None:
 
 
 @hookimpl
+def montage_register_preflight_checks(register: Callable[[Any], None]) -> None:
+    from .preflight import ClusterPreflight
+
+    register(ClusterPreflight())
+
+
+@hookimpl
 def montage_register_commands(cli: Any) -> None:
     import click
 
@@ -62,3 +69,18 @@ def montage_register_commands(cli: Any) -> None:
         click.echo(format_logs(found, events=events))
 
     cli.add_command(logs_command)
+
+    @click.command("k8s-probe-storage", hidden=True)
+    @click.argument("path")
+    def probe_storage_command(path: str) -> None:
+        """Inside a pod: write, read and delete a probe file at PATH; one JSON line with the report."""
+        import json
+        import sys
+
+        from .storage import probe_storage
+
+        report = probe_storage(path)
+        click.echo(json.dumps({"montage_storage": {**report.to_dict(), "describe": report.describe()}}))
+        sys.exit(0 if report.ok else 1)
+
+    cli.add_command(probe_storage_command)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Fault, FakeCluster, serve_pod_logs
+from k8s_fakes import REPO, Fault, FakeCluster, serve_pod_logs
 
 from montage_core.testing import MediaFactory, run_cli
 
@@ -21,7 +21,7 @@ SHOTS = [[(0, 2.0), (1, 2.0)], [(2, 2.0), (3, 2.0)], [(4, 2.0), (5, 2.0)], [(6, 
 
 
 @pytest.fixture
-def volume(tmp_path: Path, media: MediaFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def volume(tmp_path: Path, media: MediaFactory, registry: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
     """The shared volume, seen at the same path by the coordinator and by the pods."""
     data = tmp_path / "nfs data"
     clips = data / "clips"
@@ -33,7 +33,7 @@ def volume(tmp_path: Path, media: MediaFactory, monkeypatch: pytest.MonkeyPatch)
     shutil.copy(music, data / "music.wav")
     monkeypatch.setenv("MONTAGE_MOUNT_PATH", str(data))
     monkeypatch.setenv("MONTAGE_CACHE_DIR", str(data / "cache"))
-    monkeypatch.setenv("MONTAGE_IMAGE", "127.0.0.1:5000/montage:test")
+    monkeypatch.setenv("MONTAGE_IMAGE", f"{registry[0]}/{REPO}:1.0")
     monkeypatch.setenv("MONTAGE_K8S_PARALLELISM", "2")
     return data
 
@@ -87,7 +87,9 @@ async def test_k8s_run_equals_the_local_run_and_only_failed_shards_rerun(
     logs = await asyncio.to_thread(run_cli, "logs", _last_job_id())
     assert logs.returncode == 0, logs.stderr
     assert "OOMKilled" in logs.stdout and "evicted (Eviction API" in logs.stdout
-    assert logs.stdout.count("── ") >= len(cluster.started)  # every pod, with its log
+    worker_pods = [job for job, shard, _ in cluster.started if shard]  # not the pre-flight storage probe
+    assert logs.stdout.count("── ") == len(worker_pods)  # every pod of every stage and retry, with its log
+    assert any(job.startswith("montage-preflight-") for job, _, _ in cluster.started)
 
 
 def _last_job_id() -> str:
@@ -106,8 +108,12 @@ async def test_bad_clip_fails_its_index_at_once_and_the_rest_is_used(kube: Any, 
     assert "broken $(x) 'q'.mp4" in proc.stderr
 
 
-async def test_image_pull_failure_fails_fast_with_the_diagnosis(kube: Any, volume: Path, tmp_path: Path) -> None:
+async def test_image_pull_failure_fails_fast_with_the_diagnosis(kube: Any, volume: Path, tmp_path: Path,
+                                                               registry: tuple[str, str]) -> None:
+    """The registry has the image, yet the nodes cannot pull it (a node-side credential or network problem)."""
     proc, cluster = await _run_k8s(kube, volume, tmp_path / "out.mp4", [Fault("image", "analysis")])
     assert proc.returncode == 1
-    assert "cannot pull image 127.0.0.1:5000/montage:test: ImagePullBackOff" in proc.stderr
-    assert not (tmp_path / "out.mp4").exists() and not cluster.started
+    pinned = f"{registry[0]}/{REPO}@{registry[1]}"  # the tag was resolved to its digest before submitting
+    assert f"cannot pull image {pinned}: ImagePullBackOff" in proc.stderr
+    assert not (tmp_path / "out.mp4").exists()
+    assert not [shard for _, shard, _ in cluster.started if shard]  # no worker ran: nothing to wait for

@@ -26,99 +26,12 @@ from pathlib import Path
 
 import pytest
 
+from k8s_fakes import REGISTRY_BIN, REPO, _free_port, _http
 from montage_backend_k8s.registry import ImageRef, check_image, parse_image
 from montage_core.errors import UsageError
 
-REGISTRY_BIN = Path("/usr/bin/docker-registry")
 pytestmark = pytest.mark.skipif(not REGISTRY_BIN.exists(),
                                 reason="needs /usr/bin/docker-registry (Debian package docker-registry)")
-SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
-REPO = "team/montage"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _http(method: str, url: str, body: bytes | None = None, content_type: str = "") -> tuple[int, dict[str, str]]:
-    headers = {"Content-Type": content_type} if content_type else {}
-    request = urllib.request.Request(url, data=body, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=5) as resp:
-            return resp.status, dict(resp.headers)
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers)
-
-
-def _push_blob(base: str, data: bytes) -> dict[str, object]:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    status, headers = _http("POST", f"{base}/v2/{REPO}/blobs/uploads/")
-    assert status == 202, status
-    location = headers["Location"]
-    location = location if location.startswith("http") else base + location
-    status, _ = _http("PUT", f"{location}{'&' if '?' in location else '?'}digest={digest}", data,
-                      "application/octet-stream")
-    assert status == 201, status
-    return {"mediaType": "", "size": len(data), "digest": digest}
-
-
-def _push_image(base: str, tags: list[str]) -> str:
-    """Push a one-layer image under every tag; returns the manifest digest the registry answered."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        info = tarfile.TarInfo("hello.txt")
-        info.size = 6
-        tar.addfile(info, io.BytesIO(b"hello\n"))
-    layer = _push_blob(base, gzip.compress(raw.getvalue(), mtime=0))
-    layer["mediaType"] = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
-        "type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]}}).encode()
-    cfg = _push_blob(base, config)
-    cfg["mediaType"] = "application/vnd.docker.container.image.v1+json"
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": SCHEMA2, "config": cfg, "layers": [layer]}).encode()
-    digests = set()
-    for tag in tags:
-        status, headers = _http("PUT", f"{base}/v2/{REPO}/manifests/{tag}", manifest, SCHEMA2)
-        assert status == 201, status
-        digests.add(headers["Docker-Content-Digest"])
-    (digest,) = digests
-    return digest
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(host:port, digest of REPO:1.0) of a running registry holding REPO:1.0 and REPO:latest."""
-    root = tmp_path_factory.mktemp("registry")
-    port = _free_port()
-    config = root / "config.yml"
-    config.write_text("version: 0.1\nlog:\n  level: error\n"
-                      f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n")
-    proc = subprocess.Popen([str(REGISTRY_BIN), "serve", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if _http("GET", f"{base}/v2/")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.poll() is not None and proc.stderr else ""
-                pytest.fail(f"docker-registry did not start: {err.strip()[-500:]}")
-            time.sleep(0.05)
-        yield f"127.0.0.1:{port}", _push_image(base, ["1.0", "latest"])
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_present_by_tag_resolves_the_digest(registry: tuple[str, str]) -> None:

@@ -1,0 +1,184 @@
+"""Pre-flight for Kubernetes jobs: everything that would otherwise fail after the Jobs are created.
+
+Run by ``montage preflight --backend k8s`` and, through the pre-flight hook, before every k8s job:
+
+1. the API answers; the namespace, service account and PVC exist (where this user may read
+   them), the PVC is ReadWriteMany; RBAC allows every verb the backend uses (one
+   ``SelfSubjectAccessReview`` per verb, which every authenticated user may ask);
+2. the registry answers its ``/v2/`` API and has the image; a tag is resolved to its digest now,
+   so every Job of the run pulls the same image even if the tag moves;
+3. the shared volume, from the coordinator and from inside the cluster: a one-pod Job writes,
+   reads and deletes a probe file at the mount path and reports the mount's type and free space.
+
+Each problem is one line naming what is missing and how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from montage_core.interfaces import PreflightCheck
+
+log = logging.getLogger("montage.k8s.preflight")
+
+#: (verb, API group, resource, subresource) the backend uses; deploy/base's Role grants exactly these
+NEEDED = [("create", "batch", "jobs", ""), ("get", "batch", "jobs", ""), ("list", "batch", "jobs", ""),
+          ("delete", "batch", "jobs", ""), ("get", "", "pods", ""), ("list", "", "pods", ""),
+          ("get", "", "pods", "log")]
+FIX_RBAC = "kubectl apply -k deploy/base (Role montage: jobs, pods, pods/log) and bind it to this user"
+PROBE_TIMEOUT = 120.0
+
+
+def _status(exc: Exception) -> int:
+    return int(getattr(exc, "status", 0) or 0)
+
+
+def check_access(api: Any, settings: dict[str, Any]) -> list[str]:
+    """Namespace, service account, PVC and RBAC; stops at the first sign the API is unreachable."""
+    from kubernetes import client
+    from kubernetes.client import ApiException
+
+    core, namespace = client.CoreV1Api(api), settings["namespace"]
+    problems: list[str] = []
+    try:
+        core.read_namespace(namespace)
+    except ApiException as exc:
+        if _status(exc) == 404:
+            return [f"namespace {namespace} does not exist: kubectl apply -k deploy/base, or set MONTAGE_K8S_NAMESPACE"]
+        if _status(exc) not in (401, 403):
+            problems.append(f"namespace {namespace}: the API server answered {_status(exc)} ({exc.reason})")
+        if _status(exc) == 401:
+            return [f"the Kubernetes API refused the credentials (401): refresh the kubeconfig ({exc.reason})"]
+    except Exception as exc:  # connection refused, DNS, TLS: nothing else can be checked
+        host = api.configuration.host
+        return [f"cannot reach the Kubernetes API at {host} ({type(exc).__name__}): check KUBECONFIG and the context"]
+    auth = client.AuthorizationV1Api(api)
+    denied = []
+    for verb, group, resource, sub in NEEDED:
+        review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(
+            resource_attributes=client.V1ResourceAttributes(namespace=namespace, verb=verb, group=group,
+                                                            resource=resource, subresource=sub or None)))
+        try:
+            answer = auth.create_self_subject_access_review(review)
+        except ApiException as exc:
+            return problems + [f"cannot ask the API server what this user may do ({_status(exc)} {exc.reason}): "
+                               "check the kubeconfig's user"]
+        if not (answer.status and answer.status.allowed):
+            denied.append(f"{verb} {resource}{'/' + sub if sub else ''}{'.' + group if group else ''}")
+    if denied:
+        problems.append(f"not allowed to {', '.join(denied)} in namespace {namespace}: {FIX_RBAC}")
+    for kind, read, name, fix in (
+            ("service account", core.read_namespaced_service_account, settings["service_account"],
+             "kubectl apply -k deploy/base, or set MONTAGE_SERVICE_ACCOUNT"),
+            ("PVC", core.read_namespaced_persistent_volume_claim, settings["pvc"],
+             "kubectl apply -k deploy/base (an RWX claim), or set PVC_NAME")):
+        try:
+            found = read(name, namespace)
+        except ApiException as exc:
+            if _status(exc) == 404:
+                problems.append(f"{kind} {name} does not exist in namespace {namespace}: {fix}")
+            continue  # 403: the least-privilege Role may not read it; the pods will tell
+        if kind == "PVC":
+            modes = (found.spec.access_modes or []) if found.spec else []
+            if "ReadWriteMany" not in modes:
+                problems.append(f"PVC {name} is {', '.join(modes) or 'without access modes'}: pods on different "
+                                "nodes cannot share it; use a ReadWriteMany storage class (NFS, CephFS)")
+            elif found.status and found.status.phase and found.status.phase != "Bound":
+                problems.append(f"PVC {name} is {found.status.phase}, not Bound: check its storage class "
+                                f"(kubectl describe pvc {name} -n {namespace})")
+    return problems
+
+
+def check_registry(settings: dict[str, Any]) -> list[str]:
+    """The image is in the registry; pins ``image_pinned`` to its digest for the run's Jobs."""
+    from .registry import check_image
+
+    check = check_image(settings["image"])
+    if check.ok and check.pinned:
+        settings["image_pinned"] = check.pinned
+        log.info("image %s is %s", settings["image"], check.pinned)
+    return check.problems
+
+
+def check_local_volume(settings: dict[str, Any]) -> list[str]:
+    """The coordinator writes shard files and reads results at ``local_mount``."""
+    from .storage import probe_storage
+
+    report = probe_storage(settings["local_mount"], min_free_bytes=0)
+    if report.ok:
+        log.info("shared volume here: %s", report.describe())
+        return []
+    return [f"on this machine (local_mount): {report.problem}"]
+
+
+def check_volume_in_cluster(api: Any, settings: dict[str, Any], timeout: float = PROBE_TIMEOUT) -> list[str]:
+    """A one-pod Job writes, reads and deletes a probe file at the mount path, as the workers will."""
+    from kubernetes import client
+
+    from .backend import _pods_of, _read_log
+    from .diagnose import failure_kind
+    from .jobs import job_manifest
+
+    namespace = settings["namespace"]
+    name = f"montage-preflight-{uuid.uuid4().hex[:8]}"
+    job = job_manifest(name=name, namespace=namespace, image=settings.get("image_pinned") or settings["image"],
+                       pvc=settings["pvc"], mount_path=settings["mount_path"], stage="preflight", shards=1,
+                       shard_file="", retries_per_index=0, memory="256Mi", cpu="100m",
+                       service_account=settings["service_account"],
+                       command=["k8s-probe-storage", settings["mount_path"]])
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    batch.create_namespaced_job(namespace, job)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for pod in _pods_of(core, namespace, name):
+                kind, why = failure_kind(pod)
+                if kind in ("image", "architecture"):
+                    return [f"storage probe pod {pod.metadata.name} cannot run: {why}"]
+                if pod.status and pod.status.phase in ("Succeeded", "Failed"):
+                    return _probe_answer(_read_log(core, namespace, pod.metadata.name), pod, settings)
+            time.sleep(0.5)
+        return [f"storage probe Job {name} did not finish in {timeout:.0f} s: kubectl describe job {name} -n {namespace}"]
+    finally:
+        try:
+            batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except Exception as exc:
+            log.warning("could not delete Job %s: %s", name, exc)
+
+
+def _probe_answer(text: str, pod: Any, settings: dict[str, Any]) -> list[str]:
+    from .diagnose import failure_kind
+
+    for line in text.splitlines():
+        if line.startswith('{"montage_storage"'):
+            report = json.loads(line)["montage_storage"]
+            if report["ok"]:
+                log.info("shared volume in the cluster (node %s): %s", pod.spec.node_name or "?", report["describe"])
+                return []
+            return [f"in the cluster (PVC {settings['pvc']}, node {pod.spec.node_name or '?'}): {report['problem']}"]
+    return [f"storage probe pod {pod.metadata.name} gave no report: {failure_kind(pod, text)[1]}"]
+
+
+class ClusterPreflight(PreflightCheck):
+    name = "k8s"
+    description = "API access and RBAC, namespace/service account/PVC, registry and image, the shared volume"
+
+    def applies_to(self, backend: str) -> bool:
+        return backend == "k8s"
+
+    def run(self, context: dict[str, Any]) -> list[str]:
+        backend = context["backend"]
+        settings = backend.settings
+        problems = check_registry(settings) + check_local_volume(settings)
+        try:
+            api = backend.api
+        except Exception as exc:  # a broken kubeconfig
+            return problems + [f"cannot load the cluster configuration: {exc}"]
+        access = check_access(api, settings)
+        if access or problems or context.get("skip_storage_probe"):
+            return problems + access
+        return check_volume_in_cluster(api, settings)

@@ -1,0 +1,437 @@
+"""A Kubernetes API for tests: kmock's in-memory API server, plus a test-side Job controller.
+
+Only the cluster is fake, and only at its API: the backend and ``montage logs`` use the official
+client unchanged, through a kubeconfig pointing at kmock. :class:`FakeCluster` plays the
+kube-controller-manager and the kubelets: it watches Indexed Jobs over the same API, runs every
+index as a real local ``montage worker`` process (the pod), serves its output as the pod log, and
+applies ``backoffLimitPerIndex`` and the Job's ``podFailurePolicy`` as Kubernetes does. Faults are
+injected where a cluster would produce them: the OOM killer, a node drain, an image that cannot
+be pulled.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kmock import KubernetesObjectNotFoundError
+from kmock import resource as kmock_resource
+
+
+
+#: runs argv[2:] with argv[1] bind-mounted read-only in a private mount namespace (under unshare -m)
+READ_ONLY_MOUNT = """
+import os, subprocess, sys
+path = sys.argv[1]
+subprocess.run(["mount", "--bind", path, path], check=True)
+subprocess.run(["mount", "-o", "remount,bind,ro", path], check=True)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def read_only_mounts_work() -> bool:
+    probe = subprocess.run(["unshare", "-m", "--", "mount", "--bind", "/tmp", "/tmp"], capture_output=True)
+    return probe.returncode == 0
+
+
+@dataclass
+class Fault:
+    """``kind``: ``oom-below`` (OOMKilled while the memory limit is under ``memory``), ``drain``
+    (evicted once, mid-shard), ``image`` (every pod of the stage's Job stuck in ImagePullBackOff),
+    ``read-only`` (the shared volume mounted read-only in the pod)."""
+
+    kind: str
+    stage: str
+    shard: str = ""  # task id (e.g. analysis-0001); "" = every shard of the stage
+    memory: str = "4Gi"
+    times: int = 1  # drains: how many times it happens
+
+
+@dataclass
+class _Index:
+    failures: int = 0
+    state: str = "pending"  # pending | running | succeeded | failed
+    pod: str = ""
+
+
+@dataclass
+class _JobState:
+    indexes: dict[int, _Index] = field(default_factory=dict)
+    done: bool = False
+
+
+def _mebibytes(quantity: str) -> float:
+    from montage_backend_k8s.backend import memory_bytes
+
+    return memory_bytes(quantity) / 2**20
+
+
+class FakeCluster:
+    """Job controller and kubelets for ``namespace``, running pods as local processes."""
+
+    def __init__(self, api: Any, namespace: str, logs: Path, nodes: tuple[str, ...] = ("node-1", "node-2")):
+        self.api, self.namespace, self.logs, self.nodes = api, namespace, logs, nodes
+        self.faults: list[Fault] = []
+        self.jobs: dict[str, _JobState] = {}
+        self.processes: dict[str, tuple[subprocess.Popen[bytes], dict[str, Any]]] = {}
+        self.started: list[tuple[str, str, str]] = []  # (job, shard id, memory) for every pod that ran
+        self.evicted: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="fake-cluster", daemon=True)
+        self._node = 0
+        logs.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> FakeCluster:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for proc, _ in self.processes.values():
+            if proc.poll() is None:
+                proc.kill()
+
+    def log_of(self, pod: str) -> bytes:
+        path = self.logs / f"{pod}.log"
+        return path.read_bytes() if path.exists() else b""
+
+    def _loop(self) -> None:
+        from kubernetes import client
+
+        batch, core = client.BatchV1Api(self.api), client.CoreV1Api(self.api)
+        while not self._stop.is_set():
+            try:
+                for job in batch.list_namespaced_job(self.namespace).items:
+                    self._reconcile(job, batch, core)
+            except Exception as exc:  # keep the cluster alive; the test's assertions will tell
+                import traceback
+
+                print(f"fake cluster: {type(exc).__name__}: {str(exc).splitlines()[0]} "
+                      f"{traceback.format_exc().splitlines()[-8:]}", file=sys.stderr)
+            time.sleep(0.1)
+
+    # ------------------------------------------------------------------ the Job controller
+    def _fault(self, kind: str, job: Any, shard: str) -> Fault | None:
+        stage = job.metadata.labels.get("montage/stage", "")
+        return next((f for f in self.faults if f.kind == kind and f.stage == stage and f.shard in ("", shard)), None)
+
+    def _reconcile(self, job: Any, batch: Any, core: Any) -> None:
+        name = job.metadata.name
+        state = self.jobs.setdefault(name, _JobState({i: _Index() for i in range(job.spec.completions)}))
+        if state.done:
+            return
+        for pod_name, (proc, info) in list(self.processes.items()):
+            if info["job"] == name and proc.poll() is not None:
+                self._finished(job, state, pod_name, proc.returncode, info, batch, core)
+            elif info["job"] == name:
+                self._inject(job, pod_name, proc, info)
+        running = sum(1 for i in state.indexes.values() if i.state == "running")
+        for index, slot in state.indexes.items():
+            if slot.state == "pending" and running < (job.spec.parallelism or 1):
+                self._start_pod(job, index, slot, core)
+                running += 1
+        completed = [i for i, s in state.indexes.items() if s.state == "succeeded"]
+        failed = [i for i, s in state.indexes.items() if s.state == "failed"]
+        status: dict[str, Any] = {"completedIndexes": _ranges(completed), "failedIndexes": _ranges(failed),
+                                  "succeeded": len(completed), "failed": sum(s.failures for s in state.indexes.values())}
+        if len(completed) + len(failed) == len(state.indexes):
+            state.done = True
+            condition = ("Complete", "") if not failed else ("Failed", "FailedIndexes")
+            status["conditions"] = [{"type": condition[0], "status": "True", "reason": condition[1]}]
+        batch.patch_namespaced_job_status(name, self.namespace, {"status": status})
+
+    def _start_pod(self, job: Any, index: int, slot: _Index, core: Any) -> None:
+        container = job.spec.template.spec.containers[0]
+        node = self.nodes[self._node % len(self.nodes)]
+        self._node += 1
+        pod = f"{job.metadata.name}-{index}-{uuid.uuid4().hex[:5]}"
+        labels = {**(job.spec.template.metadata.labels or {}), "batch.kubernetes.io/job-name": job.metadata.name,
+                  "batch.kubernetes.io/job-completion-index": str(index)}
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        body = {"metadata": {"name": pod, "namespace": self.namespace, "labels": labels, "creationTimestamp": now,
+                             "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
+                "spec": {"nodeName": node, "containers": [{"name": "worker", "image": container.image,
+                                                           "args": container.args}],
+                         "restartPolicy": "Never"},
+                "status": {"phase": "Pending"}}
+        core.create_namespaced_pod(self.namespace, body)
+        slot.state, slot.pod = "running", pod
+        shard = self._shard_id(container.args, index)
+        if self._fault("image", job, shard):
+            core.patch_namespaced_pod_status(pod, self.namespace, {"status": {"phase": "Pending", "containerStatuses": [
+                {"name": "worker", "image": container.image, "imageID": "", "ready": False, "restartCount": 0,
+                 "state": {"waiting": {"reason": "ImagePullBackOff", "message":
+                           f'Back-off pulling image "{container.image}"'}}}]}})
+            return
+        env = {**os.environ, "JOB_COMPLETION_INDEX": str(index), "HOSTNAME": pod}
+        for var in container.env or []:
+            env[var.name] = node if var.value_from else var.value
+        memory = container.resources.limits.get("memory", "")
+        self.started.append((job.metadata.name, shard, memory))
+        log = (self.logs / f"{pod}.log").open("wb")
+        command = [sys.executable, "-m", "montage_core", *container.args]
+        if self._fault("read-only", job, shard):  # the kubelet mounts the volume read-only
+            mount = container.volume_mounts[0].mount_path
+            command = ["unshare", "-m", "--", sys.executable, "-c", READ_ONLY_MOUNT, mount, *command]
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.processes[pod] = (proc, {"job": job.metadata.name, "index": index, "node": node, "shard": shard,
+                                      "memory": memory, "start": time.monotonic(), "killed": ""})
+        core.patch_namespaced_pod_status(pod, self.namespace, {"status": {"phase": "Running", "startTime": now,
+                                         "containerStatuses": [_container(container.image, {"running": {"startedAt": now}})]}})
+
+    @staticmethod
+    def _shard_id(args: list[str], index: int) -> str:
+        if "--shards" not in args:  # not a worker (the storage probe)
+            return ""
+        shard_file = args[args.index("--shards") + 1]
+        return json.loads(Path(shard_file).read_text())["tasks"][index]["id"]
+
+    def _inject(self, job: Any, pod: str, proc: subprocess.Popen[bytes], info: dict[str, Any]) -> None:
+        """The OOM killer and node drains, while the pod runs (a worker takes well over 0.3 s to start)."""
+        if info["killed"] or time.monotonic() - info["start"] < 0.3:
+            return
+        oom = self._fault("oom-below", job, info["shard"])
+        if oom and _mebibytes(info["memory"]) < _mebibytes(oom.memory):
+            info["killed"] = "oom"
+        drain = self._fault("drain", job, info["shard"])
+        if drain and drain.times > 0:
+            drain.times -= 1
+            info["killed"] = "drain"
+        if info["killed"]:
+            proc.send_signal(signal.SIGKILL)
+
+    def _finished(self, job: Any, state: _JobState, pod: str, code: int, info: dict[str, Any],
+                  batch: Any, core: Any) -> None:
+        del self.processes[pod]
+        slot = state.indexes[info["index"]]
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        image = job.spec.template.spec.containers[0].image
+        if info["killed"] == "oom":
+            code, reason = 137, "OOMKilled"
+        else:
+            reason = "Completed" if code == 0 else "Error"
+        terminated = {"terminated": {"exitCode": code, "reason": reason, "finishedAt": now}}
+        status: dict[str, Any] = {"phase": "Succeeded" if code == 0 and not info["killed"] else "Failed",
+                                  "containerStatuses": [_container(image, terminated)]}
+        if info["killed"] == "drain":
+            self.evicted.append(pod)
+            status["conditions"] = [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+                                     "message": f"Eviction API: evicting (node {info['node']} drained)"}]
+            status["containerStatuses"] = [_container(image, {"terminated": {"exitCode": 137, "reason": "Error"}})]
+        core.patch_namespaced_pod_status(pod, self.namespace, {"status": status})
+        if status["phase"] == "Succeeded":
+            slot.state = "succeeded"
+            return
+        action = _policy_action(job, status)
+        if action == "Ignore":  # not counted against the index: a new pod, same retries left
+            slot.state = "pending"
+        elif action == "FailIndex":
+            slot.failures += 1
+            slot.state = "failed"
+        else:
+            slot.failures += 1
+            slot.state = "failed" if slot.failures > (job.spec.backoff_limit_per_index or 0) else "pending"
+
+
+def _container(image: str, state: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "worker", "image": image, "imageID": "", "ready": False, "restartCount": 0, "state": state}
+
+
+def _policy_action(job: Any, status: dict[str, Any]) -> str:
+    """The first ``podFailurePolicy`` rule matching the failed pod, as the Job controller applies it."""
+    conditions = {(c["type"], c["status"]) for c in status.get("conditions", [])}
+    code = status["containerStatuses"][0]["state"]["terminated"]["exitCode"]
+    for rule in (job.spec.pod_failure_policy.rules if job.spec.pod_failure_policy else []):
+        if rule.on_pod_conditions and any((p.type, p.status) in conditions for p in rule.on_pod_conditions):
+            return rule.action
+        if rule.on_exit_codes and not conditions:
+            hit = code in rule.on_exit_codes.values
+            if hit == (rule.on_exit_codes.operator == "In"):
+                return rule.action
+    return "Count"
+
+
+def _ranges(indexes: list[int]) -> str:
+    """``[0, 1, 2, 5]`` → ``"0-2,5"``, the Job status' notation."""
+    out: list[str] = []
+    for i in sorted(indexes):
+        if out and re.fullmatch(rf"(\d+-)?{i - 1}", out[-1]):
+            out[-1] = f"{out[-1].split('-')[0]}-{i}"
+        else:
+            out.append(str(i))
+    return ",".join(out)
+
+
+@pytest.fixture
+def denied() -> set[tuple[str, str]]:
+    """(verb, resource) pairs the fake API's RBAC refuses, e.g. ("delete", "jobs")."""
+    return set()
+
+
+@pytest.fixture
+def kube(kmock: Any, denied: set[tuple[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """kmock as the cluster's API server: a kubeconfig for it, pod logs, access reviews, a namespace."""
+    url = str(kmock.url).rstrip("/")
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
+        f"clusters: [{{name: test, cluster: {{server: '{url}'}}}}]\n"
+        "users: [{name: tester, user: {token: test-token}}]\n"
+        "contexts: [{name: test, context: {cluster: test, user: tester, namespace: montage}}]\n")
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    for name in ("KUBERNETES_SERVICE_HOST", "REGISTRY", "PVC_NAME", "MONTAGE_K8S_NAMESPACE", "MONTAGE_IMAGE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MONTAGE_K8S_CONFIG", str(tmp_path / "k8s.json"))
+    monkeypatch.setenv("MONTAGE_K8S_POLL", "0.2")
+    for resource in ("batch/v1/jobs", "v1/pods", "v1/namespaces", "v1/serviceaccounts", "v1/persistentvolumeclaims"):
+        kmock.resources[resource] = {}
+    # what deploy/base creates: the namespace, the service account, an RWX claim (bound)
+    namespaces = {"montage"}
+
+    def read_namespace(request: Any) -> dict[str, Any]:
+        # kmock 0.8 parses GET /api/v1/namespaces/NAME as a list of that namespace's objects;
+        # answer it the way the API server does
+        name = request.url.path.rsplit("/", 1)[-1]
+        if name not in namespaces:
+            raise KubernetesObjectNotFoundError()
+        return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "status": {"phase": "Active"}}
+
+    kmock["get", re.compile(r"/api/v1/namespaces/[^/]+")] << read_namespace
+    kmock.objects[kmock_resource("v1/serviceaccounts"), "montage", "montage"] = {
+        "metadata": {"name": "montage", "namespace": "montage"}}
+    kmock.objects[kmock_resource("v1/persistentvolumeclaims"), "montage", "montage-data"] = {
+        "metadata": {"name": "montage-data", "namespace": "montage"},
+        "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}
+
+    def access_review(request: Any) -> dict[str, Any]:
+        attrs = request.data["spec"]["resourceAttributes"]
+        resource = attrs["resource"] + (f"/{attrs['subresource']}" if attrs.get("subresource") else "")
+        allowed = (attrs["verb"], resource) not in denied
+        # reviews are answers, not objects: the API server keeps none (kmock would, and refuse the next)
+        kmock.objects[kmock_resource("authorization.k8s.io/v1/selfsubjectaccessreviews"), None, None].delete()
+        return {**request.data, "status": {"allowed": allowed, "reason": "" if allowed else "RBAC: not bound"}}
+
+    kmock["post /apis/authorization.k8s.io/v1/selfsubjectaccessreviews"] << access_review
+    return kmock
+
+
+def serve_pod_logs(kmock: Any, cluster: FakeCluster) -> None:
+    """``GET …/pods/NAME/log`` answers with the pod process's output, as text (the kubelet's job)."""
+
+    def log(request: Any) -> bytes:
+        return cluster.log_of(request.name)
+
+    kmock["get", re.compile(r"/api/v1/namespaces/[^/]+/pods/[^/]+/log")] << {"Content-Type": "text/plain"} << log
+
+
+# --------------------------------------------------------------------------- a real registry
+REGISTRY_BIN = Path("/usr/bin/docker-registry")
+SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
+REPO = "team/montage"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _http(method: str, url: str, body: bytes | None = None, content_type: str = "") -> tuple[int, dict[str, str]]:
+    headers = {"Content-Type": content_type} if content_type else {}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers)
+
+
+def _push_blob(base: str, data: bytes) -> dict[str, object]:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    status, headers = _http("POST", f"{base}/v2/{REPO}/blobs/uploads/")
+    assert status == 202, status
+    location = headers["Location"]
+    location = location if location.startswith("http") else base + location
+    status, _ = _http("PUT", f"{location}{'&' if '?' in location else '?'}digest={digest}", data,
+                      "application/octet-stream")
+    assert status == 201, status
+    return {"mediaType": "", "size": len(data), "digest": digest}
+
+
+def _push_image(base: str, tags: list[str]) -> str:
+    """Push a one-layer image under every tag; returns the manifest digest the registry answered."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"hello\n"))
+    layer = _push_blob(base, gzip.compress(raw.getvalue(), mtime=0))
+    layer["mediaType"] = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]}}).encode()
+    cfg = _push_blob(base, config)
+    cfg["mediaType"] = "application/vnd.docker.container.image.v1+json"
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": SCHEMA2, "config": cfg, "layers": [layer]}).encode()
+    digests = set()
+    for tag in tags:
+        status, headers = _http("PUT", f"{base}/v2/{REPO}/manifests/{tag}", manifest, SCHEMA2)
+        assert status == 201, status
+        digests.add(headers["Docker-Content-Digest"])
+    (digest,) = digests
+    return digest
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(host:port, digest of REPO:1.0) of a running registry holding REPO:1.0 and REPO:latest."""
+    root = tmp_path_factory.mktemp("registry")
+    port = _free_port()
+    config = root / "config.yml"
+    config.write_text("version: 0.1\nlog:\n  level: error\n"
+                      f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen([str(REGISTRY_BIN), "serve", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if _http("GET", f"{base}/v2/")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.poll() is not None and proc.stderr else ""
+                pytest.fail(f"docker-registry did not start: {err.strip()[-500:]}")
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}", _push_image(base, ["1.0", "latest"])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
