@@ -1,0 +1,143 @@
+"""``montage preflight --backend k8s`` and the pre-flight before every k8s job.
+
+Real registry (docker-registry on loopback), real file systems for the volume probe (run in a
+pod by the test-side cluster), the Kubernetes API faked by kmock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from k8s_fakes import REPO, Fault, FakeCluster, read_only_mounts_work, serve_pod_logs
+from kmock import resource
+
+from montage_core.testing import run_cli
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def settings(tmp_path: Path, registry: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    data = tmp_path / "volume"
+    data.mkdir()
+    monkeypatch.setenv("MONTAGE_MOUNT_PATH", str(data))
+    monkeypatch.setenv("MONTAGE_IMAGE", f"{registry[0]}/{REPO}:1.0")
+    return data
+
+
+def _jobs(kube: Any) -> list[str]:
+    return [name for (res, _, name) in kube.objects if res.plural == "jobs"]
+
+
+async def _preflight(kube: Any, tmp_path: Path, faults: list[Fault] | None = None, *args: str,
+                     env: dict[str, str] | None = None) -> tuple[Any, FakeCluster]:
+    from montage_backend_k8s.config import api_client
+
+    with FakeCluster(api_client(), "montage", tmp_path / "pod-logs") as cluster:
+        cluster.faults = faults or []
+        serve_pod_logs(kube, cluster)
+        proc = await asyncio.to_thread(run_cli, "preflight", "--backend", "k8s", *args, env=env, timeout=120)
+    return proc, cluster
+
+
+async def test_everything_in_place_passes(kube: Any, settings: Path, tmp_path: Path,
+                                          registry: tuple[str, str]) -> None:
+    proc, cluster = await _preflight(kube, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "pre-flight passed for backend k8s (k8s)" in proc.stdout
+    host, digest = registry
+    assert f"image {host}/{REPO}:1.0 is {host}/{REPO}@{digest}" in proc.stderr
+    # the probe ran in a pod, on the volume, and reported the mount and its free space
+    assert any(job.startswith("montage-preflight-") for job, _, _ in cluster.started)
+    line = next(l for l in proc.stderr.splitlines() if "shared volume in the cluster" in l)
+    assert f"{settings}: " in line and " free, write/read/delete OK" in line and "(node node-" in line
+    assert not list(settings.iterdir())  # the probe file was deleted
+
+
+async def test_missing_image_is_found_before_any_job_exists(kube: Any, settings: Path, tmp_path: Path,
+                                                            registry: tuple[str, str]) -> None:
+    image = f"{registry[0]}/{REPO}:9.9"
+    proc, _ = await _preflight(kube, tmp_path, env={"MONTAGE_IMAGE": image})
+    assert proc.returncode == 1
+    assert (f"error: image {image} is not in registry {registry[0]}: push it (docker push {image}) or fix "
+            "MONTAGE_IMAGE (tags there: 1.0, latest)") in proc.stderr.splitlines()
+    assert _jobs(kube) == []
+
+
+async def test_registry_down(kube: Any, settings: Path, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    proc, _ = await _preflight(kube, tmp_path, env={"MONTAGE_IMAGE": f"127.0.0.1:{port}/{REPO}:1.0"})
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"registry 127.0.0.1:{port} does not answer its /v2/ API" in errors[0]
+    assert "connection refused" in errors[0] and _jobs(kube) == []
+
+
+async def test_mount_path_missing_in_the_pod(kube: Any, settings: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "not mounted"
+    proc, _ = await _preflight(kube, tmp_path, env={"MONTAGE_MOUNT_PATH": str(missing),
+                                                    "MONTAGE_LOCAL_MOUNT": str(settings)})
+    assert proc.returncode == 1
+    assert (f"error: in the cluster (PVC montage-data, node node-1): {missing} does not exist in the pod: mount "
+            "the PVC there (volumeMounts mountPath) or set MONTAGE_MOUNT_PATH") in proc.stderr.splitlines()
+
+
+@pytest.mark.skipif(not read_only_mounts_work(), reason="needs mount namespaces (unshare -m) for a read-only mount")
+async def test_read_only_volume_in_the_pod(kube: Any, settings: Path, tmp_path: Path) -> None:
+    proc, _ = await _preflight(kube, tmp_path, [Fault("read-only", "preflight")])
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"{settings} is mounted read-only" in errors[0], proc.stderr
+    assert not list(settings.iterdir())
+
+
+async def test_rbac_namespace_account_and_claim(kube: Any, denied: set[tuple[str, str]], settings: Path,
+                                                tmp_path: Path) -> None:
+    denied.update({("delete", "jobs"), ("get", "pods/log")})
+    claim = kube.objects[resource("v1/persistentvolumeclaims"), "montage", "montage-data"]
+    claim.patch({"spec": {"accessModes": ["ReadWriteOnce"]}})
+    proc, _ = await _preflight(kube, tmp_path, env={"MONTAGE_SERVICE_ACCOUNT": "renderer"})
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: not allowed to delete jobs.batch, get pods/log in namespace montage: kubectl apply -k deploy/base "
+        "(Role montage: jobs, pods, pods/log) and bind it to this user",
+        "error: service account renderer does not exist in namespace montage: kubectl apply -k deploy/base, "
+        "or set MONTAGE_SERVICE_ACCOUNT",
+        "error: PVC montage-data is ReadWriteOnce: pods on different nodes cannot share it; use a ReadWriteMany "
+        "storage class (NFS, CephFS)",
+    ], proc.stderr
+    assert _jobs(kube) == []  # no storage probe either: nothing is submitted while anything is wrong
+
+    other = await asyncio.to_thread(run_cli, "preflight", "--backend", "k8s", env={"MONTAGE_K8S_NAMESPACE": "edits"})
+    assert "error: namespace edits does not exist: kubectl apply -k deploy/base, or set MONTAGE_K8S_NAMESPACE" \
+        in other.stderr.splitlines()
+
+
+async def test_unreachable_api(settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text("apiVersion: v1\nkind: Config\ncurrent-context: t\n"
+                      "clusters: [{name: t, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+                      "users: [{name: u, user: {token: x}}]\ncontexts: [{name: t, context: {cluster: t, user: u}}]\n")
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    proc = await asyncio.to_thread(run_cli, "preflight", "--backend", "k8s")
+    assert proc.returncode == 1
+    assert "error: cannot reach the Kubernetes API at http://127.0.0.1:9 (" in proc.stderr
+
+
+async def test_run_stops_before_submitting_when_preflight_fails(kube: Any, settings: Path, tmp_path: Path,
+                                                                registry: tuple[str, str], media: Any) -> None:
+    clip, _ = media.clip([(0, 2.0), (1, 2.0)])
+    music, _ = media.music(seconds=6)
+    proc = await asyncio.to_thread(run_cli, "run", str(clip), "--music", str(music), "-o", str(tmp_path / "o.mp4"),
+                                   "--backend", "k8s", env={"MONTAGE_IMAGE": f"{registry[0]}/{REPO}:nope"})
+    assert proc.returncode == 1
+    assert f"error: image {registry[0]}/{REPO}:nope is not in registry" in proc.stderr
+    assert _jobs(kube) == [] and not (tmp_path / "o.mp4").exists()
