@@ -169,3 +169,26 @@ def test_token_and_cancel(media_root: Path, tmp_path: Path, browser) -> None:  #
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_cluster_pod_logs_and_diagnoses_in_the_log_panel(montage_home: Path, media_root: Path, browser) -> None:
+    """Pods are deleted an hour after their Job; the job store keeps their logs for this panel."""
+    from montage_core.jobstore import JobStore
+
+    store = JobStore()
+    job_id = store.create_job("dynamic", "k8s", {})
+    store.worker_log(job_id, "montage-x-analys-1-ab12-1-f00ba", stage="analysis", node="node-2",
+                     diagnosis="OOMKilled: the shard needs more memory than its limit", text="decoding clip 1.mp4\n")
+    store.finish_job(job_id, "failed", error="1 of 4 clips failed")
+    process, url = _start_server(media_root)
+    try:
+        page = browser.new_page()
+        page.goto(f"{url}/jobs/{job_id}")
+        page.wait_for_function("document.getElementById('log').textContent.includes('OOMKilled')")
+        text = page.inner_text("#log")
+        assert "── montage-x-analys-1-ab12-1-f00ba (analysis, node node-2): OOMKilled" in text
+        assert "decoding clip 1.mp4" in text
+        page.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

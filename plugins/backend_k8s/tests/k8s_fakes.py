@@ -96,6 +96,7 @@ class FakeCluster:
         self.processes: dict[str, tuple[subprocess.Popen[bytes], dict[str, Any]]] = {}
         self.started: list[tuple[str, str, str]] = []  # (job, shard id, memory) for every pod that ran
         self.evicted: list[str] = []
+        self.evicted_nodes: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fake-cluster", daemon=True)
         self._node = 0
@@ -237,6 +238,7 @@ class FakeCluster:
                                   "containerStatuses": [_container(image, terminated)]}
         if info["killed"] == "drain":
             self.evicted.append(pod)
+            self.evicted_nodes.append(info["node"])
             status["conditions"] = [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
                                      "message": f"Eviction API: evicting (node {info['node']} drained)"}]
             status["containerStatuses"] = [_container(image, {"terminated": {"exitCode": 137, "reason": "Error"}})]
@@ -291,7 +293,8 @@ def denied() -> set[tuple[str, str]]:
 
 
 @pytest.fixture
-def kube(kmock: Any, denied: set[tuple[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def kube(kmock: Any, denied: set[tuple[str, str]], montage_home: Path, tmp_path: Path,
+         monkeypatch: pytest.MonkeyPatch) -> Any:
     """kmock as the cluster's API server: a kubeconfig for it, pod logs, access reviews, a namespace."""
     url = str(kmock.url).rstrip("/")
     config = tmp_path / "kubeconfig"

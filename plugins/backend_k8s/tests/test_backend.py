@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from k8s_fakes import REPO, Fault, FakeCluster, serve_pod_logs
 
+from montage_core.jobstore import JobStore
 from montage_core.testing import MediaFactory, run_cli
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
@@ -87,14 +88,16 @@ async def test_k8s_run_equals_the_local_run_and_only_failed_shards_rerun(
     logs = await asyncio.to_thread(run_cli, "logs", _last_job_id())
     assert logs.returncode == 0, logs.stderr
     assert "OOMKilled" in logs.stdout and "evicted (Eviction API" in logs.stdout
+    # the same logs and diagnoses are in the job store, for the web UI once the pods are gone
+    stored = JobStore().worker_logs(_last_job_id())
+    assert sum("OOMKilled" in row["diagnosis"] for row in stored) == 3
+    assert [row["node"] for row in stored if row["diagnosis"].startswith("evicted")] == [cluster.evicted_nodes[0]]
     worker_pods = [job for job, shard, _ in cluster.started if shard]  # not the pre-flight storage probe
     assert logs.stdout.count("── ") == len(worker_pods)  # every pod of every stage and retry, with its log
     assert any(job.startswith("montage-preflight-") for job, _, _ in cluster.started)
 
 
 def _last_job_id() -> str:
-    from montage_core.jobstore import JobStore
-
     return JobStore().jobs(1)[0]["id"]
 
 
