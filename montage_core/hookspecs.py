@@ -73,6 +73,11 @@ def montage_register_backends(register: Callable[[Any], None]) -> None:
     over shards, reports progress events, and reports each shard's outcome; the core engine does
     retries and persistence, so a backend only has to say whether a failure was transient (the
     worker died) or permanent (the shard's own error).
+
+    A backend whose workers run on other machines sets ``remote_nodes = True``: the job then
+    checks only the accelerator's name, and each node resolves its own encoder chain and analysis
+    decoder. ``bind_job(job_id, store)`` tells it the job its stages belong to (for labels, logs
+    and diagnoses kept in the job store).
     """
 
 
@@ -82,7 +87,9 @@ def montage_register_preflight_checks(register: Callable[[Any], None]) -> None:
 
     Called once per process. Each check's ``applies_to(backend_name)`` decides whether it runs
     for a job; ``run(context)`` returns a list of problems, each one line saying what is missing
-    and how to fix it. Any problem stops the job before work is submitted.
+    and how to fix it. Any problem stops the job before work is submitted. ``context`` holds the
+    configured ``backend`` object, and for a job also ``options`` and ``clips``;
+    ``montage preflight --backend NAME`` runs the same checks on their own.
     """
 
 

