@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -199,7 +200,8 @@ class KubernetesBackend(Backend):
                 shard_tasks = [ShardTask(t.id, t.stage, self.paths.to_pod(t.clip),
                                          self.paths.to_pod({**t.payload, "_target": target, **placement.payload}),
                                          t.total) for t in group]
-                write_shard_file(folder / "shards.json", NODE_FUNCTION, shard_tasks, self.paths.to_pod(str(folder / "results")))
+                write_shard_file(folder / "shards.json", NODE_FUNCTION, shard_tasks,
+                                 self.paths.to_pod(str(folder / "results")))
                 run = _Run(name, placement, list(group), folder / "results", memory)
                 self._submit(run, self.paths.to_pod(str(folder / "shards.json")))
                 runs.append(run)
@@ -210,6 +212,8 @@ class KubernetesBackend(Backend):
             for run in runs:
                 if not run.finished:
                     self._delete(run.name)
+                else:  # results are read; what lasts (analyses, segments) is in the cache
+                    shutil.rmtree(run.results.parent, ignore_errors=True)
                 self._live.remove(run)
 
     def _submit(self, run: _Run, shard_file: str) -> None:

@@ -146,8 +146,6 @@ class FakeCluster:
         for pod_name, (proc, info) in list(self.processes.items()):
             if info["job"] == name and proc.poll() is not None:
                 self._finished(job, state, pod_name, proc.returncode, info, batch, core)
-            elif info["job"] == name:
-                self._inject(job, pod_name, proc, info)
         running = sum(1 for i in state.indexes.values() if i.state == "running")
         for index, slot in state.indexes.items():
             if slot.state == "pending" and running < (job.spec.parallelism or 1):
@@ -198,7 +196,8 @@ class FakeCluster:
             command = ["unshare", "-m", "--", sys.executable, "-c", READ_ONLY_MOUNT, mount, *command]
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.processes[pod] = (proc, {"job": job.metadata.name, "index": index, "node": node, "shard": shard,
-                                      "memory": memory, "start": time.monotonic(), "killed": ""})
+                                      "memory": memory, "killed": ""})
+        self._inject(job, proc, self.processes[pod][1])
         core.patch_namespaced_pod_status(pod, self.namespace, {"status": {"phase": "Running", "startTime": now,
                                          "containerStatuses": [_container(container.image, {"running": {"startedAt": now}})]}})
 
@@ -209,10 +208,9 @@ class FakeCluster:
         shard_file = args[args.index("--shards") + 1]
         return json.loads(Path(shard_file).read_text())["tasks"][index]["id"]
 
-    def _inject(self, job: Any, pod: str, proc: subprocess.Popen[bytes], info: dict[str, Any]) -> None:
-        """The OOM killer and node drains, while the pod runs (a worker takes well over 0.3 s to start)."""
-        if info["killed"] or time.monotonic() - info["start"] < 0.3:
-            return
+    def _inject(self, job: Any, proc: subprocess.Popen[bytes], info: dict[str, Any]) -> None:
+        """The OOM killer and node drains strike 0.3 s into the pod (a worker takes longer to start),
+        from a timer, so that no pod can finish before its fault."""
         oom = self._fault("oom-below", job, info["shard"])
         if oom and _mebibytes(info["memory"]) < _mebibytes(oom.memory):
             info["killed"] = "oom"
@@ -221,7 +219,7 @@ class FakeCluster:
             drain.times -= 1
             info["killed"] = "drain"
         if info["killed"]:
-            proc.send_signal(signal.SIGKILL)
+            threading.Timer(0.3, proc.send_signal, (signal.SIGKILL,)).start()
 
     def _finished(self, job: Any, state: _JobState, pod: str, code: int, info: dict[str, Any],
                   batch: Any, core: Any) -> None:

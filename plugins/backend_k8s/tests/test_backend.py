@@ -6,6 +6,7 @@ The coordinator is the real ``montage`` command; the only fake is the cluster be
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -88,8 +89,13 @@ async def test_k8s_run_equals_the_local_run_and_only_failed_shards_rerun(
     logs = await asyncio.to_thread(run_cli, "logs", _last_job_id())
     assert logs.returncode == 0, logs.stderr
     assert "OOMKilled" in logs.stdout and "evicted (Eviction API" in logs.stdout
-    # the same logs and diagnoses are in the job store, for the web UI once the pods are gone
+    # the same logs and diagnoses are in the job store, for the web UI and for when the cluster is gone
     stored = JobStore().worker_logs(_last_job_id())
+    gone = tmp_path / "kubeconfig-of-a-deleted-cluster"
+    gone.write_text(Path(os.environ["KUBECONFIG"]).read_text().replace(str(kube.url).rstrip("/"), "http://127.0.0.1:9"))
+    offline = await asyncio.to_thread(run_cli, "logs", _last_job_id(), env={"KUBECONFIG": str(gone)})
+    assert offline.returncode == 0 and "showing stored logs" in offline.stderr
+    assert "OOMKilled" in offline.stdout and "evicted (Eviction API" in offline.stdout
     assert sum("OOMKilled" in row["diagnosis"] for row in stored) == 3
     assert [row["node"] for row in stored if row["diagnosis"].startswith("evicted")] == [cluster.evicted_nodes[0]]
     worker_pods = [job for job, shard, _ in cluster.started if shard]  # not the pre-flight storage probe
