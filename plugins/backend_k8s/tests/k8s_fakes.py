@@ -57,14 +57,16 @@ def read_only_mounts_work() -> bool:
 @dataclass
 class Fault:
     """``kind``: ``oom-below`` (OOMKilled while the memory limit is under ``memory``), ``drain``
-    (evicted once, mid-shard), ``image`` (every pod of the stage's Job stuck in ImagePullBackOff),
-    ``read-only`` (the shared volume mounted read-only in the pod)."""
+    (evicted once, mid-shard), ``crash`` (the worker dies with SIGSEGV, every time), ``image``
+    (every pod of the stage's Job stuck in ImagePullBackOff), ``unschedulable`` (no node has the
+    ``resource`` a Job asks for), ``read-only`` (the shared volume mounted read-only in the pod)."""
 
     kind: str
     stage: str
     shard: str = ""  # task id (e.g. analysis-0001); "" = every shard of the stage
     memory: str = "4Gi"
     times: int = 1  # drains: how many times it happens
+    resource: str = ""  # unschedulable: the extended resource no node has
 
 
 @dataclass
@@ -178,6 +180,13 @@ class FakeCluster:
         core.create_namespaced_pod(self.namespace, body)
         slot.state, slot.pod = "running", pod
         shard = self._shard_id(container.args, index)
+        missing = self._fault("unschedulable", job, shard)
+        if missing and missing.resource in (container.resources.limits or {}):
+            core.patch_namespaced_pod_status(pod, self.namespace, {"status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": f"0/{len(self.nodes)} nodes are available: {len(self.nodes)} Insufficient "
+                            f"{missing.resource}. preemption: 0/{len(self.nodes)} nodes are available"}]}})
+            return
         if self._fault("image", job, shard):
             core.patch_namespaced_pod_status(pod, self.namespace, {"status": {"phase": "Pending", "containerStatuses": [
                 {"name": "worker", "image": container.image, "imageID": "", "ready": False, "restartCount": 0,
@@ -214,12 +223,15 @@ class FakeCluster:
         oom = self._fault("oom-below", job, info["shard"])
         if oom and _mebibytes(info["memory"]) < _mebibytes(oom.memory):
             info["killed"] = "oom"
+        if self._fault("crash", job, info["shard"]):
+            info["killed"] = "crash"
         drain = self._fault("drain", job, info["shard"])
         if drain and drain.times > 0:
             drain.times -= 1
             info["killed"] = "drain"
         if info["killed"]:
-            threading.Timer(0.3, proc.send_signal, (signal.SIGKILL,)).start()
+            sig = signal.SIGSEGV if info["killed"] == "crash" else signal.SIGKILL
+            threading.Timer(0.3, proc.send_signal, (sig,)).start()
 
     def _finished(self, job: Any, state: _JobState, pod: str, code: int, info: dict[str, Any],
                   batch: Any, core: Any) -> None:
@@ -229,6 +241,8 @@ class FakeCluster:
         image = job.spec.template.spec.containers[0].image
         if info["killed"] == "oom":
             code, reason = 137, "OOMKilled"
+        elif code < 0:  # killed by a signal: the container runtime reports 128 + signal
+            code, reason = 128 - code, "Error"
         else:
             reason = "Completed" if code == 0 else "Error"
         terminated = {"terminated": {"exitCode": code, "reason": reason, "finishedAt": now}}

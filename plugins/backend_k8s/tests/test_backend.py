@@ -107,14 +107,53 @@ def _last_job_id() -> str:
     return JobStore().jobs(1)[0]["id"]
 
 
-async def test_bad_clip_fails_its_index_at_once_and_the_rest_is_used(kube: Any, volume: Path, tmp_path: Path) -> None:
-    (volume / "clips" / "broken $(x) 'q'.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 4000)
-    proc, cluster = await _run_k8s(kube, volume, tmp_path / "out.mp4", [], timeout=60)
+async def test_bad_input_fails_its_index_at_once_and_a_crashing_index_is_bounded(
+        kube: Any, volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    corrupt = volume / "clips" / "broken $(x) 'q' ü.mp4"
+    data = (volume / "clips" / "clip 0.mp4").read_bytes()
+    corrupt.write_bytes(data[: len(data) // 20])  # the index is intact (faststart): it probes, then barely decodes
+    monkeypatch.setenv("MONTAGE_K8S_RETRIES", "1")
+    crash = Fault("crash", "analysis", "analysis-0003")  # clips sort: 0 is the broken one, 3 is "clip 2.mp4"
+    proc, cluster = await _run_k8s(kube, volume, tmp_path / "out.mp4", [crash])
     assert proc.returncode == 0, proc.stderr
-    broken = [shard for _, shard, _ in cluster.started if shard.startswith("analysis-")]
-    # skipped at probe time on the coordinator, or failed once in its pod (exit 3 fails the index)
-    assert len(broken) == len(set(broken)), cluster.started
-    assert "broken $(x) 'q'.mp4" in proc.stderr
+    runs: dict[str, list[str]] = {}
+    for job, shard, _ in cluster.started:
+        runs.setdefault(shard, []).append(job)
+    # bad input (exit 3): the pod failure policy fails the index at once, and it is not resubmitted
+    assert len(runs["analysis-0000"]) == 1, runs
+    assert f"warning: skipping {corrupt}: truncated or damaged" in proc.stderr
+    # a worker that always crashes: backoffLimitPerIndex 1 (2 pods) per Job, 3 Jobs, then it is given up
+    assert len(runs["analysis-0003"]) == 6 and len(set(runs["analysis-0003"])) == 3, runs
+    assert "exited with 139 (Error)" in proc.stderr
+    assert all(len(runs[f"analysis-{k:04d}"]) == 1 for k in (1, 2, 4)), runs
+    assert (tmp_path / "out.mp4").exists()  # the montage is made from the other clips
+    logs = await asyncio.to_thread(run_cli, "logs", _last_job_id())
+    assert "bad input: " in logs.stdout and "truncated or damaged" in logs.stdout
+    assert logs.stdout.count(": exited with 139 (Error)") == 2 * 6  # six pods: in their headers and the summary
+
+
+async def test_auto_in_a_mixed_cluster_uses_each_vendor_and_falls_back_to_cpu(
+        kube: Any, volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AMD and NVIDIA nodes configured; no NVIDIA GPU is free: those shards go to CPU nodes."""
+    monkeypatch.setenv("MONTAGE_GPU_VENDORS", "amd,nvidia")
+    monkeypatch.setenv("MONTAGE_K8S_PENDING_TIMEOUT", "1")
+    local = await asyncio.to_thread(run_cli, "run", str(volume / "clips"), "--music", str(volume / "music.wav"),
+                                    "-o", str(tmp_path / "local.mp4"), "--no-cache", *RUN,
+                                    env={"MONTAGE_CACHE_DIR": str(tmp_path / "local-cache")})
+    assert local.returncode == 0, local.stderr
+    busy = Fault("unschedulable", "render", resource="nvidia.com/gpu")
+    proc, cluster = await _run_k8s(kube, volume, tmp_path / "k8s.mp4", [busy])
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "k8s.timeline.json").read_text() == (tmp_path / "local.timeline.json").read_text()
+    jobs = {key[2]: kube.objects[key].last.raw for key in kube.objects if key[0].plural == "jobs"}  # deleted too
+    limits = {name: job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+              for name, job in jobs.items() if job["metadata"]["labels"]["montage/stage"] == "render"}
+    assert sorted(sorted(set(v) - {"memory"}) for v in limits.values()) == [[], ["amd.com/gpu"], ["nvidia.com/gpu"]]
+    assert "unschedulable: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu" in proc.stderr
+    # the AMD pods resolved their own encoder: this machine has no AMD GPU, so they said so and used software
+    amd_pods = [p for p in cluster.logs.iterdir() if any(p.name.startswith(n) for n, v in limits.items()
+                                                         if "amd.com/gpu" in v)]
+    assert amd_pods and all("accelerator 'vaapi' is not available" in p.read_text() for p in amd_pods)
 
 
 async def test_image_pull_failure_fails_fast_with_the_diagnosis(kube: Any, volume: Path, tmp_path: Path,

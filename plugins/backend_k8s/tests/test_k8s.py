@@ -161,3 +161,8 @@ def test_kustomize_base_renders_into_client_models() -> None:
     role = next(o for o in objects if o["kind"] == "Role")
     granted = {(r["apiGroups"][0], res) for r in role["rules"] for res in r["resources"]}
     assert granted == {("batch", "jobs"), ("", "pods"), ("", "pods/log")}  # least privilege
+    # ... and exactly the verbs the backend uses, which pre-flight asks the API server about
+    from montage_backend_k8s.preflight import NEEDED
+
+    verbs = {(r["apiGroups"][0], res, verb) for r in role["rules"] for res in r["resources"] for verb in r["verbs"]}
+    assert verbs == {(group, f"{res}/{sub}" if sub else res, verb) for verb, group, res, sub in NEEDED}
