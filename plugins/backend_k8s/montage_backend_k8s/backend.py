@@ -230,7 +230,8 @@ class KubernetesBackend(Backend):
             cache_dir=self.paths.to_pod(cache) if cache and self.paths.on_volume(cache) else None,
             service_account=s["service_account"])
         client.BatchV1Api(self.api).create_namespaced_job(s["namespace"], job)
-        where = f" on {run.placement.vendor} GPU nodes ({run.placement.accelerator.name})" if run.placement.vendor else ""
+        vendor = run.placement.vendor
+        where = f" on {vendor} GPU nodes ({run.placement.accelerator.name})" if vendor else ""
         log.info("submitted Job %s: %d %s shard(s), %s memory%s", run.name, len(run.tasks), run.tasks[0].stage,
                  run.memory, where)
 
@@ -345,7 +346,7 @@ class KubernetesBackend(Backend):
         tried = [p for p in pods if pod_index(p) == index and p.status.phase == "Failed"]
         if not tried:
             return ShardOutcome(task, False, error=f"shard {task.id} failed with no pod left to say why", transient=True)
-        last = max(tried, key=lambda p: p.metadata.creation_timestamp or "")
+        last = max(tried, key=lambda p: str(p.metadata.creation_timestamp or ""))  # the latest try
         tail = _read_log(core, namespace, last.metadata.name)
         kind, diagnosis = failure_kind(last, tail)
         node = last.spec.node_name or ""

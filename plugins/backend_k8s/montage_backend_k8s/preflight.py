@@ -142,7 +142,8 @@ def check_volume_in_cluster(api: Any, settings: dict[str, Any], timeout: float =
                 if pod.status and pod.status.phase in ("Succeeded", "Failed"):
                     return _probe_answer(_read_log(core, namespace, pod.metadata.name), pod, settings)
             time.sleep(0.5)
-        return [f"storage probe Job {name} did not finish in {timeout:.0f} s: kubectl describe job {name} -n {namespace}"]
+        return [f"storage probe Job {name} did not finish in {timeout:.0f} s: "
+                f"kubectl describe job {name} -n {namespace}"]
     finally:
         try:
             batch.delete_namespaced_job(name, namespace, propagation_policy="Background")

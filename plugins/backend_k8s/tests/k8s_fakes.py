@@ -25,6 +25,7 @@ import sys
 import tarfile
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 import uuid
@@ -129,8 +130,6 @@ class FakeCluster:
                 for job in batch.list_namespaced_job(self.namespace).items:
                     self._reconcile(job, batch, core)
             except Exception as exc:  # keep the cluster alive; the test's assertions will tell
-                import traceback
-
                 print(f"fake cluster: {type(exc).__name__}: {str(exc).splitlines()[0]} "
                       f"{traceback.format_exc().splitlines()[-8:]}", file=sys.stderr)
             time.sleep(0.1)
@@ -156,7 +155,8 @@ class FakeCluster:
         completed = [i for i, s in state.indexes.items() if s.state == "succeeded"]
         failed = [i for i, s in state.indexes.items() if s.state == "failed"]
         status: dict[str, Any] = {"completedIndexes": _ranges(completed), "failedIndexes": _ranges(failed),
-                                  "succeeded": len(completed), "failed": sum(s.failures for s in state.indexes.values())}
+                                  "succeeded": len(completed),
+                                  "failed": sum(s.failures for s in state.indexes.values())}
         if len(completed) + len(failed) == len(state.indexes):
             state.done = True
             condition = ("Complete", "") if not failed else ("Failed", "FailedIndexes")
@@ -198,17 +198,18 @@ class FakeCluster:
             env[var.name] = node if var.value_from else var.value
         memory = container.resources.limits.get("memory", "")
         self.started.append((job.metadata.name, shard, memory))
-        log = (self.logs / f"{pod}.log").open("wb")
         command = [sys.executable, "-m", "montage_core", *container.args]
         if self._fault("read-only", job, shard):  # the kubelet mounts the volume read-only
             mount = container.volume_mounts[0].mount_path
             command = ["unshare", "-m", "--", sys.executable, "-c", READ_ONLY_MOUNT, mount, *command]
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        with (self.logs / f"{pod}.log").open("wb") as log:  # the pod's log: stdout and stderr, as the kubelet keeps it
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.processes[pod] = (proc, {"job": job.metadata.name, "index": index, "node": node, "shard": shard,
                                       "memory": memory, "killed": ""})
         self._inject(job, proc, self.processes[pod][1])
-        core.patch_namespaced_pod_status(pod, self.namespace, {"status": {"phase": "Running", "startTime": now,
-                                         "containerStatuses": [_container(container.image, {"running": {"startedAt": now}})]}})
+        running = _container(container.image, {"running": {"startedAt": now}})
+        core.patch_namespaced_pod_status(pod, self.namespace, {"status": {
+            "phase": "Running", "startTime": now, "containerStatuses": [running]}})
 
     @staticmethod
     def _shard_id(args: list[str], index: int) -> str:

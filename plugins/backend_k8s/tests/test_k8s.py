@@ -166,3 +166,18 @@ def test_kustomize_base_renders_into_client_models() -> None:
 
     verbs = {(r["apiGroups"][0], res, verb) for r in role["rules"] for res in r["resources"] for verb in r["verbs"]}
     assert verbs == {(group, f"{res}/{sub}" if sub else res, verb) for verb, group, res, sub in NEEDED}
+
+
+def test_paths_index_ranges_and_memory_steps() -> None:
+    from montage_backend_k8s.backend import PathMap, more_memory, parse_indexes
+
+    volume = PathMap(local="/mnt/nfs share", pod="/data")
+    payload = {"main": {"source": "/mnt/nfs share/clips/a b.mp4"}, "other": "/mnt/nfs sharex/c.mp4", "n": 3,
+               "list": ["/mnt/nfs share/x", "rel/y"]}
+    assert volume.to_pod(payload) == {"main": {"source": "/data/clips/a b.mp4"}, "other": "/mnt/nfs sharex/c.mp4",
+                                      "n": 3, "list": ["/data/x", "rel/y"]}
+    assert volume.to_local(volume.to_pod(payload)) == payload
+    assert volume.on_volume("/mnt/nfs share/clips/a.mp4") and not volume.on_volume("/mnt/nfs sharex/a.mp4")
+    assert parse_indexes("0-2,5,7-8") == {0, 1, 2, 5, 7, 8} and parse_indexes(None) == set()
+    assert more_memory("2Gi", "16Gi") == "4096Mi" and more_memory("12Gi", "16Gi") == "16384Mi"
+    assert more_memory("16Gi", "16Gi") is None
