@@ -130,6 +130,7 @@ class KubernetesBackend(Backend):
         self._api: Any = None
         self._serial = 0
         self._live: list[_Run] = []
+        self._reaped = True  # nothing to reap until a job is bound
 
     # ------------------------------------------------------------------ configuration
     def availability(self) -> str | None:
@@ -148,6 +149,27 @@ class KubernetesBackend(Backend):
 
     def bind_job(self, job_id: str, store: Any = None) -> None:
         self.job_id, self.store = job_id, store
+        self._reaped = False
+
+    def reap_leftovers(self) -> list[str]:
+        """Delete Jobs of this montage job still running from an earlier coordinator (``montage
+        resume`` after a crash): their finished shards are in the cache on the volume, and the
+        unfinished ones are about to be submitted again."""
+        from kubernetes import client
+
+        batch, namespace = client.BatchV1Api(self.api), self.settings["namespace"]
+        selector = f"montage/job-id={self.job_id}"
+        reaped = []
+        for job in batch.list_namespaced_job(namespace, label_selector=selector).items:
+            labels = job.metadata.labels or {}
+            finished = any(c.type in ("Complete", "Failed") and c.status == "True"
+                           for c in ((job.status.conditions if job.status else None) or []))
+            if labels.get("montage/job-id") == self.job_id and not finished:
+                log.info("deleting Job %s, left running by an earlier coordinator of job %s", job.metadata.name,
+                         self.job_id)
+                self._delete(job.metadata.name)
+                reaped.append(job.metadata.name)
+        return reaped
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -185,6 +207,9 @@ class KubernetesBackend(Backend):
                 runnable.append(task)
         if not runnable:
             return
+        if not self._reaped:
+            self._reaped = True
+            self.reap_leftovers()
         target = f"{fn.__module__}:{fn.__qualname__}"
         runs: list[_Run] = []
         by_job = self.job_id or time.strftime("%Y%m%d-%H%M%S")

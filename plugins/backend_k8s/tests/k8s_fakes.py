@@ -100,6 +100,7 @@ class FakeCluster:
         self.started: list[tuple[str, str, str]] = []  # (job, shard id, memory) for every pod that ran
         self.evicted: list[str] = []
         self.evicted_nodes: list[str] = []
+        self.succeeded: list[str] = []  # shard ids, in the order their pods succeeded
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fake-cluster", daemon=True)
         self._node = 0
@@ -127,12 +128,22 @@ class FakeCluster:
         batch, core = client.BatchV1Api(self.api), client.CoreV1Api(self.api)
         while not self._stop.is_set():
             try:
-                for job in batch.list_namespaced_job(self.namespace).items:
+                jobs = batch.list_namespaced_job(self.namespace).items
+                for job in jobs:
                     self._reconcile(job, batch, core)
+                self._collect_garbage({job.metadata.name for job in jobs})
             except Exception as exc:  # keep the cluster alive; the test's assertions will tell
                 print(f"fake cluster: {type(exc).__name__}: {str(exc).splitlines()[0]} "
                       f"{traceback.format_exc().splitlines()[-8:]}", file=sys.stderr)
             time.sleep(0.1)
+
+    def _collect_garbage(self, live: set[str]) -> None:
+        """A deleted Job's pods go with it (propagationPolicy Background)."""
+        for pod, (proc, info) in list(self.processes.items()):
+            if info["job"] not in live:
+                proc.kill()
+                proc.wait()
+                del self.processes[pod]
 
     # ------------------------------------------------------------------ the Job controller
     def _fault(self, kind: str, job: Any, shard: str) -> Fault | None:
@@ -258,6 +269,7 @@ class FakeCluster:
         core.patch_namespaced_pod_status(pod, self.namespace, {"status": status})
         if status["phase"] == "Succeeded":
             slot.state = "succeeded"
+            self.succeeded.append(info["shard"])
             return
         action = _policy_action(job, status)
         if action == "Ignore":  # not counted against the index: a new pod, same retries left

@@ -165,3 +165,33 @@ async def test_image_pull_failure_fails_fast_with_the_diagnosis(kube: Any, volum
     assert f"cannot pull image {pinned}: ImagePullBackOff" in proc.stderr
     assert not (tmp_path / "out.mp4").exists()
     assert not [shard for _, shard, _ in cluster.started if shard]  # no worker ran: nothing to wait for
+
+
+async def test_resume_after_the_coordinator_died_reaps_its_jobs_and_redoes_nothing_finished(
+        kube: Any, volume: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with FakeCluster(_api(), "montage", volume.parent / "pod-logs") as cluster:
+        serve_pod_logs(kube, cluster)
+        coordinator = subprocess.Popen(
+            [sys.executable, "-m", "montage_core", "run", str(volume / "clips"), "--music", str(volume / "music.wav"),
+             "-o", str(tmp_path / "out.mp4"), "--backend", "k8s", *RUN], stderr=subprocess.DEVNULL,
+            env={**os.environ, "MONTAGE_K8S_PARALLELISM": "1"})  # one pod at a time: the Job outlives the crash
+        deadline = time.monotonic() + 120
+        while not [s for s in cluster.succeeded if s.startswith("analysis-")] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        coordinator.send_signal(signal.SIGKILL)  # mid-analysis: its Job goes on in the cluster
+        coordinator.wait()
+        finished = {s for s in cluster.succeeded if s.startswith("analysis-")}
+        assert 1 <= len(finished) < len(SHOTS), finished
+        resumed = await asyncio.to_thread(run_cli, "resume", _last_job_id())
+    assert resumed.returncode == 0, resumed.stderr
+    assert "left running by an earlier coordinator of job" in resumed.stderr
+    runs: dict[str, int] = {}
+    for _, shard, _ in cluster.started:
+        runs[shard] = runs.get(shard, 0) + 1
+    assert all(runs[shard] == 1 for shard in finished), runs  # finished before the crash: never redone
+    assert (tmp_path / "out.mp4").exists()
