@@ -286,7 +286,8 @@ class KubernetesBackend(Backend):
                 if stuck:
                     yield from self._fail_unfinished(run, stuck, core, namespace, pods)
                     continue
-                status = batch.read_namespaced_job(run.name, namespace).status  # get jobs: no jobs/status grant needed
+                # the Job itself, not its status subresource: "get jobs" is all the Role grants
+                status = batch.read_namespaced_job(run.name, namespace).status
                 if status is None:  # the Job controller has not looked at it yet
                     continue
                 for index in sorted(parse_indexes(status.completed_indexes) - run.done):
@@ -340,12 +341,15 @@ class KubernetesBackend(Backend):
 
     def _fail_unfinished(self, run: _Run, reason: str, core: Any, namespace: str,
                          pods: list[Any]) -> Iterator[ShardOutcome]:
-        log.error("Job %s cannot run: %s", run.name, reason)
+        gpu_fallback = run.placement.fallback_to_cpu and reason.startswith("unschedulable")
+        if gpu_fallback:
+            log.warning("Job %s found no GPU node (%s); its shards go to CPU nodes", run.name, reason)
+        else:
+            log.error("Job %s cannot run: %s", run.name, reason)
         for pod in pods:
             self._record_pod(core, namespace, run, pod)
         self._delete(run.name)
         run.finished = True
-        gpu_fallback = run.placement.fallback_to_cpu and reason.startswith("unschedulable")
         for index, task in enumerate(run.tasks):
             if index in run.done or index in run.failed:
                 continue
@@ -358,11 +362,15 @@ class KubernetesBackend(Backend):
 
         task = run.tasks[index]
         node = next((p.spec.node_name for p in pods if pod_index(p) == index and p.status.phase == "Succeeded"), "")
-        try:
-            result = self.paths.to_local(load_result(run.results, task.id))
-        except (OSError, EOFError, ValueError) as exc:
-            return ShardOutcome(task, False, error=f"shard finished but its result is unreadable ({exc})",
-                                transient=True, worker=node or "")
+        for wait in (0.2, 0.5, 1.0, 2.0, 0.0):  # an NFS client may not see a new file at once (attribute cache)
+            try:
+                result = self.paths.to_local(load_result(run.results, task.id))
+                break
+            except (OSError, EOFError, ValueError) as exc:
+                if not wait:
+                    return ShardOutcome(task, False, error=f"shard finished but its result is unreadable ({exc})",
+                                        transient=True, worker=node or "")
+                time.sleep(wait)
         return ShardOutcome(task, True, result, worker=node or run.name)
 
     def _failure(self, run: _Run, index: int, pods: list[Any], core: Any, namespace: str) -> ShardOutcome:
@@ -370,7 +378,8 @@ class KubernetesBackend(Backend):
         task = run.tasks[index]
         tried = [p for p in pods if pod_index(p) == index and p.status.phase == "Failed"]
         if not tried:
-            return ShardOutcome(task, False, error=f"shard {task.id} failed with no pod left to say why", transient=True)
+            return ShardOutcome(task, False, error=f"shard {task.id} failed with no pod left to say why",
+                                transient=True)
         last = max(tried, key=lambda p: str(p.metadata.creation_timestamp or ""))  # the latest try
         tail = _read_log(core, namespace, last.metadata.name)
         kind, diagnosis = failure_kind(last, tail)
