@@ -181,3 +181,14 @@ def test_paths_index_ranges_and_memory_steps() -> None:
     assert parse_indexes("0-2,5,7-8") == {0, 1, 2, 5, 7, 8} and parse_indexes(None) == set()
     assert more_memory("2Gi", "16Gi") == "4096Mi" and more_memory("12Gi", "16Gi") == "16384Mi"
     assert more_memory("16Gi", "16Gi") is None
+
+
+def test_worker_image_carries_every_plugin_a_worker_may_need() -> None:
+    """Workers run the analyzers and encoders the coordinator chose: the image must have their plugins."""
+    import re
+
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    listed = set(re.search(r'ARG PLUGINS="([^"]+)"', dockerfile).group(1).split())  # type: ignore[union-attr]
+    plugins = {p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists()}
+    assert listed == plugins - {"embedder_minilm"}  # PyTorch: opt-in, see the Dockerfile
+    assert "USER 10001" in dockerfile and "NUMBA_CACHE_DIR=/tmp" in dockerfile
