@@ -419,8 +419,9 @@ class KubernetesBackend(Backend):
 
 
 def _sources(task: ShardTask) -> list[str]:
-    """Media a shard reads: the clip, and a render segment's sources."""
-    sources = [task.clip] if task.clip else []
+    """Media a shard reads: its clip, and a render segment's sources. A shard's ``clip`` may also be
+    a label (B-roll scoring: "lines 1–8"), which is not a file and need not be on the volume."""
+    sources = [task.clip] if task.clip and (os.path.isabs(task.clip) or os.path.exists(task.clip)) else []
     for part in ("main", "blend"):
         value = task.payload.get(part)
         if isinstance(value, dict) and value.get("source"):

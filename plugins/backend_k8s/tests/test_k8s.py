@@ -192,3 +192,13 @@ def test_worker_image_carries_every_plugin_a_worker_may_need() -> None:
     plugins = {p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists()}
     assert listed == plugins - {"embedder_minilm"}  # PyTorch: opt-in, see the Dockerfile
     assert "USER 10001" in dockerfile and "NUMBA_CACHE_DIR=/tmp" in dockerfile
+
+
+def test_media_a_shard_reads_must_be_on_the_volume_labels_need_not() -> None:
+    from montage_backend_k8s.backend import _sources
+    from montage_core.interfaces import ShardTask
+
+    segment = ShardTask("segment-0001", "render", "/data/a.mp4",
+                        {"main": {"source": "/data/a.mp4"}, "blend": {"source": "/data/b.mp4"}})
+    assert _sources(segment) == ["/data/a.mp4", "/data/a.mp4", "/data/b.mp4"]
+    assert _sources(ShardTask("broll-0000", "plan", "lines 1–8", {"lines": ["a"]})) == []
