@@ -195,3 +195,16 @@ async def test_resume_after_the_coordinator_died_reaps_its_jobs_and_redoes_nothi
         runs[shard] = runs.get(shard, 0) + 1
     assert all(runs[shard] == 1 for shard in finished), runs  # finished before the crash: never redone
     assert (tmp_path / "out.mp4").exists()
+
+
+async def test_broll_planning_scores_the_script_in_pods(kube: Any, volume: Path, tmp_path: Path) -> None:
+    """A third kind of shard (the B-roll planner's script scoring) runs as its own Indexed Job."""
+    script = volume / "voice over.txt"
+    script.write_text("Bright colours\nA moving pattern\nStill frames\n")
+    proc, cluster = await _run_k8s(kube, volume, tmp_path / "broll.mp4", [], "--planner", "broll",
+                                   "--script", str(script), "--set", "min_sharpness=0")
+    assert proc.returncode == 0, proc.stderr
+    assert sum(shard.startswith("broll-") for _, shard, _ in cluster.started) == 1
+    stages = {kube.objects[k].last.raw["metadata"]["labels"]["montage/stage"] for k in kube.objects
+              if k[0].plural == "jobs"}
+    assert stages == {"preflight", "analysis", "plan", "render"}
