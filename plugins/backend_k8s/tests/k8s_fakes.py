@@ -101,6 +101,7 @@ class FakeCluster:
         self.evicted: list[str] = []
         self.evicted_nodes: list[str] = []
         self.succeeded: list[str] = []  # shard ids, in the order their pods succeeded
+        self.full: set[str] = set()  # Jobs whose pending pods find no room (the cluster is full for them)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fake-cluster", daemon=True)
         self._node = 0
@@ -160,7 +161,7 @@ class FakeCluster:
                 self._finished(job, state, pod_name, proc.returncode, info, batch, core)
         running = sum(1 for i in state.indexes.values() if i.state == "running")
         for index, slot in state.indexes.items():
-            if slot.state == "pending" and running < (job.spec.parallelism or 1):
+            if slot.state == "pending" and running < (job.spec.parallelism or 1) and name not in self.full:
                 self._start_pod(job, index, slot, core)
                 running += 1
         completed = [i for i, s in state.indexes.items() if s.state == "succeeded"]

@@ -185,6 +185,8 @@ async def test_resume_after_the_coordinator_died_reaps_its_jobs_and_redoes_nothi
             await asyncio.sleep(0.05)
         coordinator.send_signal(signal.SIGKILL)  # mid-analysis: its Job goes on in the cluster
         coordinator.wait()
+        # ... and stays unfinished (no room for its next pods) until the resumed coordinator deals with it
+        cluster.full = {name for (res, _, name) in kube.objects if res.plural == "jobs"}
         finished = {s for s in cluster.succeeded if s.startswith("analysis-")}
         assert 1 <= len(finished) < len(SHOTS), finished
         resumed = await asyncio.to_thread(run_cli, "resume", _last_job_id())
