@@ -83,20 +83,28 @@ def log_devices(probes: dict[str, AcceleratorProbe]) -> None:
                 log.info("%s: %s %s (%s): %s", probe.name, row["node"], row.get("product", ""), driver, ", ".join(works))
 
 
+def chosen_accelerator(accelerators: list[Accelerator], choice: str) -> Accelerator | None:
+    """The accelerator ``--accel`` names (``None`` for ``auto``); an unknown name lists the known ones."""
+    if choice == "auto":
+        return None
+    by_name = {a.name: a for a in accelerators}
+    if choice not in by_name:
+        raise UnknownChoiceError("accelerator", choice, ["auto", *by_name])
+    return by_name[choice]
+
+
 def encoder_chain(
     accelerators: list[Accelerator], choice: str = "auto", *, refresh: bool = False
 ) -> list[tuple[Accelerator, AcceleratorProbe]]:
     """Working accelerators, best first, software last; ``choice`` pins one (then software)."""
-    by_name = {a.name: a for a in accelerators}
-    if choice != "auto" and choice not in by_name:
-        raise UnknownChoiceError("accelerator", choice, ["auto", *by_name])
+    pinned = chosen_accelerator(accelerators, choice)
     probes = probe_all(accelerators, refresh=refresh)
     working = sorted((a for a in accelerators if probes[a.name].available),
                      key=lambda a: (a.name == "software", -a.priority, a.name))
-    if choice != "auto":
+    if pinned is not None:
         if not probes[choice].available:
             raise UnavailableError(f"accelerator {choice!r} is not available: {probes[choice].reason}")
-        working = [by_name[choice], *(a for a in working if a.name == "software" and a.name != choice)]
+        working = [pinned, *(a for a in working if a.name == "software" and a.name != choice)]
     if not working:
         reasons = "; ".join(f"{n}: {p.reason}" for n, p in probes.items())
         raise UnavailableError(f"no working encoder ({reasons})")

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, MontageError, PreflightError, ShardError, UnknownChoiceError, UsageError
+from .errors import InputError, MontageError, PreflightError, ShardError, UsageError
 from .interfaces import Backend, PlanRequest, ProgressEvent, ShardTask, Style
 from .jobstore import JobStore
 from .models import ClipAnalysis, MediaInfo, MusicAnalysis, RenderResult, SegmentResult, Shot, Timeline
@@ -323,13 +323,11 @@ def job_encoder_chain(backend: Backend, accelerators: list[Any], accel: str) -> 
     """The encoder chain for a job. On a backend whose shards run on other machines the
     accelerator is a node's property: only the name is checked here, each node resolves its
     own chain (software stands in for this host's)."""
-    from .accel import encoder_chain
+    from .accel import chosen_accelerator, encoder_chain
 
     if not backend.remote_nodes:
         return encoder_chain(accelerators, accel)
-    known = {a.name for a in accelerators}
-    if accel != "auto" and accel not in known:
-        raise UnknownChoiceError("accelerator", accel, ["auto", *known])
+    chosen_accelerator(accelerators, accel)  # the name must exist; whether it works is each node's question
     return encoder_chain(accelerators, "software")
 
 

@@ -53,7 +53,7 @@ def _split(tasks: list[ShardTask], buckets: int) -> list[list[ShardTask]]:
 def place_tasks(tasks: list[ShardTask], settings: dict[str, Any], cpu_only: set[str],
                 accelerators: list[Any] | None = None) -> list[Placement]:
     """Placements for one stage's shards; analysis (and ``--accel software``) goes anywhere."""
-    from montage_core.errors import UnknownChoiceError
+    from montage_core.accel import chosen_accelerator
 
     if not tasks or "encoders" not in tasks[0].payload:
         return [Placement(list(tasks))]
@@ -65,15 +65,12 @@ def place_tasks(tasks: list[ShardTask], settings: dict[str, Any], cpu_only: set[
     vendors = gpu_vendors(settings)
     if choice == "software":
         return [Placement(list(tasks), payload={"accel": "software"})]
-    if choice != "auto":
-        by_name = {a.name: a for a in accelerators}
-        if choice not in by_name:
-            raise UnknownChoiceError("accelerator", choice, ["auto", *by_name])
-        accel = by_name[choice]
-        wanted = [v for v in vendors if v in accel.k8s_resources] or list(accel.k8s_resources)[:1]
+    pinned = chosen_accelerator(accelerators, choice)
+    if pinned is not None:
+        wanted = [v for v in vendors if v in pinned.k8s_resources] or list(pinned.k8s_resources)[:1]
         if not wanted:  # an accelerator without scheduling metadata: any node, resolved there
             return [Placement(list(tasks), payload={"accel": choice})]
-        return [Placement(part, vendor, accel, required=True, payload={"accel": choice})
+        return [Placement(part, vendor, pinned, required=True, payload={"accel": choice})
                 for vendor, part in zip(wanted, _split(list(tasks), len(wanted))) if part]
     gpus = vendor_accelerators(accelerators, vendors)
     on_gpu = [t for t in tasks if t.id not in cpu_only] if gpus else []
