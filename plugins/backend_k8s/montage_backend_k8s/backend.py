@@ -26,7 +26,7 @@ from typing import Any
 
 from montage_core.interfaces import Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask
 
-from .diagnose import diagnose_pod, failure_kind, pod_index
+from .diagnose import diagnose_pod, failure_kind, last_error, pod_index
 from .jobs import job_manifest
 from .placement import Placement, place_tasks
 
@@ -109,7 +109,8 @@ class _Run:
     memory: str
     done: set[int] = field(default_factory=set)
     failed: set[int] = field(default_factory=set)
-    log_lines: dict[str, int] = field(default_factory=dict)  # pod -> log lines already read
+    log_lines: dict[str, int] = field(default_factory=dict)  # running pod -> log lines already read
+    final_logs: dict[str, str] = field(default_factory=dict)  # finished pod -> its whole log, read once
     recorded: set[str] = field(default_factory=set)  # pods whose final log is in the job store
     finished: bool = False
 
@@ -279,7 +280,7 @@ class KubernetesBackend(Backend):
             for run in runs:
                 if run.finished:
                     continue
-                pods = _pods_of(core, namespace, run.name)
+                pods = job_pods(core, namespace, run.name)
                 for pod in pods:
                     self._read_events(core, namespace, run, pod, pods, on_event)
                 stuck = self._stuck(run, pods, pending_since)
@@ -308,9 +309,9 @@ class KubernetesBackend(Backend):
         """New progress lines from a pod's log, shown as its node (``node-2 · analyzing …``)."""
         phase = pod.status.phase if pod.status else ""
         name = pod.metadata.name
-        if phase not in ("Running", "Succeeded", "Failed") or run.log_lines.get(name, 0) < 0:
-            return
-        text = _read_log(core, namespace, name)
+        if phase not in ("Running", "Succeeded", "Failed") or name in run.final_logs:
+            return  # not started, or finished and its last lines already read (_follow reads events first)
+        text = self._log(core, namespace, run, pod)
         lines = text.splitlines()
         node = pod.spec.node_name or name
         same_node = [p for p in pods if p.spec.node_name == node and (p.status.phase == "Running")]
@@ -324,7 +325,18 @@ class KubernetesBackend(Backend):
                 event.worker, event.host = worker, name
                 event.clip = self.paths.to_local(event.clip)
                 on_event(event)
-        run.log_lines[name] = -1 if phase in ("Succeeded", "Failed") else len(lines)
+        run.log_lines[name] = len(lines)
+
+    @staticmethod
+    def _log(core: Any, namespace: str, run: _Run, pod: Any) -> str:
+        """A pod's log; a finished pod's is read once and kept (events, diagnosis and job store share it)."""
+        name = pod.metadata.name
+        if name in run.final_logs:
+            return run.final_logs[name]
+        text = read_pod_log(core, namespace, name)
+        if pod.status and pod.status.phase in ("Succeeded", "Failed"):
+            run.final_logs[name] = text
+        return text
 
     def _stuck(self, run: _Run, pods: list[Any], pending_since: dict[str, float]) -> str:
         """Why the run's pods can never start (pull failure, wrong architecture, no node), or ``""``."""
@@ -381,13 +393,12 @@ class KubernetesBackend(Backend):
             return ShardOutcome(task, False, error=f"shard {task.id} failed with no pod left to say why",
                                 transient=True)
         last = max(tried, key=lambda p: str(p.metadata.creation_timestamp or ""))  # the latest try
-        tail = _read_log(core, namespace, last.metadata.name)
+        tail = self._log(core, namespace, run, last)
         kind, diagnosis = failure_kind(last, tail)
         node = last.spec.node_name or ""
         if kind == "bad-input":
-            errors = [line[len("error: "):] for line in tail.splitlines() if line.startswith("error: ")]
-            return ShardOutcome(task, False, error=self.paths.to_local(errors[-1]) if errors else diagnosis,
-                                worker=node)
+            error = last_error(tail)
+            return ShardOutcome(task, False, error=self.paths.to_local(error) if error else diagnosis, worker=node)
         if kind == "oom":
             bigger = more_memory(run.memory, self.settings["memory_cap"])
             if bigger is None:
@@ -407,7 +418,7 @@ class KubernetesBackend(Backend):
         if phase in ("Running",):
             return
         run.recorded.add(name)
-        text = _read_log(core, namespace, name) if phase in ("Succeeded", "Failed") else ""
+        text = self._log(core, namespace, run, pod) if phase in ("Succeeded", "Failed") else ""
         diagnosis = diagnose_pod(pod, text) if phase != "Succeeded" else ""
         self.store.worker_log(self.job_id, name, stage=run.tasks[0].stage, node=pod.spec.node_name or "",
                               diagnosis=diagnosis, text=text)
@@ -429,14 +440,14 @@ def _sources(task: ShardTask) -> list[str]:
     return sources
 
 
-def _pods_of(core: Any, namespace: str, job_name: str) -> list[Any]:
+def job_pods(core: Any, namespace: str, job_name: str) -> list[Any]:
     selector = f"batch.kubernetes.io/job-name={job_name}"
     pods = core.list_namespaced_pod(namespace, label_selector=selector).items
     # the label selector is the API server's to apply; checking again costs nothing
     return [p for p in pods if (p.metadata.labels or {}).get("batch.kubernetes.io/job-name") == job_name]
 
 
-def _read_log(core: Any, namespace: str, pod: str, previous: bool = False) -> str:
+def read_pod_log(core: Any, namespace: str, pod: str, previous: bool = False) -> str:
     from kubernetes.client import ApiException
 
     try:

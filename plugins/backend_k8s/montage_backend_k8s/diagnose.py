@@ -14,6 +14,12 @@ EXIT_OOM = 137
 PULL_FAILURES = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
 
 
+def last_error(log: str) -> str:
+    """The worker's last ``error: …`` line without its prefix (what went wrong with the shard), or ""."""
+    lines = [line for line in log.strip().splitlines() if line.startswith("error: ")]
+    return lines[-1][len("error: "):] if lines else ""
+
+
 def pod_index(pod: Any) -> int:
     """The Indexed Job completion index of a pod (label, else annotation), -1 when absent."""
     for source in (pod.metadata.labels or {}, pod.metadata.annotations or {}):
@@ -54,8 +60,7 @@ def failure_kind(pod: Any, log_tail: str = "") -> tuple[str, str]:
         if terminated.reason == "OOMKilled" or terminated.exit_code == EXIT_OOM:
             return "oom", "OOMKilled: the shard needs more memory than its limit (retried with more, up to the cap)"
         if terminated.exit_code == EXIT_BAD_INPUT:
-            lines = [line for line in log_tail.strip().splitlines() if line.startswith("error: ")]
-            return "bad-input", f"bad input: {lines[-1][len('error: '):] if lines else 'see the pod log'}"
+            return "bad-input", f"bad input: {last_error(log_tail) or 'see the pod log'}"
         if terminated.exit_code:
             return "error", f"exited with {terminated.exit_code} ({terminated.reason or 'Error'})"
     return "", reason or "no failure recorded"

@@ -35,7 +35,7 @@ def get_pod_logs(job_id: str, *, api: Any = None, namespace: str | None = None) 
     """Logs and diagnoses of every pod labelled with ``job_id``, oldest first."""
     from kubernetes import client
 
-    from .backend import _read_log
+    from .backend import read_pod_log
     from .config import api_client, resolve
 
     namespace = namespace or resolve()["namespace"].value
@@ -47,9 +47,9 @@ def get_pod_logs(job_id: str, *, api: Any = None, namespace: str | None = None) 
     out = []
     for pod in pods:
         name = pod.metadata.name
-        text = _read_log(core, namespace, name)
+        text = read_pod_log(core, namespace, name)
         restarts = sum(cs.restart_count or 0 for cs in (pod.status.container_statuses or [])) if pod.status else 0
-        previous = _read_log(core, namespace, name, previous=True) if restarts else ""
+        previous = read_pod_log(core, namespace, name, previous=True) if restarts else ""
         kind, diagnosis = failure_kind(pod, text)
         phase = pod.status.phase if pod.status else ""
         out.append(PodLog(name, (pod.metadata.labels or {}).get("montage/stage", ""), pod.spec.node_name or "",

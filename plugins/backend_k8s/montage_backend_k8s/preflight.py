@@ -119,7 +119,7 @@ def check_volume_in_cluster(api: Any, settings: dict[str, Any], timeout: float =
     """A one-pod Job writes, reads and deletes a probe file at the mount path, as the workers will."""
     from kubernetes import client
 
-    from .backend import _pods_of, _read_log
+    from .backend import job_pods, read_pod_log
     from .diagnose import failure_kind
     from .jobs import job_manifest
 
@@ -135,12 +135,12 @@ def check_volume_in_cluster(api: Any, settings: dict[str, Any], timeout: float =
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for pod in _pods_of(core, namespace, name):
+            for pod in job_pods(core, namespace, name):
                 kind, why = failure_kind(pod)
                 if kind in ("image", "architecture"):
                     return [f"storage probe pod {pod.metadata.name} cannot run: {why}"]
                 if pod.status and pod.status.phase in ("Succeeded", "Failed"):
-                    return _probe_answer(_read_log(core, namespace, pod.metadata.name), pod, settings)
+                    return _probe_answer(read_pod_log(core, namespace, pod.metadata.name), pod, settings)
             time.sleep(0.5)
         return [f"storage probe Job {name} did not finish in {timeout:.0f} s: "
                 f"kubectl describe job {name} -n {namespace}"]
