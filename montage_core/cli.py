@@ -427,12 +427,7 @@ def preflight(backend: str, scheduler: str | None) -> None:
         raise MontageError(f"backend {backend!r} is not available: {reason}")
     chosen.configure(scheduler=scheduler)
     checks = [c.name for c in manager.preflight_checks if c.applies_to(backend)]
-    try:
-        run_preflight(manager, chosen, {})
-    except PreflightError as exc:
-        for problem in exc.problems:
-            click.echo(f"error: {problem}", err=True)
-        sys.exit(1)
+    run_preflight(manager, chosen, {})  # problems: main() prints one error line each and exits 1
     click.echo(f"pre-flight passed for backend {backend} ({', '.join(checks) or 'no checks registered'})")
 
 
