@@ -161,6 +161,9 @@ def analyze(clips: tuple[str, ...], backend: str, no_cache: bool) -> None:
     try:
         analyses, failures = analyze_clips(collect_clips(clips), manager, backend_obj, use_cache=not no_cache,
                                            on_event=lambda e: printer("analysis", e))
+    except BaseException:
+        backend_obj.abort()
+        raise
     finally:
         backend_obj.close()
     click.echo(json.dumps({"clips": [describe(a) for a in analyses], "failed": failures}, indent=2,
@@ -179,23 +182,31 @@ def plan(clips: tuple[str, ...], music: str, output: str, backend: str, style: s
          planner: str, seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool,
          script: str | None, embedder: str) -> None:
     """Analyze and plan only: write the timeline JSON (render it later with `montage render`)."""
+    from .isolated import start_music_analysis
     from .models import write_atomic
-    from .music import analyze_music
     from .pipeline import analyze_clips, collect_clips, plan_timeline
     from .plugins import get_manager
+    from .render import check_output_path
 
     manager = get_manager()
     width, height = _parse_resolution(resolution)
     manager.styles.get(style)
     backend_obj = manager.backends.get(backend)
+    clip_paths = collect_clips(clips)
+    check_output_path(Path(output), [*clip_paths, music, *([script] if script else [])])
+    music_call = start_music_analysis(music, duration)
     try:
-        analyses, _ = analyze_clips(collect_clips(clips), manager, backend_obj, use_cache=not no_cache)
+        analyses, _ = analyze_clips(clip_paths, manager, backend_obj, use_cache=not no_cache)
         if not analyses:
             raise MontageError("no clip could be analyzed")
-        timeline = plan_timeline(analyses, analyze_music(Path(music).absolute()), manager, style=style,
+        timeline = plan_timeline(analyses, music_call.result(), manager, style=style,
                                  planner=planner, style_params=_parse_sets(style_params), width=width, height=height,
                                  fps=fps, seed=seed, duration=duration,
                                  options={"script": script, "backend": backend_obj, "embedder": embedder})
+    except BaseException:
+        music_call.cancel()
+        backend_obj.abort()
+        raise
     finally:
         backend_obj.close()
     write_atomic(output, timeline.to_json())
@@ -220,7 +231,10 @@ def render(timeline: str, output: str, backend: str, scheduler: str | None, work
     printer = _progress_printer()
     try:
         result = render_timeline(tl, Path(output), manager, backend_obj, accel=accel, quality=quality,
-                                 on_event=lambda e: printer("render", e))
+                                 on_event=lambda e: printer("render", e), timeline_file=timeline)
+    except BaseException:
+        backend_obj.abort()
+        raise
     finally:
         backend_obj.close()
     click.echo(f"{result.video} ({result.duration:.2f} s, {len(result.segments)} cuts)")
@@ -399,17 +413,25 @@ def search_command(query: str, like: str | None, top: int, index: str | None, em
 
 
 @cli.command()
-@click.option("--clear", is_flag=True, help="Delete cached analyses, ranges and rendered segments.")
-def cache(clear: bool) -> None:
-    """Show (or clear) montage's cache: analyses by content hash and rendered segments."""
+@click.option("--clear", is_flag=True, help="Delete cached analyses, ranges, rendered segments and compiled kernels.")
+@click.option("--clear-jit", is_flag=True, help="Delete only the compiled (JIT) kernels; they are rebuilt on next use.")
+def cache(clear: bool, clear_jit: bool) -> None:
+    """Show (or clear) montage's cache: analyses by content hash, rendered segments, compiled kernels."""
     from .analysis import cache as analysis_cache
     from .config import cache_dir
+    from .jit import clear_jit_cache, jit_cache_dir
 
-    if clear:
-        click.echo(f"removed {analysis_cache.clear()} cached files from {cache_dir()}")
+    if clear or clear_jit:
+        kernels = clear_jit_cache()
+        click.echo(f"removed {kernels} compiled kernel files from {jit_cache_dir()}")
+        if clear:
+            click.echo(f"removed {analysis_cache.clear()} cached files from {cache_dir()}")
         return
     for area, (count, size) in analysis_cache.usage().items():
         click.echo(f"{area:10s} {count:6d} files {size / 2**20:9.1f} MiB")
+    jit_files = [p for p in jit_cache_dir().rglob("*") if p.is_file()] if jit_cache_dir().is_dir() else []
+    click.echo(f"{'jit':10s} {len(jit_files):6d} files {sum(p.stat().st_size for p in jit_files) / 2**20:9.1f} MiB"
+               f" ({jit_cache_dir()})")
     click.echo(f"in {cache_dir()}")
 
 
@@ -478,7 +500,23 @@ def serve(host: str, port: int, media_root: str, token: str | None) -> None:
 
 
 def main() -> None:
-    """Entry point: plugin commands added, MontageError → one line and a non-zero exit."""
+    """Entry point: plugin commands added, MontageError → one line and a non-zero exit.
+
+    SIGTERM and SIGHUP stop a command as Ctrl-C does (workers stopped, the job left
+    ``interrupted``), and no process the command started outlives it.
+    """
+    from .jit import configure_jit_cache
+    from .procs import stop_resource_tracker, terminate_as_interrupt
+
+    configure_jit_cache()  # before anything imports Numba
+    try:
+        with terminate_as_interrupt():
+            _main()
+    finally:
+        stop_resource_tracker()
+
+
+def _main() -> None:
     try:
         from .plugins import get_manager
 
@@ -501,6 +539,7 @@ def main() -> None:
     except MontageError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        signum = {"SIGTERM": 15, "SIGHUP": 1}.get(str(exc), 2)
+        click.echo("interrupted" + (f" ({exc})" if str(exc) else ""), err=True)
+        sys.exit(128 + signum)

@@ -30,6 +30,7 @@ def run_shards(
     outcomes: dict[str, ShardOutcome] = {}
     attempts = {t.id: 0 for t in tasks}
     pending = list(tasks)
+    jit_cleared = False
 
     def record(event: ProgressEvent) -> None:
         if store and job_id:
@@ -44,8 +45,12 @@ def run_shards(
             if store and job_id:
                 store.shard_state(job_id, task.id, task.stage, task.clip, "queued", attempt=True)
         retry: list[ShardTask] = []
+        crashed_before = jit_cleared  # one crash breaks every shard of its round: one clear per round
         for outcome in backend.run(fn, pending, record):
             task = outcome.task
+            if outcome.crash_signal:
+                outcome = _after_crash(outcome, clear=not jit_cleared, final=crashed_before)
+                jit_cleared = True
             if outcome.ok:
                 state, error = "done", ""
             elif outcome.transient and attempts[task.id] < max_attempts:
@@ -64,6 +69,25 @@ def run_shards(
             time.sleep(BACKOFF_SECONDS * min(4, max(attempts[t.id] for t in retry)))
         pending = retry
     return outcomes
+
+
+def _after_crash(outcome: ShardOutcome, *, clear: bool, final: bool) -> ShardOutcome:
+    """A worker died from a signal: most often a JIT cache another process corrupted. The first
+    time, clear the cache and retry; a crash after that is final, with what to do about it."""
+    from dataclasses import replace
+
+    from .jit import CLEAR_HINT, clear_jit_cache, jit_cache_dir, signal_name
+
+    stage, name = outcome.task.stage, signal_name(outcome.crash_signal)
+    if clear:
+        removed = clear_jit_cache()
+        log.warning("%s: a worker process crashed (%s); cleared the JIT cache in %s (%d files) and retrying once",
+                    stage, name, jit_cache_dir(), removed)
+    if not final:
+        return replace(outcome, transient=True)
+    return replace(outcome, transient=False,
+                   error=f"{stage}: a worker process crashed ({name}) again after the JIT cache was cleared; "
+                         f"run `{CLEAR_HINT}`, and report it if it keeps happening")
 
 
 def _small(result: Any, limit: int = 4096) -> Any:

@@ -58,11 +58,43 @@ def last_error_line(stderr: str, path: str | Path | None = None) -> str:
 
 def run_ffmpeg(args: list[str], *, what: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
     """Run ffmpeg quietly; raise MontageError naming ``what`` with ffmpeg's own last line."""
+    from .procs import child_options
+
     cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout, **child_options())
     if proc.returncode != 0:
         raise MontageError(f"{what}: {last_error_line(proc.stderr)}")
     return proc
+
+
+def count_video_frames(path: str | Path, *, decode: bool) -> tuple[int, str]:
+    """Frames of the first video stream (decoded, or packets read when ``decode`` is false) and
+    ffmpeg's error output ("" for a file that reads cleanly)."""
+    from .procs import child_options
+
+    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0",
+           *([] if decode else ["-c", "copy"]), "-f", "null", "-progress", "pipe:1", "-"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", **child_options())
+    frames = [int(v) for v in re.findall(r"^frame=(\d+)$", proc.stdout, re.MULTILINE)]
+    problem = proc.stderr.strip() or (f"ffmpeg exited with status {proc.returncode}" if proc.returncode else "")
+    return (frames[-1] if frames else 0), problem
+
+
+def audio_seconds(path: str | Path) -> float:
+    """Length of the first audio stream as its container records it (0.0 when there is none)."""
+    from .procs import child_options
+
+    probe = ffprobe_binary()
+    if probe:
+        proc = subprocess.run([probe, "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=duration",
+                               "-of", "csv=p=0", str(path)], capture_output=True, text=True, errors="replace",
+                              **child_options())
+        return _float(proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else "")
+    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy",
+           "-f", "null", "-progress", "pipe:1", "-"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", **child_options())
+    times = re.findall(r"^out_time_us=(\d+)$", proc.stdout, re.MULTILINE)
+    return int(times[-1]) / 1e6 if times else 0.0
 
 
 def probe_media(path: str | Path) -> MediaInfo:
@@ -85,8 +117,10 @@ def probe_media(path: str | Path) -> MediaInfo:
 
 
 def _probe_ffprobe(ffprobe: str, path: Path, size: int) -> MediaInfo:
+    from .procs import child_options
+
     cmd = [ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", **child_options())
     if proc.returncode != 0:
         raise InputError(path, f"not a media file ffmpeg can read ({last_error_line(proc.stderr, path)})")
     data = json.loads(proc.stdout or "{}")
@@ -125,8 +159,10 @@ _ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees|rotate\s*:\s*(-?\
 
 def _probe_ffmpeg(path: Path, size: int) -> MediaInfo:
     """Probe by reading ``ffmpeg -i`` output (for ffmpeg builds shipped without ffprobe)."""
+    from .procs import child_options
+
     proc = subprocess.run([ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)],
-                          capture_output=True, text=True, errors="replace")
+                          capture_output=True, text=True, errors="replace", **child_options())
     text = proc.stderr
     if "Stream #" not in text:
         raise InputError(path, f"not a media file ffmpeg can read ({last_error_line(text, path)})")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .interfaces import Accelerator, AcceleratorProbe
+from .procs import child_options
 
 CODECS = ("h264", "hevc", "av1")
 TEST_SOURCE = ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=0.4"]
@@ -35,7 +36,8 @@ class SystemProbe:
     def run(self, args: Sequence[str], timeout: float = 20.0) -> tuple[int, str]:
         """Exit status and stdout+stderr of ``args``; 127 when the program is not installed."""
         try:
-            proc = subprocess.run(list(args), capture_output=True, text=True, errors="replace", timeout=timeout)
+            proc = subprocess.run(list(args), capture_output=True, text=True, errors="replace", timeout=timeout,
+                                  **child_options())
         except FileNotFoundError:
             return 127, f"{args[0]}: command not found"
         except subprocess.TimeoutExpired:

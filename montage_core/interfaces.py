@@ -167,6 +167,8 @@ class ShardOutcome:
     error: str = ""
     transient: bool = False
     worker: str = ""
+    #: the signal a worker process crashed from (SIGSEGV, …) while running it; 0 when none
+    crash_signal: int = 0
 
 
 ShardFunction = Callable[[ShardTask, Callable[[ProgressEvent], None]], Any]
@@ -205,6 +207,11 @@ class Backend:
 
     def close(self) -> None:
         """Release workers."""
+
+    def abort(self) -> None:
+        """Stop now (an interrupt or a failure): running shards are abandoned, workers and
+        anything they started are stopped. Finished shards stay in the caches."""
+        self.close()
 
 
 # --------------------------------------------------------------------------- preflight

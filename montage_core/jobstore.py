@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 import uuid
@@ -10,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import state_dir
+from .procs import is_running, process_start_time
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, created REAL, updated REAL, finished REAL, state TEXT,
-    style TEXT, backend TEXT, params TEXT, result TEXT, error TEXT
+    style TEXT, backend TEXT, params TEXT, result TEXT, error TEXT,
+    host TEXT, pid INTEGER, pid_started TEXT
 );
 CREATE TABLE IF NOT EXISTS shards (
     job_id TEXT, shard_id TEXT, stage TEXT, clip TEXT, state TEXT, attempts INTEGER DEFAULT 0,
@@ -31,6 +35,11 @@ CREATE TABLE IF NOT EXISTS worker_logs (
 """
 
 
+def _coordinator() -> tuple[str, int, str]:
+    """This process as a job's coordinator: host, process id and that process's start time."""
+    return socket.gethostname(), os.getpid(), process_start_time(os.getpid())
+
+
 class JobStore:
     """A thin, thread-safe-enough wrapper (one connection per store, used from the coordinator)."""
 
@@ -40,9 +49,20 @@ class JobStore:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
-        columns = {row["name"] for row in self.db.execute("PRAGMA table_info(workers)")}
-        if "started" not in columns:  # stores written by 0.1.0 before per-shard elapsed time existed
-            self.db.execute("ALTER TABLE workers ADD COLUMN started REAL")
+        # Stores written by earlier releases lack these columns. Two processes opening such a
+        # store at once both try to add them; the loser's "duplicate column" is harmless.
+        self._add_columns("workers", {"started": "REAL"})
+        self._add_columns("jobs", {"host": "TEXT", "pid": "INTEGER", "pid_started": "TEXT"})
+
+    def _add_columns(self, table: str, wanted: dict[str, str]) -> None:
+        columns = {row["name"] for row in self.db.execute(f"PRAGMA table_info({table})")}
+        for name, kind in wanted.items():
+            if name not in columns:
+                try:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def close(self) -> None:
         self.db.close()
@@ -52,8 +72,9 @@ class JobStore:
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         now = time.time()
         self.db.execute(
-            "INSERT INTO jobs (id, created, updated, state, style, backend, params) VALUES (?,?,?,?,?,?,?)",
-            (job_id, now, now, "running", style, backend, json.dumps(params)),
+            "INSERT INTO jobs (id, created, updated, state, style, backend, params, host, pid, pid_started) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (job_id, now, now, "running", style, backend, json.dumps(params), *_coordinator()),
         )
         return job_id
 
@@ -73,8 +94,24 @@ class JobStore:
         return progress
 
     def restart_job(self, job_id: str) -> None:
-        self.db.execute("UPDATE jobs SET state='running', error=NULL, finished=NULL, updated=? WHERE id=?",
-                        (time.time(), job_id))
+        self.db.execute("UPDATE jobs SET state='running', error=NULL, finished=NULL, updated=?, host=?, pid=?, "
+                        "pid_started=? WHERE id=?", (time.time(), *_coordinator(), job_id))
+
+    def _settle(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A running job whose coordinator process (on this host) is gone was interrupted
+        (killed, or the machine went down): record it so, with the way to finish it."""
+        host = socket.gethostname()
+        for row in rows:
+            if row["state"] != "running" or row.get("host") != host or not row.get("pid"):
+                continue
+            if is_running(int(row["pid"]), row.get("pid_started") or ""):
+                continue
+            error = (f"the coordinator (process {row['pid']}) stopped without finishing; "
+                     f"`montage resume {row['id']}` finishes it")
+            self.db.execute("UPDATE jobs SET state='interrupted', error=?, updated=? WHERE id=? AND state='running'",
+                            (error, time.time(), row["id"]))
+            row.update(state="interrupted", error=error)
+        return rows
 
     def finish_job(self, job_id: str, state: str, result: dict[str, Any] | None = None, error: str = "") -> None:
         now = time.time()
@@ -83,10 +120,11 @@ class JobStore:
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return dict(row) if row else None
+        return self._settle([dict(row)])[0] if row else None
 
     def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,))]
+        return self._settle([dict(r) for r in self.db.execute("SELECT * FROM jobs ORDER BY created DESC LIMIT ?",
+                                                              (limit,))])
 
     # -- shards -------------------------------------------------------------------------
     def shard_state(self, job_id: str, shard_id: str, stage: str, clip: str, state: str, *,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -285,18 +284,20 @@ def render_timeline(
     timeline: Timeline, output: Path, manager: MontageManager, backend: Backend, *, accel: str = "auto",
     quality: str = "standard", on_event: Callable[[ProgressEvent], None] = lambda e: None,
     store: JobStore | None = None, job_id: str = "", chain: list[tuple[Any, Any]] | None = None,
+    timeline_file: str | Path | None = None,
 ) -> RenderResult:
     """Encode segments on the backend, join, mux, export. Nothing appears at ``output`` unless complete.
 
-    ``chain`` is the encoder chain when the caller has resolved (and logged) it already.
+    ``chain`` is the encoder chain when the caller has resolved (and logged) it already;
+    ``timeline_file`` is the timeline's own file, which the video must not replace.
     """
     from .accel import check_quality
     from .engine import run_shards
     from .export import write_exports
-    from .render import check_output_dir, join_segments, render_segment, segment_specs
+    from .render import check_output_path, join_segments, render_segment, segment_specs
 
     check_quality(quality)
-    check_output_dir(output)
+    check_output_path(output, [c.source for c in timeline.cuts] + [timeline.music], timeline_file)
     for source in {c.source for c in timeline.cuts} | {timeline.music}:
         if not Path(source).is_file():
             raise InputError(source, "no such file (the timeline refers to it)")
@@ -347,12 +348,15 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     """Run a whole montage job; returns ``(job_id, result)``. Validates every choice before any work.
 
     With ``job_id`` the job is resumed: finished analyses and segments are found in the caches,
-    so only unfinished shards run.
+    so only unfinished shards run. An interrupt (Ctrl-C, SIGTERM) stops the workers and leaves
+    the job ``interrupted``; a failure leaves it ``failed``.
     """
     from .accel import analysis_decoder, check_quality, describe_chain, log_devices, probe_all
-    from .music import analyze_music
-    from .render import check_output_dir
+    from .isolated import start_music_analysis
+    from .jit import configure_jit_cache
+    from .render import check_output_path
 
+    configure_jit_cache()
     manager = manager or get_manager()
     style_obj = manager.styles.get(options.style)
     resolve_style_params(style_obj, options.style_params)
@@ -367,7 +371,10 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     backend.configure(scheduler=options.scheduler, workers=options.workers)
     check_quality(options.quality)
     output = Path(options.output)
-    check_output_dir(output)
+    clips = collect_clips(options.clips)
+    if not clips:
+        raise UsageError("no clips given")
+    check_output_path(output, [*clips, options.music, *([options.script] if options.script else [])])
     accelerators = list(manager.accelerators)
     chain = job_encoder_chain(backend, accelerators, options.accel)  # an unavailable --accel fails here
     if backend.remote_nodes:
@@ -378,44 +385,43 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
         log_devices(probes)
         decoder, decode_args = analysis_decoder(accelerators, probes)
         log.info("encoder chain: %s; analysis decode: %s", describe_chain(chain), decoder)
-    clips = collect_clips(options.clips)
-    if not clips:
-        raise UsageError("no clips given")
     run_preflight(manager, backend, {"options": options, "clips": clips})
     store = store or JobStore()
     if job_id:
         store.restart_job(job_id)
     else:
         job_id = store.create_job(options.style, options.backend, {**asdict(options)})
+    log.info("job %s started", job_id)
     backend.bind_job(job_id, store)
     emit = on_event or (lambda stage, event: None)
-    music_box: dict[str, Any] = {}
-
-    def music_thread() -> None:
-        try:
-            music_box["music"] = analyze_music(Path(options.music).absolute())
-        except BaseException as exc:  # re-raised in the coordinator
-            music_box["error"] = exc
-
-    thread = threading.Thread(target=music_thread, name="music", daemon=True)
-    thread.start()  # beats are found while the workers decode the clips
+    # Beats are found in a process of their own while the workers decode the clips: its memory
+    # is returned when it ends, and a crash there cannot take this process down.
+    music = start_music_analysis(options.music, options.duration)
     try:
         analyses, failures = analyze_clips(clips, manager, backend, use_cache=options.use_cache,
                                            on_event=lambda e: emit("analysis", e), store=store, job_id=job_id,
                                            input_args=decode_args)
-        thread.join()
-        if "error" in music_box:
-            raise music_box["error"]
+        music_analysis = music.result()
         if not analyses:
             raise MontageError(f"none of the {len(clips)} clips is usable (first problem: {next(iter(failures.values()))})")
-        timeline = plan_timeline(analyses, music_box["music"], manager, style=options.style,
+        timeline = plan_timeline(analyses, music_analysis, manager, style=options.style,
                                  planner=options.planner, style_params=options.style_params, width=options.width,
                                  height=options.height, fps=options.fps, seed=options.seed, duration=options.duration,
                                  options={"script": options.script, "backend": backend,
                                           "embedder": options.embedder})
         result = render_timeline(timeline, output, manager, backend, accel=options.accel, quality=options.quality,
                                  on_event=lambda e: emit("render", e), store=store, job_id=job_id, chain=chain)
+    except KeyboardInterrupt as exc:
+        music.cancel()
+        backend.abort()
+        store.finish_job(job_id, "interrupted", error=f"interrupted ({exc or 'Ctrl-C'}); "
+                                                       f"`montage resume {job_id}` finishes it")
+        log.warning("job %s interrupted; `montage resume %s` finishes it (finished shards are reused)",
+                    job_id, job_id)
+        raise
     except BaseException as exc:
+        music.cancel()
+        backend.abort()
         store.finish_job(job_id, "failed", error=str(exc) or type(exc).__name__)
         raise
     finally:

@@ -6,9 +6,10 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -94,29 +95,104 @@ def _segment_command(spec: dict[str, Any], encoder: dict[str, Any], out: str) ->
             *encoder["output_args"], "-an", "-video_track_timescale", "90000", "-f", "mp4", out]
 
 
+def _sidecar(segment: Path) -> Path:
+    return segment.with_suffix(".json")
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cached_segment_problem(segment: Path, frames: int) -> str | None:
+    """Why a cached segment cannot be reused ("" when it is missing), or None when it is sound.
+
+    Cheap: its size, frame count and digest are compared with the record written beside it when
+    it was rendered and checked (a segment cut short by a full disk, or damaged since, differs).
+    """
+    try:
+        size = segment.stat().st_size
+    except FileNotFoundError:
+        return ""
+    try:
+        record = json.loads(_sidecar(segment).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no record of its check"
+    except (OSError, ValueError) as exc:
+        return f"its check record is unreadable ({exc})"
+    if record.get("frames") != frames:
+        return f"it holds {record.get('frames')} frames, the cut needs {frames}"
+    if record.get("size") != size:
+        return f"{size} bytes where {record.get('size')} were written"
+    if record.get("blake2b") != _file_digest(segment):
+        return "its content changed since it was written"
+    return None
+
+
+def check_rendered_segment(path: Path, frames: int) -> str | None:
+    """Decode a freshly rendered segment: None when it holds exactly ``frames`` clean frames."""
+    from .ffmpeg import count_video_frames
+
+    decoded, problem = count_video_frames(path, decode=True)
+    if problem:
+        return f"it does not decode cleanly ({problem.splitlines()[-1]})"
+    if decoded != frames:
+        return f"it decodes to {decoded} frames, the cut needs {frames}"
+    return None
+
+
+def _record_segment(segment: Path, frames: int) -> None:
+    """The sidecar that later reuse is checked against (written after the segment is in place)."""
+    from .models import write_atomic
+
+    write_atomic(_sidecar(segment), json.dumps({"frames": frames, "size": segment.stat().st_size,
+                                                "blake2b": _file_digest(segment)}))
+
+
 def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dict[str, Any]:
-    """Shard function: render one segment, falling back along the encoder chain; reuse a finished one."""
+    """Shard function: render one segment, falling back along the encoder chain; reuse a finished one.
+
+    A segment enters the cache only once it decodes to exactly the planned frames, and is reused
+    only while it still matches the record written then; anything else is rendered again.
+    """
+    from .procs import child_options, owner_tag, remove_orphaned_temps
+
     spec = task.payload
     key = _segment_key(spec)
     out = cache_dir() / "segments" / key[:2] / f"{key}.mp4"
     event = ProgressEvent("", "", "render", task.id, task.clip, "running", 0.0, task.total)
-    if out.exists():
+    problem = cached_segment_problem(out, spec["frames"])
+    if problem is None:
         emit(ProgressEvent("", "", "render", task.id, task.clip, "done", task.total, task.total, "reused"))
         return {"index": spec["index"], "path": str(out), "frames": spec["frames"], "encoder": "cached", "attempts": []}
+    if problem:
+        log.warning("segment %d (%s): cached file %s is unusable (%s); rendering it again", spec["index"],
+                    Path(spec["main"]["source"]).name, out, problem)
+        _sidecar(out).unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphaned_temps(out.parent, f".{key}.")
     emit(event)
     attempts: list[str] = []
     for encoder in spec["encoders"]:
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".mp4", dir=out.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.{owner_tag()}.", suffix=".mp4", dir=out.parent)
         os.close(fd)
-        proc = subprocess.run(_segment_command(spec, encoder, tmp), capture_output=True, text=True, errors="replace")
-        if proc.returncode == 0 and os.path.getsize(tmp) > 0:
-            os.replace(tmp, out)
-            emit(ProgressEvent("", "", "render", task.id, task.clip, "done", task.total, task.total, encoder["name"]))
-            return {"index": spec["index"], "path": str(out), "frames": spec["frames"],
-                    "encoder": encoder["name"], "attempts": attempts}
-        os.unlink(tmp)
-        reason = diagnose(proc.stderr)
+        try:
+            proc = subprocess.run(_segment_command(spec, encoder, tmp), capture_output=True, text=True,
+                                  errors="replace", **child_options())
+            reason = diagnose(proc.stderr) if proc.returncode != 0 else check_rendered_segment(Path(tmp), spec["frames"])
+            if reason is None:
+                os.replace(tmp, out)
+                _record_segment(out, spec["frames"])
+                emit(ProgressEvent("", "", "render", task.id, task.clip, "done", task.total, task.total,
+                                   encoder["name"]))
+                return {"index": spec["index"], "path": str(out), "frames": spec["frames"],
+                        "encoder": encoder["name"], "attempts": attempts}
+        finally:
+            Path(tmp).unlink(missing_ok=True)
         attempts.append(f"{encoder['name']}: {reason}")
         log.warning("segment %d: encoder %s failed (%s); trying the next one", spec["index"], encoder["name"], reason)
     raise ShardError(f"segment {spec['index']} ({Path(spec['main']['source']).name}): every encoder failed: "
@@ -124,14 +200,18 @@ def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> di
 
 
 def join_segments(timeline: Timeline, segments: list[SegmentResult], out: Path) -> None:
-    """Concatenate segments without re-encoding, mux the music with a fade-out, write atomically."""
+    """Concatenate segments without re-encoding, mux the music with a fade-out, check the result
+    (every planned frame, audio as long as the picture), and only then rename it into place."""
+    from .procs import owner_tag, remove_orphaned_temps
+
     fade = min(timeline.audio_fade_out, timeline.duration / 4)
+    remove_orphaned_temps(out.parent, f".{out.name}.")  # what a killed run left half-written
     with tempfile.TemporaryDirectory(prefix="montage-join-") as tmp:
         listing = Path(tmp) / "segments.txt"
         # The concat demuxer's own quoting: wrap in '…' and write a quote as '\''.
         listing.write_text("".join("file '" + s.path.replace("'", "'\\''") + "'\n" for s in segments),
                            encoding="utf-8")
-        fd, part = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+        fd, part = tempfile.mkstemp(prefix=f".{out.name}.{owner_tag()}.", suffix=".part", dir=out.parent)
         os.close(fd)
         try:
             run_ffmpeg([
@@ -141,10 +221,25 @@ def join_segments(timeline: Timeline, segments: list[SegmentResult], out: Path) 
                 "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-t", f"{timeline.duration:.6f}",
                 "-movflags", "+faststart", "-f", "mp4", part,
             ], what=f"writing {out}")
+            check_output_file(Path(part), timeline, out)
             publish(part, out)
         except BaseException:
             Path(part).unlink(missing_ok=True)
             raise
+
+
+def check_output_file(path: Path, timeline: Timeline, final: Path) -> None:
+    """The joined file holds round(duration × fps) frames and audio within one frame of the picture."""
+    from .ffmpeg import audio_seconds, count_video_frames
+
+    planned = int(round(timeline.duration * timeline.fps))
+    frames, problem = count_video_frames(path, decode=False)
+    if problem or frames != planned:
+        raise MontageError(f"{final}: not written: the joined video holds {frames} frames where {planned} were "
+                           f"planned{f' ({problem})' if problem else ''}")
+    audio = audio_seconds(path)
+    if abs(audio - timeline.duration) > 1.0 / timeline.fps:
+        raise MontageError(f"{final}: not written: its audio lasts {audio:.3f} s, the picture {timeline.duration:.3f} s")
 
 
 def check_output_dir(out: Path) -> None:
@@ -160,3 +255,37 @@ def check_output_dir(out: Path) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise MontageError(f"{folder}: output folder is not writable ({exc.strerror})") from None
+
+
+def export_paths(video: Path) -> dict[str, Path]:
+    """The edit exports written next to ``video``."""
+    stem = video.with_suffix("")
+    return {"timeline_json": Path(f"{stem}.timeline.json"), "otio": Path(f"{stem}.otio"), "edl": Path(f"{stem}.edl")}
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output_path(out: Path, media: Iterable[str | Path] = (), timeline: str | Path | None = None) -> None:
+    """Fail before any work unless ``out`` is a new path or a regular file that is none of the
+    inputs (clips, music, script, ``timeline``); the exports beside it must not replace media."""
+    check_output_dir(out)
+    if out.exists():
+        mode = os.stat(out).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+                    else "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+            raise MontageError(f"{out}: exists and is {kind}, not a regular file; give a new output file name")
+    media = [Path(m) for m in media]
+    for source in [*media, *([Path(timeline)] if timeline else [])]:
+        if _same_file(out, source):
+            raise MontageError(f"{out}: is one of the inputs ({source}); give another output file name")
+    for export in export_paths(out).values():
+        for source in media:
+            if _same_file(export, source):
+                raise MontageError(f"{out}: its export {export.name} would replace the input {source}; "
+                                   "give another output file name")

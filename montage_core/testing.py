@@ -63,6 +63,20 @@ class MediaFactory:
         return path, json.loads(beats_file.read_text())
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Share compiled kernels across tests: each test has its own ``MONTAGE_CACHE_DIR``, and a
+    JIT cache per test would compile every kernel again. A ``NUMBA_CACHE_DIR`` set by the user
+    is kept; the JIT lock makes sharing safe for parallel test runs too."""
+    import tempfile
+
+    from .jit import OWNED_MARK
+
+    current = os.environ.get("NUMBA_CACHE_DIR")
+    if not current or current == os.environ.get(OWNED_MARK):
+        os.environ["NUMBA_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"montage-test-jit-{os.getuid()}")
+        os.environ.pop(OWNED_MARK, None)
+
+
 @pytest.fixture(scope="session")
 def media(tmp_path_factory: pytest.TempPathFactory) -> MediaFactory:
     return MediaFactory(tmp_path_factory.mktemp("media"))

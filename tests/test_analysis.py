@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,22 @@ def test_cuts_at_known_frames_all_found_none_extra(pm, media: MediaFactory, shot
     for shot in analysis.shots:
         assert set(shot.features) >= {"cut_score", "motion", "sharpness", "brightness", "cog_x", "cog_y"}
         assert 0 < shot.features["brightness"] < 1
+
+
+@pytest.mark.parametrize("frames,usable", [(1, False), (6, False), (7, True)])
+def test_a_clip_shorter_than_a_shot_is_refused(pm, tmp_path: Path, frames: int, usable: bool) -> None:
+    import subprocess
+
+    clip = tmp_path / f"{frames}.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x180:rate=25",
+                    "-frames:v", str(frames), "-pix_fmt", "yuv420p", str(clip)], check=True)
+    if usable:  # 7 frames = 0.28 s: past the shortest shot, so analyzed as one
+        assert len(analyze_clip(clip, list(pm.analyzers), use_cache=False).shots) == 1
+        return
+    plural = "" if frames == 1 else "s"
+    with pytest.raises(InputError, match=rf"^{re.escape(str(clip))}: too short to use \({frames} frame{plural}, "
+                                         rf"{frames / 25:.2f} s; shots need at least 0.25 s\)$"):
+        analyze_clip(clip, list(pm.analyzers), use_cache=False)
 
 
 def test_portrait_clip_keeps_its_aspect(pm, media: MediaFactory) -> None:
@@ -92,12 +109,31 @@ def test_time_range_shards_give_the_whole_clip_answer(pm, media: MediaFactory, m
         assert a.features == pytest.approx(b.features, rel=1e-9, abs=1e-12)
 
 
-def test_cache_command_shows_and_clears(pm, media: MediaFactory) -> None:
+def test_cache_command_shows_and_clears(pm, media: MediaFactory, montage_home: Path) -> None:
     from montage_core.testing import run_cli
 
     clip, _ = media.clip([(0, 1.0)])
     analyze_clip(clip, list(pm.analyzers))
-    shown = run_cli("cache").stdout
+    own_jit = {"NUMBA_CACHE_DIR": ""}  # montage's own JIT folder in this test's cache, not the shared one
+    shown = run_cli("cache", env=own_jit).stdout
     assert shown.startswith("analysis        1 files")
-    assert run_cli("cache", "--clear").stdout.startswith("removed 1 cached files")
-    assert run_cli("cache").stdout.startswith("analysis        0 files")
+    jit_folder = Path(shown.split("(")[-1].split(")")[0])
+    assert jit_folder.parent.parent == montage_home / "cache", shown
+    jit_folder.mkdir(parents=True)
+    (jit_folder / "kernels.cut_score-84.py311.nbi").write_bytes(b"index")
+    (jit_folder / "kernels.cut_score-84.py311.1.nbc").write_bytes(b"code")
+    cleared = run_cli("cache", "--clear", env=own_jit).stdout.splitlines()
+    assert cleared == [f"removed 2 compiled kernel files from {jit_folder}",
+                       f"removed 1 cached files from {montage_home / 'cache'}"]
+    assert run_cli("cache", env=own_jit).stdout.startswith("analysis        0 files")
+    assert not list(jit_folder.glob("*.nb?"))
+
+
+def test_cache_clear_jit_keeps_analyses(pm, media: MediaFactory, montage_home: Path) -> None:
+    from montage_core.testing import run_cli
+
+    clip, _ = media.clip([(0, 1.0)])
+    analyze_clip(clip, list(pm.analyzers))
+    proc = run_cli("cache", "--clear-jit", env={"NUMBA_CACHE_DIR": str(montage_home / "jit")})
+    assert proc.returncode == 0 and proc.stdout.startswith(f"removed 0 compiled kernel files from {montage_home / 'jit'}")
+    assert run_cli("cache").stdout.startswith("analysis        1 files")

@@ -64,6 +64,29 @@ def test_bad_clips_are_skipped_good_ones_used(bad_clips: dict[str, Path], media:
     assert used == {"good one.mp4", "good two.mp4"}
 
 
+def _short_clip(path: Path, frames: int) -> Path:
+    """A real H.264 clip of ``frames`` frames at 25 fps."""
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x180:rate=25",
+                    "-frames:v", str(frames), "-pix_fmt", "yuv420p", str(path)], check=True)
+    return path
+
+
+def test_a_clip_too_short_to_use_is_named(media: MediaFactory, tmp_path: Path) -> None:
+    good, _ = media.clip([(0, 2.0), (1, 2.0)], name="short/good.mp4")
+    one = _short_clip(tmp_path / "one frame.mp4", 1)
+    music, _ = media.music(seconds=3)
+    out = tmp_path / "out.mp4"
+    proc = run_cli("run", str(good), str(one), "--music", str(music), "-o", str(out), *RUN)
+    assert proc.returncode == 0, proc.stderr
+    named = [line for line in proc.stderr.splitlines() if line.startswith("warning:") and one.name in line]
+    assert named == [f"warning: skipping {one}: too short to use (1 frame, 0.04 s; shots need at least 0.25 s)"], \
+        proc.stderr
+    assert "Traceback" not in proc.stderr
+    used = {line.split("* SOURCE FILE: ")[1] for line in out.with_suffix(".edl").read_text().splitlines()
+            if line.startswith("* SOURCE FILE: ")}
+    assert used == {str(good)}
+
+
 def _assert_clean_failure(proc: subprocess.CompletedProcess[str], message: str, out: Path | None = None) -> None:
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

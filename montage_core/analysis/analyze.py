@@ -67,7 +67,10 @@ def decode_luma(
     ]
     frame_bytes = w * h
     stderr = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, bufsize=frame_bytes * batch)
+    from ..procs import child_options
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, bufsize=frame_bytes * batch,
+                            **child_options())
     batches: queue.Queue[np.ndarray | None | BaseException] = queue.Queue(maxsize=4)
 
     def reader() -> None:
@@ -189,6 +192,40 @@ def _decode_pass(path: str, info: MediaInfo, size: tuple[int, int], analyzers: S
     return {name: np.concatenate(chunks) if chunks else np.zeros(0) for name, chunks in outputs.items()}
 
 
+def _kernel_sources(analyzer: Analyzer) -> list[str]:
+    """The files whose change recompiles an analyzer's kernels: its package's modules."""
+    import inspect
+
+    try:
+        folder = Path(inspect.getfile(type(analyzer))).parent
+    except (TypeError, OSError):
+        return []
+    sources = sorted(str(p) for p in folder.glob("*.py"))
+    if folder.name == "builtin":  # the built-in analyzers' kernels live in this package
+        sources += sorted(str(p) for p in Path(__file__).parent.glob("*.py"))
+    return sources
+
+
+def warm_analyzers(analyzers: Sequence[Analyzer]) -> None:
+    """Compile (or load from the JIT cache) every analyzer's kernels, one compiling process at a time.
+
+    The batches have the types real decoding produces (read-only frames from a pipe buffer), so
+    the signatures compiled here are the ones the decode pass calls.
+    """
+    from ..jit import ensure_warm
+
+    frames = np.frombuffer(bytes(3 * 8 * 8), np.uint8).reshape(3, 8, 8)
+    for analyzer in analyzers:
+        def warm(analyzer: Analyzer = analyzer) -> None:
+            analyzer.compute(frames[1:], np.empty((0, 0), np.uint8))
+            analyzer.compute(frames[1:], frames[0])
+
+        sources = _kernel_sources(analyzer)
+        # One lock group per package: analyzers of one package may share kernel functions.
+        group = Path(sources[0]).parent.name if sources else analyzer.name
+        ensure_warm(f"analyzer-{analyzer.name}-{analyzer.version}", sources, warm, group=f"analyzers-{group}")
+
+
 def analyzer_versions(analyzers: Sequence[Analyzer]) -> dict[str, str]:
     return {a.name: a.version for a in analyzers}
 
@@ -211,6 +248,7 @@ def analyze_series(
     ``start_frame`` (a time-range shard of a long clip)."""
     fps = info.fps or 25.0
     size = analysis_size(info, width)
+    warm_analyzers(analyzers)
     try:
         return _decode_pass(path, info, size, analyzers, input_args, fps, progress, start_frame, frame_count)
     except InputError:
@@ -236,6 +274,12 @@ def clip_from_series(path: str, info: MediaInfo, digest: str, analyzers: Sequenc
     if info.duration and decoded_seconds < 0.9 * info.duration - 1.0:
         log.warning("%s: truncated or damaged: decoded %.1f s of %.1f s; using what decodes",
                     path, decoded_seconds, info.duration)
+    if decoded_seconds < MIN_SHOT_SECONDS:
+        # A clip shorter than the shortest shot cut detection allows cannot fill a cut, so no planner
+        # picks it: refuse it here (the caller skips it with a warning naming the file) rather than
+        # keep a clip that silently never appears in the montage.
+        raise InputError(path, f"too short to use ({frames_done} frame{'' if frames_done == 1 else 's'}, "
+                               f"{decoded_seconds:.2f} s; shots need at least {MIN_SHOT_SECONDS:g} s)")
     shots = build_shots(path, series, aggregates, fps)
     return ClipAnalysis(info, digest, analyzer_versions(analyzers), fps, shots, frames_done)
 

@@ -19,7 +19,9 @@ def file_digest(path: str | Path) -> str:
     path = Path(path)
     st = path.stat()
     stamp = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
-    memo = cache_dir() / "digests" / hashlib.blake2b(stamp.encode(), digest_size=16).hexdigest()
+    # surrogateescape: a file name that is not UTF-8 (from an old camera, say) still has a key
+    key = hashlib.blake2b(stamp.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+    memo = cache_dir() / "digests" / key
     try:
         return memo.read_text().strip()
     except OSError:

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..hookspecs import hookimpl
 from ..interfaces import Accelerator, AcceleratorProbe
+from ..procs import child_options
 
 #: quality preset -> (x264 preset, CRF). CRF 23 is x264's default; 18 is near-transparent.
 X264_QUALITY = {"preview": ("veryfast", 28), "standard": ("fast", 21), "high": ("slow", 18)}
@@ -22,7 +23,7 @@ class SoftwareAccelerator(Accelerator):
         cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi",
                "-i", "color=c=gray:s=64x64:d=0.04", "-frames:v", "1", "-c:v", "libx264", "-f", "null", "-"]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, **child_options())
         except (OSError, subprocess.TimeoutExpired) as exc:
             return AcceleratorProbe(self.name, False, f"test encode failed: {exc}")
         if proc.returncode != 0:

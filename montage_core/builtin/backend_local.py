@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import socket
@@ -9,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
 from ..hookspecs import hookimpl
@@ -19,11 +21,51 @@ _events: Any = None  # the progress queue, set in each worker by _init_worker
 
 def _init_worker(events: Any, threads: int) -> None:
     global _events
+    from ..procs import watch_parent
+
     _events = events
+    watch_parent()  # a coordinator killed outright takes its workers (and their ffmpeg) with it
+    # Warnings travel to the coordinator with the progress events and are printed there, whole
+    # lines in order, not written into the middle of its progress display.
+    root = logging.getLogger("montage")
+    root.handlers[:] = [_ForwardLogs(events)]
+    root.setLevel(logging.INFO)
+    root.propagate = False
     # Each worker's Numba kernels get an equal share of the cores. ffmpeg keeps its own thread
     # count: a job with fewer clips than workers would otherwise decode on a fraction of the machine
     # (MONTAGE_DECODE_THREADS pins it when wanted).
     os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
+
+
+class _ForwardLogs(logging.Handler):
+    def __init__(self, events: Any):
+        super().__init__()
+        self.events = events
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.events.put(_LogLine(record.name, record.levelno, record.getMessage()))
+        except Exception:  # pragma: no cover - a closed queue at shutdown
+            self.handleError(record)
+
+
+@dataclass(frozen=True)
+class _LogLine:
+    """A worker's log record on its way to the coordinator."""
+
+    name: str
+    level: int
+    message: str
+
+    def replay(self) -> None:
+        logging.getLogger(self.name).log(self.level, "%s", self.message)
+
+
+def _deliver(item: Any, on_event: Callable[[ProgressEvent], None]) -> None:
+    if isinstance(item, _LogLine):
+        item.replay()
+    else:
+        on_event(item)
 
 
 def _worker_name() -> str:
@@ -32,15 +74,12 @@ def _worker_name() -> str:
 
 
 def warm_up() -> None:
-    """Load what analysis shards need: NumPy and every Numba kernel from its on-disk cache."""
-    import numpy as np
+    """Load what analysis shards need: NumPy and every analyzer's kernels (compiled by one
+    process at a time; the others load them from the JIT cache)."""
+    from ..analysis.analyze import warm_analyzers
+    from ..plugins import get_manager
 
-    from ..analysis import kernels
-
-    frames, previous = np.zeros((2, 4, 4), np.uint8), np.empty((0, 0), np.uint8)
-    for name in ("brightness", "sharpness", "motion", "cut_score"):
-        getattr(kernels, name)(frames, previous, np.empty(2))
-    kernels.centre_of_gravity(frames, previous, np.empty((2, 2)))
+    warm_analyzers(list(get_manager().analyzers))
 
 
 def _run(fn: ShardFunction, task: ShardTask) -> tuple[str, Any]:
@@ -75,6 +114,9 @@ class LocalBackend(Backend):
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            from ..jit import configure_jit_cache
+
+            configure_jit_cache()  # workers inherit the JIT cache folder
             self._events = self._ctx.Queue()
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             self._pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init_worker,
@@ -99,7 +141,7 @@ class LocalBackend(Backend):
 
             while not stop.is_set():
                 try:
-                    on_event(events.get(timeout=0.1))
+                    _deliver(events.get(timeout=0.1), on_event)
                 except queue.Empty:
                     continue
                 except (EOFError, OSError):
@@ -121,7 +163,7 @@ class LocalBackend(Backend):
             listener.join(timeout=2)
             while True:  # deliver events that arrived after the last shard finished
                 try:
-                    on_event(events.get_nowait())
+                    _deliver(events.get_nowait(), on_event)
                 except Exception:
                     break
             if any(isinstance(f.exception(), BrokenProcessPool) for f in futures if f.done()):
@@ -135,12 +177,44 @@ class LocalBackend(Backend):
             worker, result = future.result()
             return ShardOutcome(task, True, result, worker=worker)
         if isinstance(exc, BrokenProcessPool):
+            from ..jit import signal_name
+
+            crashed = self._crash_signal()
+            if crashed:
+                return ShardOutcome(task, False, error=f"a worker process crashed ({signal_name(crashed)})",
+                                    transient=True, crash_signal=crashed)
             return ShardOutcome(task, False, error="worker process died (killed or out of memory)", transient=True)
         if isinstance(exc, ShardError):
             return ShardOutcome(task, False, error=str(exc), transient=exc.transient)
         if isinstance(exc, MontageError):
             return ShardOutcome(task, False, error=str(exc))
         return ShardOutcome(task, False, error=f"{type(exc).__name__}: {exc}")
+
+    def _crash_signal(self) -> int:
+        """The signal a worker of the broken pool crashed from (0 when none crashed)."""
+        from ..jit import crash_signal
+
+        processes = self._processes()
+        for process in processes:
+            # The pool notices a death when the worker's pipes close, a moment before the
+            # kernel has its exit status; the others are being terminated by the pool.
+            process.join(timeout=2)
+        return next((crash_signal(p.exitcode) for p in processes if crash_signal(p.exitcode)), 0)
+
+    def _processes(self) -> list[Any]:
+        return list((getattr(self._pool, "_processes", None) or {}).values())
+
+    def abort(self) -> None:
+        """Kill the workers and what they started; a running shard's work is lost, finished ones are cached."""
+        from ..procs import kill_tree
+
+        if self._pool is None:
+            return
+        for process in self._processes():
+            if process.pid and process.exitcode is None:
+                kill_tree(process.pid)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
 
     def close(self) -> None:
         if self._pool is not None:

@@ -1,0 +1,176 @@
+"""Child processes that never outlive montage: workers, the music process and every ffmpeg.
+
+A coordinator killed with SIGKILL runs no cleanup, so each child must notice on its own:
+
+- ffmpeg and ffprobe get a parent-death signal (Linux ``PR_SET_PDEATHSIG``): the kernel kills
+  them when the thread that started them ends. Every such thread waits for its child, so the
+  signal only ever fires when the process itself is gone.
+- montage's own worker processes run a watchdog thread that sees the coordinator go (it is
+  re-parented) and then kills its own children and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+_libc: Any = None
+if sys.platform.startswith("linux"):
+    try:  # looked up once here: the function below runs between fork and exec, where little is safe
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _prctl = _libc.prctl
+    except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
+        _libc = None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def child_options() -> dict[str, Any]:
+    """``subprocess`` keyword arguments for a child that must die with this process."""
+    return {"preexec_fn": _die_with_parent} if _libc is not None else {}
+
+
+def children_of(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc; empty where there is none)."""
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal ``pid``'s descendants (deepest first), then ``pid`` itself."""
+    for child in children_of(pid):
+        kill_tree(child, sig)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def watch_parent(interval: float = 0.25) -> None:
+    """In a worker: when the coordinator that started this process is gone, stop everything
+    this process started and exit (whatever signal killed the coordinator)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                for child in children_of(os.getpid()):
+                    kill_tree(child)
+                os._exit(1)
+
+    threading.Thread(target=watch, name="montage-parent-watchdog", daemon=True).start()
+
+
+def process_start_time(pid: int) -> str:
+    """When ``pid`` started (clock ticks since boot), to tell it from a later process with the
+    same id; "" when it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def is_running(pid: int, start_time: str) -> bool:
+    """Whether process ``pid`` still exists and is the one that started at ``start_time``."""
+    if pid <= 0:
+        return False
+    if os.path.isdir("/proc"):
+        current = process_start_time(pid)
+        return bool(current) and (not start_time or current == start_time)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owner_tag() -> str:
+    """``HOST-PID`` for temporary file names, so a later run can tell whose they were."""
+    import socket
+
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def remove_orphaned_temps(folder: Path, prefix: str) -> None:
+    """Delete ``prefix`` + ``HOST-PID.…`` temporary files in ``folder`` that a process of this
+    host left when it was killed (one still running keeps its file)."""
+    import socket
+
+    host = socket.gethostname()
+    for entry in folder.glob(f"{glob_escape(prefix)}{glob_escape(host)}-*"):
+        owner = entry.name[len(prefix) + len(host) + 1 :].split(".", 1)[0]
+        if owner.isdigit() and not is_running(int(owner), ""):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def glob_escape(text: str) -> str:
+    import glob
+
+    return glob.escape(text)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: handled like Ctrl-C, so the same cleanup runs."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """In the main thread: turn SIGTERM/SIGHUP into :class:`Terminated` while the block runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def stop_resource_tracker() -> None:
+    """Stop multiprocessing's resource tracker now rather than some time after we exit, so no
+    process of ours outlives the command."""
+    try:
+        import gc
+        from multiprocessing import resource_tracker, util
+
+        gc.collect()  # queues and locks no longer used release their semaphores now
+        util._exit_function()  # noqa: SLF001 - multiprocessing's own exit clean-up, run before the tracker stops
+        tracker = resource_tracker._resource_tracker  # noqa: SLF001 - no public way to stop it
+        if getattr(tracker, "_pid", None) is not None:
+            tracker._stop()
+    except Exception:  # pragma: no cover - best effort at exit
+        pass
