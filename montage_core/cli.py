@@ -526,9 +526,8 @@ def _main() -> None:
         sys.exit(exc.exit_code)
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt (and so SIGTERM) into Abort
+        _interrupted(exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else None)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -540,6 +539,17 @@ def _main() -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt as exc:
-        signum = {"SIGTERM": 15, "SIGHUP": 1}.get(str(exc), 2)
-        click.echo("interrupted" + (f" ({exc})" if str(exc) else ""), err=True)
-        sys.exit(128 + signum)
+        _interrupted(exc)
+
+
+def _interrupted(exc: KeyboardInterrupt | None) -> None:
+    """Exit as a process stopped by that signal conventionally does: 130 for Ctrl-C, 143 for SIGTERM."""
+    import signal
+
+    from .procs import Terminated
+
+    if isinstance(exc, Terminated):
+        click.echo(f"interrupted ({exc})", err=True)
+        sys.exit(128 + signal.Signals[str(exc)].value)
+    click.echo("interrupted" if exc is not None else "aborted", err=True)
+    sys.exit(130)
