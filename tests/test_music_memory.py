@@ -82,6 +82,13 @@ def test_duration_decodes_only_what_is_needed(media: MediaFactory) -> None:
     assert analyze_music(path, duration=100.0).duration == pytest.approx(40.0, abs=0.01)  # no more than there is
 
 
+def test_decode_buffer_grows_past_a_short_probe() -> None:
+    import io
+
+    samples = np.arange(300_000, dtype=np.float32)
+    np.testing.assert_array_equal(music._read_floats(io.BytesIO(samples.tobytes()), 1000), samples)
+
+
 # Peak RSS from VmHWM, not getrusage: Linux carries ru_maxrss across fork + exec, so a child of a big
 # pytest process would report the parent's size.
 _MEASURE = """
