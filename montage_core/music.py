@@ -68,7 +68,10 @@ def decode_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, duration: flo
     cmd += ["-f", "f32le", "pipe:1"]
     expected = info.duration if duration is None or not info.duration else min(info.duration, duration)
     # stderr goes to a file, not a pipe, so a chatty ffmpeg cannot block while we read stdout.
-    with tempfile.TemporaryFile() as err, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err) as proc:
+    from .procs import child_options
+
+    with tempfile.TemporaryFile() as err, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
+                                                           **child_options()) as proc:
         assert proc.stdout is not None
         samples = _read_floats(proc.stdout, int(expected * sample_rate) + sample_rate)
         returncode = proc.wait()

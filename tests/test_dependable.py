@@ -321,3 +321,23 @@ def test_a_stopped_coordinator_leaves_nothing_and_resume_finishes(sig: int, job_
     assert resumed.returncode == 0, resumed.stderr
     assert probe_frames(out)[0] == 8 * FPS
     assert JobStore().job(job["id"])["state"] == "done"
+
+
+_MUSIC_SCRIPT = ("import sys; from montage_core.isolated import analyze_music_checked; "
+                 "print(analyze_music_checked(sys.argv[1]).beats)")
+
+
+@pytest.mark.slow
+def test_concurrent_music_analyses_on_a_fresh_jit_cache(media: MediaFactory, tmp_path: Path) -> None:
+    """Four beat trackers at once on an empty JIT cache (plain librosa poisons it: every later
+    run dies with SIGSEGV), then three more: all succeed with the same beats."""
+    music, _ = media.music(seconds=12)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "jit")}
+    procs = [subprocess.Popen([sys.executable, "-c", _MUSIC_SCRIPT, str(music)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    answers = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [err[-1000:] for _, err in answers]
+    later = [subprocess.run([sys.executable, "-c", _MUSIC_SCRIPT, str(music)], env=env, capture_output=True,
+                            text=True, timeout=300) for _ in range(3)]
+    assert [p.returncode for p in later] == [0, 0, 0], [p.stderr[-1000:] for p in later]
+    assert len({out for out, _ in answers} | {p.stdout for p in later}) == 1
