@@ -138,6 +138,29 @@ def resume(job_id: str) -> None:
     _report(job_id, result)
 
 
+@cli.command()
+@click.option("--limit", default=20, show_default=True, help="How many of the latest jobs.")
+@click.option("--json", "as_json", is_flag=True)
+def jobs(limit: int, as_json: bool) -> None:
+    """List the latest jobs and their states (`interrupted` ones can be finished with `montage resume`)."""
+    import time
+
+    from .jobstore import JobStore
+
+    rows = JobStore().jobs(limit)
+    if as_json:
+        click.echo(json.dumps([{"id": r["id"], "state": r["state"], "created": r["created"],
+                                "output": json.loads(r["params"] or "{}").get("output", ""), "error": r["error"] or ""}
+                               for r in rows], indent=2, ensure_ascii=False))
+        return
+    for row in rows:
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created"]))
+        output = json.loads(row["params"] or "{}").get("output", "")
+        click.echo(f"{row['id']}  {row['state']:11s} {created}  {output}")
+        if row["state"] in ("failed", "interrupted") and row["error"]:
+            click.echo(f"{'':24s}{row['error']}")
+
+
 def _report(job_id: str, result: Any) -> None:
     encoders = ", ".join(sorted({s.encoder for s in result.segments}))
     click.echo(f"{result.video} ({result.duration:.2f} s, {len(result.segments)} cuts, encoder: {encoders}; "

@@ -38,7 +38,7 @@ def run_shards(
         on_event(event)
 
     for task in tasks:  # lets progress displays know the total
-        on_event(ProgressEvent("", "", task.stage, task.id, task.clip, "queued", 0.0, task.total))
+        on_event(ProgressEvent.of(task, "queued"))
     while pending:
         for task in pending:
             attempts[task.id] += 1

@@ -131,19 +131,31 @@ class Planner:
 
 
 # --------------------------------------------------------------------------- backends
-@dataclass
+@dataclass(kw_only=True)
 class ProgressEvent:
-    """What a worker is doing now. ``position``/``total`` are media seconds."""
+    """What a worker is doing now. ``position``/``total`` are media seconds.
 
-    worker: str
-    host: str
+    Built with keywords only, most often through :meth:`of`; the backend fills in ``worker`` and
+    ``host`` where the shard runs.
+    """
+
     stage: str
     shard: str
     clip: str
-    state: str  # started | running | done | failed | retrying
+    state: str  # queued | started | running | done | failed | retrying
     position: float = 0.0
     total: float = 0.0
     message: str = ""
+    worker: str = ""
+    host: str = ""
+
+    @classmethod
+    def of(cls, task: "ShardTask", state: str, position: float = 0.0, total: float | None = None,
+           message: str = "", *, clip: str | None = None, worker: str = "") -> "ProgressEvent":
+        """An event about ``task``; ``total`` defaults to the task's own (media seconds)."""
+        return cls(stage=task.stage, shard=task.id, clip=task.clip if clip is None else clip, state=state,
+                   position=position, total=task.total if total is None else total, message=message,
+                   worker=worker)
 
 
 @dataclass
@@ -169,6 +181,24 @@ class ShardOutcome:
     worker: str = ""
     #: the signal a worker process crashed from (SIGSEGV, …) while running it; 0 when none
     crash_signal: int = 0
+
+
+def outcome_from_exception(task: ShardTask, exc: BaseException, *, worker: str = "",
+                           transient: tuple[type[BaseException], ...] = ()) -> ShardOutcome:
+    """The outcome of a shard whose function raised ``exc`` (every backend reports failures alike).
+
+    A :class:`~montage_core.errors.ShardError` says itself whether a retry may help; other montage
+    errors (bad input) are final; ``transient`` names the backend's own retryable exceptions (a
+    lost connection, a dead worker); anything else is final, reported with its type.
+    """
+    from .errors import MontageError, ShardError
+
+    if isinstance(exc, ShardError):
+        return ShardOutcome(task, False, error=str(exc), transient=exc.transient, worker=worker)
+    if isinstance(exc, MontageError):
+        return ShardOutcome(task, False, error=str(exc), worker=worker)
+    return ShardOutcome(task, False, error=f"{type(exc).__name__}: {exc}", transient=isinstance(exc, transient),
+                        worker=worker)
 
 
 ShardFunction = Callable[[ShardTask, Callable[[ProgressEvent], None]], Any]

@@ -118,9 +118,9 @@ def analyze_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dic
     analyzers = [registry.get(name) for name in wanted]
 
     def progress(position: float, total: float) -> None:
-        emit(ProgressEvent("", "", "analysis", task.id, task.clip, "running", position, total))
+        emit(ProgressEvent.of(task, "running", position, total))
 
-    emit(ProgressEvent("", "", "analysis", task.id, task.clip, "started", 0.0, task.total))
+    emit(ProgressEvent.of(task, "started"))
     payload = task.payload
     info = MediaInfo.from_dict(payload["media"]) if "media" in payload else None
     if "range" in payload:  # a time range of a long clip: per-frame series, merged by the coordinator
@@ -136,11 +136,11 @@ def analyze_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dic
                                     input_args=payload.get("input_args", []), start_frame=start, frame_count=count)
             if payload.get("use_cache", True):
                 cache.store_range(key, start, count, series)
-        emit(ProgressEvent("", "", "analysis", task.id, task.clip, "done", task.total, task.total))
+        emit(ProgressEvent.of(task, "done", task.total))
         return {"series": series}
     result = analyze_clip(task.clip, analyzers, progress=progress, use_cache=payload.get("use_cache", True),
                           input_args=payload.get("input_args", []), digest=payload.get("digest"), info=info)
-    emit(ProgressEvent("", "", "analysis", task.id, task.clip, "done", task.total, task.total))
+    emit(ProgressEvent.of(task, "done", task.total))
     return result.to_dict()
 
 
@@ -203,8 +203,8 @@ def analyze_clips(
             failed = [outcomes[t.id] for t in clip_tasks if not outcomes[t.id].ok]
             if failed:
                 failures[clip] = failed[0].error
-                on_event(ProgressEvent(failed[0].worker or "-", "", "analysis", failed[0].task.id, clip, "failed",
-                                       message=failed[0].error))
+                on_event(ProgressEvent.of(failed[0].task, "failed", message=failed[0].error,
+                                          worker=failed[0].worker or "-"))
                 continue
             if "range" not in clip_tasks[0].payload:
                 analyses[clip] = ClipAnalysis.from_dict(outcomes[clip_tasks[0].id].result)

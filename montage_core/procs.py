@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +70,9 @@ def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
         os.kill(pid, sig)
 
 
-def watch_parent(interval: float = 0.25) -> None:
+def watch_parent(interval: float = 0.25, on_orphaned: Callable[[], None] | None = None) -> None:
     """In a worker: when the coordinator that started this process is gone, stop everything
-    this process started and exit (whatever signal killed the coordinator)."""
+    this process started, run ``on_orphaned`` and exit (whatever signal killed the coordinator)."""
     parent = os.getppid()
 
     def watch() -> None:
@@ -81,6 +81,9 @@ def watch_parent(interval: float = 0.25) -> None:
             if os.getppid() != parent:
                 for child in children_of(os.getpid()):
                     kill_tree(child)
+                if on_orphaned is not None:
+                    with contextlib.suppress(Exception):  # best effort: we are leaving either way
+                        on_orphaned()
                 os._exit(1)
 
     threading.Thread(target=watch, name="montage-parent-watchdog", daemon=True).start()

@@ -163,10 +163,9 @@ def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> di
     spec = task.payload
     key = _segment_key(spec)
     out = cache_dir() / "segments" / key[:2] / f"{key}.mp4"
-    event = ProgressEvent("", "", "render", task.id, task.clip, "running", 0.0, task.total)
     problem = cached_segment_problem(out, spec["frames"])
     if problem is None:
-        emit(ProgressEvent("", "", "render", task.id, task.clip, "done", task.total, task.total, "reused"))
+        emit(ProgressEvent.of(task, "done", task.total, message="reused"))
         return {"index": spec["index"], "path": str(out), "frames": spec["frames"], "encoder": "cached", "attempts": []}
     if problem:
         log.warning("segment %d (%s): cached file %s is unusable (%s); rendering it again", spec["index"],
@@ -175,7 +174,7 @@ def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> di
         out.unlink(missing_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_orphaned_temps(out.parent, f".{key}.")
-    emit(event)
+    emit(ProgressEvent.of(task, "running"))
     attempts: list[str] = []
     for encoder in spec["encoders"]:
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.{owner_tag()}.", suffix=".mp4", dir=out.parent)
@@ -187,8 +186,7 @@ def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> di
             if reason is None:
                 os.replace(tmp, out)
                 _record_segment(out, spec["frames"])
-                emit(ProgressEvent("", "", "render", task.id, task.clip, "done", task.total, task.total,
-                                   encoder["name"]))
+                emit(ProgressEvent.of(task, "done", task.total, message=encoder["name"]))
                 return {"index": spec["index"], "path": str(out), "frames": spec["frames"],
                         "encoder": encoder["name"], "attempts": attempts}
         finally:

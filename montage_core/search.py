@@ -93,12 +93,12 @@ def embed_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dict[
     (folder / "clips").mkdir(parents=True, exist_ok=True)
     for k, raw in enumerate(task.payload["analyses"]):
         analysis = ClipAnalysis.from_dict(raw)
-        emit(ProgressEvent("", "", "index", task.id, analysis.media.path, "running", k, len(task.payload["analyses"])))
+        emit(ProgressEvent.of(task, "running", k, len(task.payload["analyses"]), clip=analysis.media.path))
         vectors = embedder.embed_shots(analysis, read_sidecar(analysis.media.path)).astype(np.float32)
         _save_npz(folder / "clips" / f"{analysis.digest}.npz", vectors=vectors,
                   shot=np.array([s.index for s in analysis.shots]), start=np.array([s.start for s in analysis.shots]),
                   end=np.array([s.end for s in analysis.shots]))
-    emit(ProgressEvent("", "", "index", task.id, task.clip, "done"))
+    emit(ProgressEvent.of(task, "done", total=0.0))
     return {"embedded": len(task.payload["analyses"])}
 
 

@@ -313,8 +313,16 @@ def test_a_stopped_coordinator_leaves_nothing_and_resume_finishes(sig: int, job_
     assert _wait_until_gone(mark) == []
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    import sqlite3
+
+    # Recorded in the store itself (by the coordinator, or by its workers when it was killed),
+    # not only worked out when montage reads it.
+    raw = sqlite3.connect(JobStore().path).execute("SELECT id, state FROM jobs").fetchall()
+    assert [state for _, state in raw] == ["interrupted"]
     job = JobStore().jobs()[0]
     assert job["state"] == "interrupted"
+    listed = run_cli("jobs").stdout
+    assert f"{job['id']}  interrupted" in listed and f"montage resume {job['id']}" in listed
     if sig == signal.SIGTERM:
         assert f"montage resume {job['id']}" in stderr
     resumed = run_cli("resume", job["id"])

@@ -14,17 +14,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..hookspecs import hookimpl
-from ..interfaces import Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask
+from ..interfaces import Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask, outcome_from_exception
 
 _events: Any = None  # the progress queue, set in each worker by _init_worker
 
 
-def _init_worker(events: Any, threads: int) -> None:
+def _init_worker(events: Any, threads: int, job: tuple[str, str] | None = None) -> None:
     global _events
     from ..procs import watch_parent
 
     _events = events
-    watch_parent()  # a coordinator killed outright takes its workers (and their ffmpeg) with it
+    # A coordinator killed outright takes its workers (and their ffmpeg) with it, and its job
+    # is recorded as interrupted at once, not only when someone next reads the job store.
+    watch_parent(on_orphaned=(lambda: _record_orphaned(*job)) if job else None)
     # Warnings travel to the coordinator with the progress events and are printed there, whole
     # lines in order, not written into the middle of its progress display.
     root = logging.getLogger("montage")
@@ -35,6 +37,16 @@ def _init_worker(events: Any, threads: int) -> None:
     # count: a job with fewer clips than workers would otherwise decode on a fraction of the machine
     # (MONTAGE_DECODE_THREADS pins it when wanted).
     os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
+
+
+def _record_orphaned(store_path: str, job_id: str) -> None:
+    from ..jobstore import JobStore
+
+    store = JobStore(store_path)
+    try:
+        store.job(job_id)  # reading settles a job whose coordinator is gone
+    finally:
+        store.close()
 
 
 class _ForwardLogs(logging.Handler):
@@ -102,6 +114,10 @@ class LocalBackend(Backend):
         self._ctx = multiprocessing.get_context("spawn")
         self._pool: ProcessPoolExecutor | None = None
         self._events: Any = None
+        self._job: tuple[str, str] | None = None  # (job store path, job id) of the bound job
+
+    def bind_job(self, job_id: str, store: Any = None) -> None:
+        self._job = (str(store.path), job_id) if store is not None and job_id else None
 
     def configure(self, scheduler: str | None = None, workers: int | None = None) -> None:
         if scheduler:
@@ -120,7 +136,7 @@ class LocalBackend(Backend):
             self._events = self._ctx.Queue()
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             self._pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init_worker,
-                                             initargs=(self._events, threads))
+                                             initargs=(self._events, threads, self._job))
         return self._pool
 
     def warm(self, shards: int | None = None) -> None:
@@ -170,8 +186,6 @@ class LocalBackend(Backend):
                 self.close()  # a dead worker breaks the pool; the next run() starts a fresh one
 
     def _outcome(self, task: ShardTask, future: Future[tuple[str, Any]]) -> ShardOutcome:
-        from ..errors import MontageError, ShardError
-
         exc = future.exception()
         if exc is None:
             worker, result = future.result()
@@ -184,11 +198,7 @@ class LocalBackend(Backend):
                 return ShardOutcome(task, False, error=f"a worker process crashed ({signal_name(crashed)})",
                                     transient=True, crash_signal=crashed)
             return ShardOutcome(task, False, error="worker process died (killed or out of memory)", transient=True)
-        if isinstance(exc, ShardError):
-            return ShardOutcome(task, False, error=str(exc), transient=exc.transient)
-        if isinstance(exc, MontageError):
-            return ShardOutcome(task, False, error=str(exc))
-        return ShardOutcome(task, False, error=f"{type(exc).__name__}: {exc}")
+        return outcome_from_exception(task, exc)
 
     def _crash_signal(self) -> int:
         """The signal a worker of the broken pool crashed from (0 when none crashed)."""

@@ -17,7 +17,8 @@ from dataclasses import asdict
 from typing import Any
 
 from montage_core.hookspecs import hookimpl
-from montage_core.interfaces import Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask
+from montage_core.interfaces import (Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask,
+                                     outcome_from_exception)
 
 SCHEDULER_ENV = "MONTAGE_DASK_SCHEDULER"
 
@@ -134,21 +135,14 @@ class DaskBackend(Backend):
     def _outcome(task: ShardTask, future: Any) -> ShardOutcome:
         from distributed import KilledWorker
 
-        from montage_core.errors import MontageError, ShardError
-
         try:
             worker, result = future.result()
             return ShardOutcome(task, True, result, worker=worker)
         except KilledWorker as exc:
             return ShardOutcome(task, False, error=f"worker died running this shard ({exc})", transient=True)
-        except ShardError as exc:
-            return ShardOutcome(task, False, error=str(exc), transient=exc.transient)
-        except MontageError as exc:
-            return ShardOutcome(task, False, error=str(exc))
-        except (OSError, TimeoutError) as exc:  # lost connection to the cluster mid-shard
-            return ShardOutcome(task, False, error=f"{type(exc).__name__}: {exc}", transient=True)
         except Exception as exc:
-            return ShardOutcome(task, False, error=f"{type(exc).__name__}: {exc}")
+            # OSError/TimeoutError: the connection to the cluster was lost mid-shard
+            return outcome_from_exception(task, exc, transient=(OSError, TimeoutError))
 
     def close(self) -> None:
         if self._client is not None:
