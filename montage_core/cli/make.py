@@ -1,0 +1,187 @@
+"""Commands that make a montage: run, resume, plan, render, analyze, demo, and the job list."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import MontageError
+from .app import cli, progress_printer, report
+from .options import backend_options, job_options, open_backend, parse_resolution, parse_sets, render_options
+
+
+@cli.command()
+@click.argument("clips", nargs=-1, required=True)
+@click.option("--music", required=True, help="Music track (any format ffmpeg reads).")
+@click.option("-o", "--output", default="montage.mp4", show_default=True, type=click.Path())
+@job_options
+@render_options
+def run(clips: tuple[str, ...], music: str, output: str, style: str, style_params: tuple[str, ...], planner: str,
+        seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool, script: str | None,
+        embedder: str, backend: str, scheduler: str | None, workers: int | None, accel: str, quality: str) -> None:
+    """Analyze CLIPS (files or folders), plan on the beat of --music, render to --output."""
+    from ..pipeline import JobOptions, run_job
+
+    width, height = parse_resolution(resolution)
+    options = JobOptions([str(Path(c).absolute()) for c in clips], str(Path(music).absolute()),
+                         str(Path(output).absolute()), style,
+                         parse_sets(style_params), planner, backend, accel, quality, width, height, fps, seed,
+                         duration, not no_cache, scheduler, workers,
+                         str(Path(script).absolute()) if script else None, embedder)
+    job_id, result = run_job(options, on_event=progress_printer())
+    report(job_id, result)
+
+
+@cli.command()
+@click.argument("job_id")
+def resume(job_id: str) -> None:
+    """Finish an interrupted job: finished analyses and segments are reused, the rest runs."""
+    from ..jobstore import JobStore
+    from ..pipeline import resume_options, run_job
+
+    store = JobStore()
+    job_id, result = run_job(resume_options(store, job_id), store=store, on_event=progress_printer(),
+                             job_id=job_id)
+    report(job_id, result)
+
+
+@cli.command()
+@click.option("--limit", default=20, show_default=True, help="How many of the latest jobs.")
+@click.option("--json", "as_json", is_flag=True)
+def jobs(limit: int, as_json: bool) -> None:
+    """List the latest jobs and their states (`interrupted` ones can be finished with `montage resume`)."""
+    import time
+
+    from ..jobstore import JobStore
+
+    rows = JobStore().jobs(limit)
+    if as_json:
+        click.echo(json.dumps([{"id": r["id"], "state": r["state"], "created": r["created"],
+                                "output": json.loads(r["params"] or "{}").get("output", ""), "error": r["error"] or ""}
+                               for r in rows], indent=2, ensure_ascii=False))
+        return
+    for row in rows:
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created"]))
+        output = json.loads(row["params"] or "{}").get("output", "")
+        click.echo(f"{row['id']}  {row['state']:11s} {created}  {output}")
+        if row["state"] in ("failed", "interrupted") and row["error"]:
+            click.echo(f"{'':24s}{row['error']}")
+
+
+@cli.command()
+@click.argument("clips", nargs=-1, required=True)
+@click.option("--no-cache", is_flag=True)
+@backend_options
+def analyze(clips: tuple[str, ...], no_cache: bool, backend: str, scheduler: str | None, workers: int | None) -> None:
+    """Analyze CLIPS and print their shots and features as JSON."""
+    from ..analysis.analyze import describe
+    from ..pipeline import analyze_clips, collect_clips
+    from ..plugins import get_manager
+
+    manager = get_manager()
+    backend_obj = open_backend(manager, backend, scheduler, workers)
+    printer = progress_printer()
+    try:
+        analyses, failures = analyze_clips(collect_clips(clips), manager, backend_obj, use_cache=not no_cache,
+                                           on_event=lambda e: printer("analysis", e))
+    except BaseException:
+        backend_obj.abort()
+        raise
+    finally:
+        backend_obj.close()
+    click.echo(json.dumps({"clips": [describe(a) for a in analyses], "failed": failures}, indent=2,
+                          ensure_ascii=False))
+    if failures and not analyses:
+        raise MontageError("no clip could be analyzed")
+
+
+@cli.command()
+@click.argument("clips", nargs=-1, required=True)
+@click.option("--music", required=True)
+@click.option("-o", "--output", default="timeline.json", show_default=True, type=click.Path())
+@job_options
+@backend_options
+def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_params: tuple[str, ...],
+         planner: str, seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool,
+         script: str | None, embedder: str, backend: str, scheduler: str | None, workers: int | None) -> None:
+    """Analyze and plan only: write the timeline JSON (render it later with `montage render`)."""
+    from ..isolated import start_music_analysis
+    from ..models import write_atomic
+    from ..pipeline import analyze_clips, collect_clips, plan_timeline
+    from ..plugins import get_manager
+    from ..render import check_output_path
+
+    manager = get_manager()
+    width, height = parse_resolution(resolution)
+    manager.styles.get(style)
+    clip_paths = collect_clips(clips)
+    check_output_path(Path(output), [*clip_paths, music, *([script] if script else [])])
+    backend_obj = open_backend(manager, backend, scheduler, workers)
+    music_call = start_music_analysis(music, duration)
+    try:
+        analyses, _ = analyze_clips(clip_paths, manager, backend_obj, use_cache=not no_cache)
+        if not analyses:
+            raise MontageError("no clip could be analyzed")
+        timeline = plan_timeline(analyses, music_call.result(), manager, style=style,
+                                 planner=planner, style_params=parse_sets(style_params), width=width, height=height,
+                                 fps=fps, seed=seed, duration=duration,
+                                 options={"script": script, "backend": backend_obj, "embedder": embedder})
+    except BaseException:
+        music_call.cancel()
+        backend_obj.abort()
+        raise
+    finally:
+        backend_obj.close()
+    write_atomic(output, timeline.to_json())
+    click.echo(f"{output}: {len(timeline.cuts)} cuts over {timeline.duration:.2f} s at {timeline.tempo:.1f} BPM")
+
+
+@cli.command()
+@click.argument("timeline", type=click.Path())
+@click.option("-o", "--output", default="montage.mp4", show_default=True, type=click.Path())
+@render_options
+def render(timeline: str, output: str, backend: str, scheduler: str | None, workers: int | None, accel: str,
+           quality: str) -> None:
+    """Render a TIMELINE.json (from `montage plan` or a previous run) without re-analysis."""
+    from ..models import Timeline
+    from ..pipeline import render_timeline
+    from ..plugins import get_manager
+
+    manager = get_manager()
+    tl = Timeline.load(timeline)
+    backend_obj = open_backend(manager, backend, scheduler, workers)
+    printer = progress_printer()
+    try:
+        result = render_timeline(tl, Path(output), manager, backend_obj, accel=accel, quality=quality,
+                                 on_event=lambda e: printer("render", e), timeline_file=timeline)
+    except BaseException:
+        backend_obj.abort()
+        raise
+    finally:
+        backend_obj.close()
+    click.echo(f"{result.video} ({result.duration:.2f} s, {len(result.segments)} cuts)")
+
+
+@cli.command()
+@click.option("-o", "--output", default="montage-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the demo media and the montage.")
+@click.option("--style", default="dynamic", show_default=True)
+@click.option("--resolution", default="1280x720", show_default=True)
+@click.option("--fps", default=25.0, show_default=True)
+@render_options
+def demo(output: str, style: str, resolution: str, fps: float, backend: str, scheduler: str | None,
+         workers: int | None, accel: str, quality: str) -> None:
+    """Generate demo clips and a music track with a clear beat, and cut a montage from them."""
+    from ..pipeline import JobOptions, run_job
+    from ..synth import make_demo_media
+
+    folder = Path(output)
+    click.echo(f"making demo media in {folder}/ ...", err=True)
+    clips, music = make_demo_media(folder)
+    width, height = parse_resolution(resolution)
+    options = JobOptions([str(folder / "clips")], str(music), str(folder / "montage.mp4"), style, {}, "story_arc",
+                         backend, accel, quality, width, height, fps, 0, scheduler=scheduler, workers=workers)
+    job_id, result = run_job(options, on_event=progress_printer())
+    report(job_id, result)

@@ -1,0 +1,90 @@
+"""Options several commands share, declared once, and the parsing of their values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+def parse_resolution(value: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+        if w <= 0 or h <= 0 or w % 2 or h % 2:
+            raise ValueError
+        return w, h
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT with even numbers (e.g. 1920x1080)") from None
+
+
+def parse_sets(values: tuple[str, ...]) -> dict[str, str]:
+    params = {}
+    for item in values:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--set")
+        key, value = item.split("=", 1)
+        params[key.strip()] = value.strip()
+    return params
+
+
+def _apply(f: Any, decorators: list[Any]) -> Any:
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
+def embedder_option(help: str) -> Any:
+    """``--embedder``: how shots and text are embedded (see `montage plugins`)."""
+    return click.option("--embedder", default="descriptor", show_default=True, help=help)
+
+
+def job_options(f: Any) -> Any:
+    """What a montage is made of: style, planner, pacing inputs and output format."""
+    return _apply(f, [
+        click.option("--style", default="dynamic", show_default=True, help="Style (see `montage styles`)."),
+        click.option("--set", "style_params", multiple=True, metavar="NAME=VALUE", help="Style parameter."),
+        click.option("--planner", default="story_arc", show_default=True, help="Timeline planner."),
+        click.option("--seed", default=0, show_default=True, help="Same seed, same inputs → same timeline."),
+        click.option("--resolution", default="1920x1080", show_default=True, help="Output WIDTHxHEIGHT."),
+        click.option("--fps", default=30.0, show_default=True, help="Output frame rate."),
+        click.option("--duration", type=float, default=None, help="Cut the montage to the first N seconds of music."),
+        click.option("--no-cache", is_flag=True, help="Re-analyze even when a cached analysis exists."),
+        click.option("--script", default=None, type=click.Path(dir_okay=False),
+                     help="Script for --planner broll: plain text (a line per stretch) or SRT."),
+        embedder_option("How --planner broll matches lines to shots (see `montage plugins`)."),
+    ])
+
+
+def backend_options(f: Any) -> Any:
+    """Where shards run: ``--backend``, ``--scheduler``, ``--workers`` (every command with shards)."""
+    return _apply(f, [
+        click.option("--backend", default="local", show_default=True, help="Where shards run."),
+        click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="Cluster address for the backend (dask: tcp://HOST:8786; also $MONTAGE_DASK_SCHEDULER)."),
+        click.option("--workers", type=int, default=None, help="Worker processes to start (local, LocalCluster)."),
+    ])
+
+
+def render_options(f: Any) -> Any:
+    """Where and how segments are encoded: the backend options plus ``--accel`` and ``--quality``."""
+    return backend_options(_apply(f, [
+        click.option("--accel", default="auto", show_default=True, help="Encoder: auto, software or a hardware one."),
+        click.option("--quality", default="standard", show_default=True,
+                     type=click.Choice(["preview", "standard", "high"])),
+    ]))
+
+
+def open_backend(manager: Any, name: str, scheduler: str | None = None, workers: int | None = None,
+                 *, preflight: bool = True) -> Any:
+    """The backend a command will run shards on: known, available here, configured, and past its
+    pre-flight checks, the same way for every command."""
+    from ..errors import MontageError
+    from ..pipeline import run_preflight
+
+    backend = manager.backends.get(name)
+    if reason := backend.availability():
+        raise MontageError(f"backend {name!r} is not available: {reason}")
+    backend.configure(scheduler=scheduler, workers=workers)
+    if preflight:
+        run_preflight(manager, backend, {})
+    return backend
