@@ -21,9 +21,9 @@ VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mts", ".m
                     ".flv", ".3gp", ".ts", ".mxf", ".ogv"}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class JobOptions:
-    """Everything ``montage run`` takes."""
+    """Everything ``montage run`` takes (keywords only: there are too many to pass by position)."""
 
     clips: list[str]
     music: str

@@ -7,12 +7,21 @@ from typing import Any
 from .plugins import get_manager
 
 
+def _availability(backend: Any) -> str | None:
+    """A backend's reason it cannot run here (``None``: it can); a crash in it is a reason too."""
+    try:
+        return backend.availability()
+    except Exception as exc:  # one plugin's bug must not hide every other plugin from the listing
+        return f"availability check crashed: {type(exc).__name__}: {exc}"
+
+
 def plugin_rows(show_all: bool) -> list[dict[str, Any]]:
+    """One row per plugin (built-ins only with ``show_all``); broken ones have ``available`` false and the error."""
     manager = get_manager()
     records = manager.describe()
     objects: dict[str, list[dict[str, Any]]] = {}
     for backend in manager.backends:
-        reason = backend.availability()
+        reason = _availability(backend)
         objects.setdefault(manager.backends.origin(backend.name), []).append(
             {"kind": "backend", "name": backend.name, "available": reason is None, "reason": reason or ""})
     from .accel import probe_all
@@ -27,6 +36,6 @@ def plugin_rows(show_all: bool) -> list[dict[str, Any]]:
         rows.append({
             "name": record.name, "version": record.version, "builtin": record.builtin, "module": record.module,
             "hooks": record.hooks, "registered": record.registered, "available": not record.error,
-            "reason": record.error, "objects": objects.get(record.name, []),
+            "reason": record.error, "failed_in": record.failed_in, "objects": objects.get(record.name, []),
         })
     return rows

@@ -1,7 +1,13 @@
-"""Plugin manager: built-ins, then the ``montage`` entry-point group, one plugin at a time."""
+"""Plugin manager: built-ins, then the ``montage`` entry-point group, one plugin at a time.
+
+A plugin that fails (at import, at registration, in any ``montage_register_*`` hook, or by
+implementing a hook montage does not have) is recorded as broken, named once in a warning and
+switched off; every other plugin keeps working.
+"""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 import os
@@ -26,6 +32,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "montage_core.builtin.backend_local",
     "montage_core.builtin.embedders",
 )
+
+#: Without these montage has no encoder and no backend at all, so the environment cannot switch them off.
+ESSENTIAL_PLUGINS: frozenset[str] = frozenset({"accel_software", "backend_local"})
 
 #: registry kind -> hook that fills it
 KINDS: dict[str, str] = {
@@ -57,6 +66,30 @@ def _env_list(name: str) -> set[str] | None:
     return {item.strip() for item in value.split(",") if item.strip()}
 
 
+def _one_line(exc: BaseException) -> str:
+    """``ExceptionType: first line of its message``."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if isinstance(exc, pluggy.PluginValidationError):
+        lines = ["; ".join(lines)]  # pluggy says what is wrong (e.g. which argument) on later lines
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _fault_level() -> int:
+    """WARNING where the user started montage; DEBUG in its worker processes.
+
+    Local workers load the same plugins again and forward their log lines to the coordinator,
+    which has already named each broken plugin once.
+    """
+    import multiprocessing
+
+    return logging.DEBUG if multiprocessing.parent_process() is not None else logging.WARNING
+
+
+def _call(impl: pluggy.HookImpl, **kwargs: Any) -> Any:
+    """Call one hook implementation with the arguments it declares (pluggy allows a subset)."""
+    return impl.function(**{name: kwargs[name] for name in impl.argnames if name in kwargs})
+
+
 @dataclass
 class PluginRecord:
     """What ``montage plugins`` reports for one plugin."""
@@ -68,6 +101,9 @@ class PluginRecord:
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)
     error: str = ""
+    #: where it failed: "import", "registration" or the hook that raised
+    failed_in: str = ""
+    distribution: str = ""
 
 
 class Registry(Generic[T]):
@@ -98,6 +134,10 @@ class Registry(Generic[T]):
     def origin(self, name: str) -> str:
         return self._items[name][1]
 
+    def discard(self, plugin: str) -> None:
+        """Forget every object ``plugin`` registered (it turned out broken)."""
+        self._items = {name: item for name, item in self._items.items() if item[1] != plugin}
+
     def names(self) -> list[str]:
         return sorted(self._items)
 
@@ -120,7 +160,12 @@ class MontageManager:
         self.records: dict[str, PluginRecord] = {}
         self._registries: dict[str, Registry[Any]] = {}
         disabled = _env_list("MONTAGE_DISABLE_PLUGINS") or set()
+        for name in sorted(disabled & ESSENTIAL_PLUGINS):
+            log.log(_fault_level(), "plugin %r is essential (montage needs an encoder and a backend) and stays "
+                    "enabled despite MONTAGE_DISABLE_PLUGINS", name)
+        disabled -= ESSENTIAL_PLUGINS
         if builtins:
+            # MONTAGE_LOAD_PLUGINS selects entry points only: the built-ins always load.
             for module_name in DEFAULT_PLUGINS:
                 short = module_name.rsplit(".", 1)[1]
                 if short in disabled:
@@ -130,15 +175,44 @@ class MontageManager:
             self._load_entrypoints(disabled, _env_list("MONTAGE_LOAD_PLUGINS"))
 
     # -- loading ------------------------------------------------------------------------
-    def register(self, plugin: object, name: str, version: str = "", *, builtin: bool = False) -> None:
-        """Register a module or object holding ``@hookimpl`` functions."""
+    def register(self, plugin: object, name: str, version: str = "", *, builtin: bool = False,
+                 distribution: str = "") -> PluginRecord:
+        """Register a module or object holding ``@hookimpl`` functions; a faulty one is recorded as broken."""
         if name in self.records and not self.records[name].error:
             raise PluginError(f"a plugin named {name!r} is already registered")
-        self.pm.register(plugin, name=name)
-        hooks = sorted(impl.name for impl in self.pm.get_hookcallers(plugin) or [])
         module = getattr(plugin, "__name__", type(plugin).__name__)
-        self.records[name] = PluginRecord(name, version or __version__, builtin, module, hooks)
+        record = PluginRecord(name, version or __version__, builtin, module, distribution=distribution)
+        self.records[name] = record
         self._registries.clear()
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:  # e.g. a hookimpl whose arguments do not match its spec
+            self.pm.unregister(name=name)  # pluggy may have kept the hooks it added before failing
+            self._broken(name, _one_line(exc), "registration")
+            return record
+        record.hooks = sorted(impl.name for impl in self.pm.get_hookcallers(plugin) or [])
+        self._check_pending()
+        return record
+
+    def _check_pending(self) -> None:
+        """Switch off plugins implementing a hook montage lacks (a typo would otherwise be silently ignored)."""
+        known = sorted(name for name, caller in vars(self.pm.hook).items()
+                       if not name.startswith("_") and caller.has_spec())
+        for _ in range(len(self.records) + 1):  # each round disables one plugin
+            try:
+                self.pm.check_pending()
+                return
+            except pluggy.PluginValidationError as exc:
+                name = self.pm.get_name(exc.plugin)
+                if name is None:
+                    raise
+                unknown = [c.name for c in self.pm.get_hookcallers(exc.plugin) or [] if not c.has_spec()]
+                hints = []
+                for hook in unknown:
+                    close = difflib.get_close_matches(hook, known, n=1)
+                    hints.append(f"{hook!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+                self._broken(name, f"PluginValidationError: unknown hook {', '.join(hints)}; "
+                                   f"montage's hooks are: {', '.join(known)}", "registration")
 
     def _load_entrypoints(self, disabled: set[str], only: set[str] | None) -> None:
         from importlib.metadata import entry_points
@@ -149,12 +223,34 @@ class MontageManager:
             dist = getattr(ep, "dist", None)
             version = getattr(dist, "version", "") or ""
             dist_name = getattr(dist, "name", ep.value)
+            if ep.name in self.records and not self.records[ep.name].error:
+                # Keep the record of the plugin that holds the name; this one is only named.
+                log.log(_fault_level(), "plugin %r (%s %s) was skipped: a plugin of that name is already loaded "
+                        "(%s)", ep.name, dist_name, version, self.records[ep.name].module)
+                continue
             try:
-                self.register(ep.load(), ep.name, version)
+                plugin = ep.load()
             except Exception as exc:  # a broken plugin must never take montage down
-                message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                log.warning("plugin %r (%s %s) failed to load and was skipped: %s", ep.name, dist_name, version, message)
-                self.records[ep.name] = PluginRecord(ep.name, version, False, ep.value, error=message)
+                self.records[ep.name] = PluginRecord(ep.name, version, False, ep.value, distribution=dist_name)
+                self._broken(ep.name, _one_line(exc), "import")
+                continue
+            self.register(plugin, ep.name, version, distribution=dist_name)
+
+    def _broken(self, name: str, error: str, failed_in: str) -> None:
+        """Record ``name`` as broken, say so once, and drop everything it registered."""
+        record = self.records[name]
+        if record.error:
+            return
+        record.error, record.failed_in, record.registered = error, failed_in, {}
+        self.pm.unregister(name=name)
+        for registry in self._registries.values():
+            registry.discard(name)
+        origin = " ".join(part for part in (record.distribution, record.version) if part)
+        log.log(_fault_level(), "plugin %r%s is broken and was switched off (%s): %s", name,
+                f" ({origin})" if origin and not record.builtin else "", failed_in, error)
+
+    def _load_order(self, name: str) -> int:
+        return list(self.records).index(name)
 
     # -- registries ---------------------------------------------------------------------
     def registry(self, kind: str) -> Registry[Any]:
@@ -162,29 +258,75 @@ class MontageManager:
         if kind not in KINDS:
             raise UnknownChoiceError("registry kind", kind, KINDS)
         if kind not in self._registries:
-            registry: Registry[Any] = Registry(kind)
-            hook = getattr(self.pm.hook, KINDS[kind])
-            # Call each implementation ourselves so every object is tied to its plugin.
-            for impl in reversed(hook.get_hookimpls()):
-                plugin_name = self.pm.get_name(impl.plugin) or "?"
-                register: Callable[[Any], None] = lambda obj, _p=plugin_name: registry.add(obj, _p)  # noqa: E731
-                impl.function(register=register)
+            registry = self._fill(kind)
+            for record in self.records.values():
+                record.registered.pop(kind, None)
             for name in registry.names():
-                record = self.records[registry.origin(name)]
-                record.registered.setdefault(kind, []).append(name)
+                self.records[registry.origin(name)].registered.setdefault(kind, []).append(name)
             self._registries[kind] = registry
         return self._registries[kind]
 
+    def _fill(self, kind: str) -> Registry[Any]:
+        """Call each plugin's hook on its own, so one that raises or clashes costs only itself."""
+        hook_name = KINDS[kind]
+        batches: dict[str, list[Any]] = {}
+        # pluggy's own call order (last registered first): it decides the order objects iterate in.
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            if impl.wrapper or impl.hookwrapper:
+                continue
+            batch: list[Any] = []
+            try:
+                _call(impl, register=batch.append)
+            except Exception as exc:  # a plugin's bug must not take the others down
+                self._broken(impl.plugin_name, _one_line(exc), hook_name)
+                continue
+            batches[impl.plugin_name] = batch
+        # Clashes are settled in load order, so the plugin loaded first (a built-in) keeps its name.
+        owners: dict[str, str] = {}
+        for plugin in sorted(batches, key=self._load_order):
+            problem = self._batch_problem(kind, plugin, batches[plugin], owners)
+            if problem:
+                self._broken(plugin, f"PluginError: {problem}", hook_name)
+            else:
+                owners.update((obj.name, plugin) for obj in batches[plugin])
+        registry: Registry[Any] = Registry(kind)
+        for plugin, batch in batches.items():
+            if not self.records[plugin].error:
+                for obj in batch:
+                    registry.add(obj, plugin)
+        return registry
+
+    @staticmethod
+    def _batch_problem(kind: str, plugin: str, batch: list[Any], owners: dict[str, str]) -> str:
+        """Why ``plugin``'s objects of ``kind`` cannot be registered, or ``""``."""
+        seen: set[str] = set()
+        for obj in batch:
+            name = getattr(obj, "name", "")
+            if not isinstance(name, str) or not name:
+                return f"plugin {plugin!r} registered a {SINGULAR[kind]} without a name: {obj!r}"
+            if name in owners or name in seen:
+                other = owners.get(name, plugin)
+                return (f"{SINGULAR[kind]} {name!r} is registered by both plugin {other!r} and plugin {plugin!r} "
+                        f"(the one loaded later is refused; disable one with MONTAGE_DISABLE_PLUGINS)")
+            seen.add(name)
+        return ""
+
     def add_commands(self, cli: Any) -> None:
-        self.pm.hook.montage_register_commands(cli=cli)
+        """Let each plugin add its CLI commands; one that raises loses the commands it added."""
+        for impl in reversed(self.pm.hook.montage_register_commands.get_hookimpls()):
+            commands = getattr(cli, "commands", {})
+            before = set(commands)
+            try:
+                _call(impl, cli=cli)
+            except Exception as exc:
+                for added in set(commands) - before:
+                    commands.pop(added, None)
+                self._broken(impl.plugin_name, _one_line(exc), "montage_register_commands")
 
     def describe(self) -> list[PluginRecord]:
         """Every plugin with what it registered (fills all registries)."""
         for kind in KINDS:
-            try:
-                self.registry(kind)
-            except PluginError as exc:
-                log.error("%s", exc)
+            self.registry(kind)
         return list(self.records.values())
 
     @property

@@ -25,11 +25,12 @@ def run(clips: tuple[str, ...], music: str, output: str, style: str, style_param
     from ..pipeline import JobOptions, run_job
 
     width, height = parse_resolution(resolution)
-    options = JobOptions([str(Path(c).absolute()) for c in clips], str(Path(music).absolute()),
-                         str(Path(output).absolute()), style,
-                         parse_sets(style_params), planner, backend, accel, quality, width, height, fps, seed,
-                         duration, not no_cache, scheduler, workers,
-                         str(Path(script).absolute()) if script else None, embedder)
+    options = JobOptions(
+        clips=[str(Path(c).absolute()) for c in clips], music=str(Path(music).absolute()),
+        output=str(Path(output).absolute()), style=style, style_params=parse_sets(style_params), planner=planner,
+        backend=backend, accel=accel, quality=quality, width=width, height=height, fps=fps, seed=seed,
+        duration=duration, use_cache=not no_cache, scheduler=scheduler, workers=workers,
+        script=str(Path(script).absolute()) if script else None, embedder=embedder)
     job_id, result = run_job(options, on_event=progress_printer())
     report(job_id, result)
 
@@ -181,7 +182,8 @@ def demo(output: str, style: str, resolution: str, fps: float, backend: str, sch
     click.echo(f"making demo media in {folder}/ ...", err=True)
     clips, music = make_demo_media(folder)
     width, height = parse_resolution(resolution)
-    options = JobOptions([str(folder / "clips")], str(music), str(folder / "montage.mp4"), style, {}, "story_arc",
-                         backend, accel, quality, width, height, fps, 0, scheduler=scheduler, workers=workers)
+    options = JobOptions(clips=[str(folder / "clips")], music=str(music), output=str(folder / "montage.mp4"),
+                         style=style, backend=backend, accel=accel, quality=quality, width=width, height=height,
+                         fps=fps, scheduler=scheduler, workers=workers)
     job_id, result = run_job(options, on_event=progress_printer())
     report(job_id, result)
