@@ -118,9 +118,10 @@ def analysis_decoder(accelerators: list[Accelerator], probes: dict[str, Accelera
     """
     for accel in sorted(accelerators, key=lambda a: -a.priority):
         probe = probes.get(accel.name)
-        decode_args = getattr(accel, "analysis_input_args", None)
-        if probe and probe.decode and probe.device and decode_args:
-            return accel.name, decode_args(probe)
+        if probe and probe.decode and probe.device:
+            args = accel.analysis_input_args(probe)
+            if args:  # an accelerator that decodes but gives no arguments leaves decoding to software
+                return accel.name, args
     return "software", []
 
 

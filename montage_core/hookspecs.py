@@ -1,8 +1,10 @@
 """Hook specifications: the public contract for montage plugins.
 
 Every hook receives a ``register`` callback (or the CLI group) and registers objects with it.
-The registry remembers which plugin gave each object; two objects of one kind with the same
-``name`` are an error that names both plugins. Plugins must keep module import cheap: import
+The registry remembers which plugin gave each object; when two plugins register objects of one
+kind with the same ``name``, the one loaded later is refused and listed as broken with an error
+naming both. A hook that raises switches off only its own plugin (see docs/hooks.md, "When your
+hook raises"). Plugins must keep module import cheap: import
 numba, cv2, dask, kubernetes inside the methods that need them, because these hooks run on
 every ``montage`` invocation, ``--help`` included.
 """

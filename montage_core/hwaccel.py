@@ -1,10 +1,12 @@
-"""The shared probe and encoder base for hardware accelerators (VA-API, NVENC, QSV plugins).
+"""Vendor-neutral support for hardware accelerators; the VA-API, NVENC and QSV plugins build on it.
 
-A vendor plugin supplies only what differs: how to enumerate its devices, how to read the
-driver, the ffmpeg device arguments and the encoder arguments per quality. This base does the
-rest the same way for all of them: access checks that name the missing group, the ffmpeg build
-check (``-encoders``/``-decoders``), a real short test encode and decode per codec, and turning
-known failure messages into reasons a user can act on.
+A vendor plugin supplies only what differs: how to enumerate its devices, its PCI vendor ids and
+driver names, the ffmpeg device arguments, the encoder arguments per quality and the failure
+messages it knows. This module does the rest the same way for all of them: access checks that
+name the missing group, the ffmpeg build check (``-encoders``/``-hwaccels``), a real short test
+encode and decode per codec, VA render-node support shared by the libva-based plugins, and
+:func:`diagnose`, which turns a failed ffmpeg run into a reason a user can act on by asking the
+installed accelerators first.
 
 Everything reaches the system through :class:`SystemProbe` (commands, files, device nodes), the
 one boundary tests replace with outputs captured from real machines.
@@ -21,7 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from .interfaces import Accelerator, AcceleratorProbe
 from .procs import child_options
@@ -65,9 +67,6 @@ class SystemProbe:
         return os.getuid(), {os.getgid(), *os.getgroups()}
 
 
-PCI_VENDORS = {"0x8086": "intel", "0x1002": "amd", "0x10de": "nvidia"}
-
-
 def group_name(gid: int) -> str:
     try:
         return grp.getgrgid(gid).gr_name
@@ -96,28 +95,22 @@ def access_problem(node: str, st: os.stat_result | None, uid: int, gids: set[int
             f"pass the device with --device {node} --group-add {st.st_gid}")
 
 
-#: known ffmpeg failure lines → what they mean and what to do
-DIAGNOSES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"Driver does not support the required nvenc API version\. Required: ([\d.]+) Found: ([\d.]+)"),
-     "NVIDIA driver too old for this ffmpeg's NVENC: API {0} required, driver has {1}; update the driver "
-     "(or use an ffmpeg built against an older nv-codec-headers)"),
-    (re.compile(r"Cannot load libcuda\.so\.1|Cannot load libnvidia-encode\.so\.1|Could not dynamically load CUDA"),
-     "NVIDIA driver libraries not found (libcuda.so.1 / libnvidia-encode.so.1): no NVIDIA driver, or the "
-     "container was started without the NVIDIA runtime (--gpus all)"),
-    (re.compile(r"OpenEncodeSessionEx failed: unsupported device|No capable devices found|no NVENC capable devices"),
-     "this GPU has no NVENC encoder (data-centre GPUs such as A100/H100 decode only)"),
-    (re.compile(r"OpenEncodeSessionEx failed: out of memory|incompatible client key"),
-     "NVENC session limit reached (consumer GPUs allow a few concurrent encodes)"),
+#: failures any ffmpeg hardware command can show, whatever the device (asked after the accelerators' own)
+GENERIC_DIAGNOSES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"Unknown encoder '([\w-]+)'|Encoder ([\w-]+) not found"),
      "this ffmpeg build has no {0} encoder"),
-    (re.compile(r"unsupported \(-3\)|Error (?:creating|initializing) an? (?:internal )?MFX session|"
-                r"Error creating a MFX session: -9|Device creation failed: -1313558101|"
-                r"Failed to set value 'qsv[=:]"),
-     "Intel Media SDK / oneVPL session failed: no Intel GPU, a GPU generation the runtime does not "
-     "support, or the libmfx/libvpl runtime is missing"),
-    (re.compile(r"Failed to initialise VAAPI connection: (-?\d+) \(([^)]*)\)"),
-     "VA-API initialisation failed ({1}): the VA driver for this GPU is missing or wrong "
-     "(Intel Gen8+ needs iHD, older Intel i965, AMD the Mesa radeonsi driver; set LIBVA_DRIVER_NAME)"),
+    (re.compile(r"Failed setup for format \w+: hwaccel initialisation returned error|"
+                r"No support for codec \w+ profile|Failed to create decode configuration"),
+     "the driver cannot decode this codec on this GPU"),
+]
+
+#: libva could not start the device's driver; a plugin may name the drivers its GPUs need
+VA_INIT_FAILED = re.compile(r"Failed to initialise VAAPI connection: (-?\d+) \(([^)]*)\)")
+
+#: failures of the VA-API layer (render nodes, libva) that every VA device shows alike, whoever made the GPU
+VA_DIAGNOSES: list[tuple[re.Pattern[str], str]] = [
+    (VA_INIT_FAILED, "VA-API initialisation failed ({1}): the VA driver for this GPU is missing or wrong "
+                     "(set LIBVA_DRIVER_NAME to this GPU's driver)"),
     (re.compile(r"Cannot open DRM render node|Cannot open a VA display from DRM device|Permission denied"),
      "could not open the render node (permission denied, or not passed into the container): check the "
      "user's render/video group membership"),
@@ -125,18 +118,42 @@ DIAGNOSES: list[tuple[re.Pattern[str], str]] = [
      "could not open the VA-API display on this device"),
     (re.compile(r"No usable encoding profile found|No usable encoding entrypoint found"),
      "the driver cannot encode this codec on this GPU"),
-    (re.compile(r"Failed setup for format \w+: hwaccel initialisation returned error|"
-                r"No support for codec \w+ profile|Failed to create decode configuration"),
-     "the driver cannot decode this codec on this GPU"),
 ]
 
 
-def diagnose(output: str) -> str:
-    """One line saying why an ffmpeg hardware command failed."""
-    for pattern, meaning in DIAGNOSES:
+def match_diagnosis(table: list[tuple[re.Pattern[str], str]], output: str) -> str | None:
+    """The meaning of the first pattern in ``table`` that ``output`` matches, its groups filled in."""
+    for pattern, meaning in table:
         match = pattern.search(output)
         if match:
             return meaning.format(*match.groups())
+    return None
+
+
+def registered_accelerators() -> list[Accelerator]:
+    """The installed accelerators, highest priority first ([] when the plugins cannot be loaded)."""
+    from .plugins import get_manager
+
+    try:
+        accelerators = list(get_manager().accelerators)
+    except Exception:  # explaining a failure must never fail in turn (the renderer falls back on it)
+        return []
+    return sorted(accelerators, key=lambda a: (-a.priority, a.name))
+
+
+def diagnose(output: str, first: Accelerator | None = None) -> str:
+    """One line saying why an ffmpeg hardware command failed.
+
+    ``first`` (the accelerator whose command it was, when known) is asked first, then every
+    installed accelerator (the renderer's worker knows only the output), then the VA-API layer's
+    and the generic patterns; what none recognises is told by ffmpeg's last line.
+    """
+    reason = first.diagnose(output) if first is not None else None
+    if not reason:  # loads the plugins only when needed: inside a render worker, on a failed encode
+        reason = next(filter(None, (a.diagnose(output) for a in registered_accelerators())), None)
+    reason = reason or match_diagnosis(VA_DIAGNOSES, output) or match_diagnosis(GENERIC_DIAGNOSES, output)
+    if reason:
+        return reason
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     return lines[-1] if lines else "failed without a message"
 
@@ -168,6 +185,8 @@ class HardwareAccelerator(Accelerator):
     encoders: ClassVar[dict[str, str]] = {}
     #: ffmpeg ``-hwaccel`` name used for decoding
     hwaccel: ClassVar[str] = ""
+    #: (pattern, meaning) per known failure of this vendor's encoders; ``{0}``… take the pattern's groups
+    diagnoses: ClassVar[list[tuple[re.Pattern[str], str]]] = []
     system: SystemProbe
 
     def __init__(self, system: SystemProbe | None = None):
@@ -198,6 +217,10 @@ class HardwareAccelerator(Accelerator):
         """ffmpeg input arguments for hardware decoding on ``device``."""
         return ["-hwaccel", self.hwaccel, "-hwaccel_device", device.node]
 
+    def diagnose(self, output: str) -> str | None:
+        """The meaning of the first of :attr:`diagnoses` that ``output`` matches."""
+        return match_diagnosis(self.diagnoses, output)
+
     # -- shared probe -------------------------------------------------------------------
     def ffmpeg_features(self, ffmpeg: str) -> tuple[set[str], set[str]]:
         """Encoder names and hwaccel names this ffmpeg build has."""
@@ -214,7 +237,7 @@ class HardwareAccelerator(Accelerator):
                 *(["-vf", upload] if upload else []), "-frames:v", "5", *self.quality_args(codec, "preview"),
                 *self.encoder_device_args(device, codec), "-f", "null", "-"]
         status, output = self.system.run(args)
-        return "" if status == 0 else diagnose(output)
+        return "" if status == 0 else diagnose(output, self)
 
     def test_decode(self, ffmpeg: str, device: Device, sample: str | None) -> str:
         """'' if hardware-decoding an H.264 sample on ``device`` works, else the reason."""
@@ -223,7 +246,7 @@ class HardwareAccelerator(Accelerator):
         args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", *self.decode_args(device), "-i", sample,
                 "-f", "null", "-"]
         status, output = self.system.run(args)
-        return "" if status == 0 else diagnose(output)
+        return "" if status == 0 else diagnose(output, self)
 
     def probe(self, ffmpeg: str) -> AcceleratorProbe:
         encoders, hwaccels = self.ffmpeg_features(ffmpeg)
@@ -289,19 +312,6 @@ class HardwareAccelerator(Accelerator):
         return self.decode_args(self._device(probe)) if probe.decode and probe.device else []
 
 
-def drm_render_nodes(system: SystemProbe, vendors: set[str]) -> list[tuple[str, str, str]]:
-    """(node, vendor, PCI device id) for every /dev/dri/renderD* whose PCI vendor is in ``vendors``."""
-    nodes = []
-    for node in system.glob("/dev/dri/renderD*"):
-        name = node.rsplit("/", 1)[1]
-        vendor_id = system.read(f"/sys/class/drm/{name}/device/vendor")
-        device_id = system.read(f"/sys/class/drm/{name}/device/device")
-        vendor = PCI_VENDORS.get(vendor_id, "unknown")
-        if vendor in vendors:
-            nodes.append((node, vendor, device_id))
-    return nodes
-
-
 def describe_probe(probe: AcceleratorProbe) -> list[str]:
     """Table lines for ``montage check-hw``: one per device with per-codec results."""
     lines = []
@@ -321,73 +331,86 @@ def describe_probe(probe: AcceleratorProbe) -> list[str]:
     return lines
 
 
+# -- VA devices: DRM render nodes opened through libva (the VA-API plugin; QSV on Linux) -------------
 _VAINFO_DRIVER = re.compile(r"Driver version:\s*(.+?)\s*$", re.M)
 _FFMPEG_VA_DRIVER = re.compile(r"VAAPI driver:\s*(.+?)\.?\s*$", re.M)
 _VA_ENTRY = re.compile(r"^\s*VAProfile(\w+?)\s*:\s*VAEntrypoint(\w+)", re.M)
+#: libva drivers describe themselves as "<vendor> <name> driver for <GPU> - <version>"
+_VA_DRIVER_NAME = re.compile(r"\s*\S+\s+(\S+)\s+driver\b")
+_VA_DRIVER_VERSION = re.compile(r"(?:- |driver |version )v?(\d+\.\d+(?:\.\d+)?)")
 VA_PROFILES = {"h264": ("H264Main", "H264High", "H264ConstrainedBaseline"), "hevc": ("HEVCMain",),
                "av1": ("AV1Profile0",)}
 
 
-def split_va_driver(line: str) -> tuple[str, str]:
-    """('iHD' | 'i965' | 'radeonsi (Mesa)' | …, version) from a VA driver description."""
-    if "iHD" in line:
-        name = "iHD"
-    elif "i965" in line:
-        name = "i965"
-    elif "Mesa" in line:
-        name = "radeonsi (Mesa)" if "radeon" in line.lower() or "AMD" in line else "Mesa"
-    else:
-        name = line.split(" driver")[0].strip() or "unknown"
-    version = re.search(r"(?:- |Mesa Gallium driver |version )v?(\d+\.\d+(?:\.\d+)?)", line)
-    return name, version.group(1) if version else ""
+def drm_render_nodes(system: SystemProbe, pci_vendors: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(node, vendor, PCI device id) for every /dev/dri/renderD* whose PCI vendor id is in ``pci_vendors``."""
+    nodes = []
+    for node in system.glob("/dev/dri/renderD*"):
+        name = node.rsplit("/", 1)[1]
+        vendor = pci_vendors.get(system.read(f"/sys/class/drm/{name}/device/vendor"))
+        if vendor:
+            nodes.append((node, vendor, system.read(f"/sys/class/drm/{name}/device/device")))
+    return nodes
 
 
-def va_render_devices(system: SystemProbe, vendors: set[str]) -> list[tuple[Device, set[str]]]:
-    """Every render node of ``vendors``: access checked, VA driver read; with the codecs it lists as encodable.
+class VaDeviceAccelerator(HardwareAccelerator):
+    """Base for accelerators whose devices are DRM render nodes opened through libva; the plugin names its GPUs."""
 
-    Shared by the VA-API and QSV plugins (QSV on Linux opens its device through VA-API).
-    """
-    from .ffmpeg import ffmpeg_binary
+    #: PCI vendor id as sysfs reads it (``0x8086``) -> the vendor name of the GPUs this accelerator drives
+    pci_vendors: ClassVar[dict[str, str]] = {}
 
-    uid, gids = system.identity()
-    found = []
-    for node, vendor, device_id in drm_render_nodes(system, vendors):
-        device = Device(node, vendor, product=f"PCI {device_id}" if device_id else "")
-        device.problem = access_problem(node, system.stat(node), uid, gids)
-        can_encode = set() if device.problem else read_va_driver(system, ffmpeg_binary(), device)
-        found.append((device, can_encode))
-    return found
+    def driver_name(self, description: str) -> str:
+        """Short name of the VA driver from its description of itself (a plugin names drivers that say it otherwise)."""
+        named = _VA_DRIVER_NAME.match(description)
+        return named.group(1) if named else description.split(" driver")[0].strip() or "unknown"
 
+    def va_devices(self) -> list[tuple[Device, set[str]]]:
+        """Each render node of this accelerator's vendors (access checked, VA driver read) with its encodable codecs."""
+        from .ffmpeg import ffmpeg_binary
 
-def read_va_driver(system: SystemProbe, ffmpeg: str, device: Device) -> set[str]:
-    """Fill ``device``'s VA driver from vainfo (else ffmpeg's verbose init); return codecs it can encode.
+        uid, gids = self.system.identity()
+        found = []
+        for node, vendor, device_id in drm_render_nodes(self.system, self.pci_vendors):
+            device = Device(node, vendor, product=f"PCI {device_id}" if device_id else "")
+            device.problem = access_problem(node, self.system.stat(node), uid, gids)
+            can_encode = set() if device.problem else self.read_va_driver(ffmpeg_binary(), device)
+            found.append((device, can_encode))
+        return found
 
-    An empty set with ``device.problem`` set means the display could not be initialised.
-    """
-    status, output = system.run(["vainfo", "--display", "drm", "--device", device.node])
-    if status == 127:  # no vainfo: ask ffmpeg, which prints the driver string at -v verbose
-        status, output = system.run([ffmpeg, "-hide_banner", "-v", "verbose", "-init_hw_device",
-                                     f"vaapi=va:{device.node}", "-f", "lavfi", "-i", "nullsrc=d=0.04", "-f", "null", "-"])
-        match = _FFMPEG_VA_DRIVER.search(output)
+    def read_va_driver(self, ffmpeg: str, device: Device) -> set[str]:
+        """Fill ``device``'s VA driver from vainfo (else ffmpeg's verbose init); return codecs it can encode.
+
+        An empty set with ``device.problem`` set means the display could not be initialised.
+        """
+        status, output = self.system.run(["vainfo", "--display", "drm", "--device", device.node])
+        if status == 127:  # no vainfo: ask ffmpeg, which prints the driver string at -v verbose
+            status, output = self.system.run([ffmpeg, "-hide_banner", "-v", "verbose", "-init_hw_device",
+                                              f"vaapi=va:{device.node}", "-f", "lavfi", "-i", "nullsrc=d=0.04",
+                                              "-f", "null", "-"])
+            match = _FFMPEG_VA_DRIVER.search(output)
+            if status != 0 or not match:
+                device.problem = diagnose(output, self)
+                return set()
+            self._set_driver(device, match.group(1))
+            return set(CODECS)  # unknown entrypoints: the test encode decides
+        match = _VAINFO_DRIVER.search(output)
         if status != 0 or not match:
-            device.problem = diagnose(output)
+            device.problem = f"vainfo failed on {device.node}: {diagnose(output, self)}"
             return set()
-        device.driver, device.driver_version = split_va_driver(match.group(1))
-        return set(CODECS)  # unknown entrypoints: the test encode decides
-    match = _VAINFO_DRIVER.search(output)
-    if status != 0 or not match:
-        device.problem = f"vainfo failed on {device.node}: {diagnose(output)}"
-        return set()
-    device.driver, device.driver_version = split_va_driver(match.group(1))
-    product = re.search(r" for (.+?)(?: \(| - |$)", match.group(1))
-    if product:
-        device.product = product.group(1).strip()
-    entries = _VA_ENTRY.findall(output)
-    can_encode = set()
-    for codec, profiles in VA_PROFILES.items():
-        kinds = {e for p, e in entries if p in profiles and e.startswith("EncSlice")}
-        if kinds:
-            can_encode.add(codec)
-        if kinds == {"EncSliceLP"}:  # newer Intel GPUs encode some codecs in low-power mode only
-            device.encoder_options[codec] = ["-low_power", "1"]
-    return can_encode
+        self._set_driver(device, match.group(1))
+        product = re.search(r" for (.+?)(?: \(| - |$)", match.group(1))
+        if product:
+            device.product = product.group(1).strip()
+        entries = _VA_ENTRY.findall(output)
+        can_encode = set()
+        for codec, profiles in VA_PROFILES.items():
+            kinds = {e for p, e in entries if p in profiles and e.startswith("EncSlice")}
+            if kinds:
+                can_encode.add(codec)
+            if kinds == {"EncSliceLP"}:  # drivers listing only low-power encode (newer Intel GPUs) need that mode
+                device.encoder_options[codec] = ["-low_power", "1"]
+        return can_encode
+
+    def _set_driver(self, device: Device, description: str) -> None:
+        version = _VA_DRIVER_VERSION.search(description)
+        device.driver, device.driver_version = self.driver_name(description), version.group(1) if version else ""

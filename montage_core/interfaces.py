@@ -29,16 +29,25 @@ class AcceleratorProbe:
     device: str = ""
 
 
+@dataclass
+class DevicePlacement:
+    """What a cluster scheduler needs to put work on a machine with one vendor's device."""
+
+    #: countable device resources one worker takes, e.g. ``{"nvidia.com/gpu": 1}``
+    resources: dict[str, int] = field(default_factory=dict)
+    #: labels carried by the machines that have the device, e.g. ``{"nvidia.com/gpu.present": "true"}``
+    node_labels: dict[str, str] = field(default_factory=dict)
+
+
 class Accelerator:
     """An encoder (and optionally decoder) provider. ``software`` is the core's reference one."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     priority: ClassVar[int] = 0
-    #: per GPU vendor: the Kubernetes extended resource a pod requests for this device ...
-    k8s_resources: ClassVar[dict[str, str]] = {}
-    #: ... and node labels that select nodes carrying it (for node affinity)
-    node_labels: ClassVar[dict[str, dict[str, str]]] = {}
+    #: per device vendor (``nvidia``, ``amd``, ``intel``): what a cluster scheduler needs to put work
+    #: on a machine with that vendor's device; empty when the accelerator needs no device (software)
+    placement: ClassVar[dict[str, DevicePlacement]] = {}
 
     def probe(self, ffmpeg: str) -> AcceleratorProbe:
         """Check this host: devices, driver, a real test encode. Never raise."""
@@ -55,6 +64,18 @@ class Accelerator:
     def filter_suffix(self, probe: AcceleratorProbe) -> str:
         """Filter appended after the software filter chain (e.g. ``format=nv12,hwupload``)."""
         return ""
+
+    def analysis_input_args(self, probe: AcceleratorProbe) -> list[str]:
+        """ffmpeg input arguments that hardware-decode clips for the analysis pass ([]: decode in software)."""
+        return []
+
+    def diagnose(self, output: str) -> str | None:
+        """Why an ffmpeg command of this accelerator failed, in words a user can act on; None if not recognised.
+
+        :func:`montage_core.hwaccel.diagnose` asks every installed accelerator (the renderer passes
+        only ffmpeg's output), so recognise only failures that are this accelerator's own.
+        """
+        return None
 
 
 # --------------------------------------------------------------------------- analyzers

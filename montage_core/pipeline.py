@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from .interfaces import Backend, PlanRequest, ProgressEvent, ShardTask, Style
 from .jobstore import JobStore
 from .models import ClipAnalysis, MediaInfo, MusicAnalysis, RenderResult, SegmentResult, Shot, Timeline
 from .plugins import MontageManager, get_manager
+from .specs import AnalysisSpec
 
 log = logging.getLogger("montage")
 
@@ -105,8 +106,9 @@ def analyze_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dic
     """Shard function (runs in a worker): analyze one clip with every registered analyzer."""
     from .analysis.analyze import analyze_clip
 
+    spec: AnalysisSpec = task.payload
     registry = get_manager().analyzers
-    wanted = task.payload.get("analyzers") or {a.name: a.version for a in registry}
+    wanted = spec.analyzers or {a.name: a.version for a in registry}
     # The coordinator decides which analyzers run (its cache key depends on them); a worker that
     # lacks one, or has another version, must not silently compute something else.
     missing = {name: version for name, version in wanted.items()
@@ -121,25 +123,22 @@ def analyze_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dic
         emit(ProgressEvent.of(task, "running", position, total))
 
     emit(ProgressEvent.of(task, "started"))
-    payload = task.payload
-    info = MediaInfo.from_dict(payload["media"]) if "media" in payload else None
-    if "range" in payload:  # a time range of a long clip: per-frame series, merged by the coordinator
+    if spec.ranged:  # a time range of a long clip: per-frame series, merged by the coordinator
         from .analysis import cache
         from .analysis.analyze import ANALYSIS_WIDTH, analyze_series
-        from .ffmpeg import probe_media
 
-        start, count = payload["range"]
-        key = cache.analysis_key(payload["digest"], wanted, ANALYSIS_WIDTH)
-        series = cache.load_range(key, start, count) if payload.get("use_cache", True) else None
+        start, count = spec.start_frame, spec.frame_count
+        key = cache.analysis_key(spec.digest, wanted, ANALYSIS_WIDTH)
+        series = cache.load_range(key, start, count) if spec.use_cache else None
         if series is None:
-            series = analyze_series(task.clip, info or probe_media(task.clip), analyzers, progress=progress,
-                                    input_args=payload.get("input_args", []), start_frame=start, frame_count=count)
-            if payload.get("use_cache", True):
+            series = analyze_series(task.clip, spec.media, analyzers, progress=progress, input_args=spec.input_args,
+                                    start_frame=start, frame_count=count)
+            if spec.use_cache:
                 cache.store_range(key, start, count, series)
         emit(ProgressEvent.of(task, "done", task.total))
         return {"series": series}
-    result = analyze_clip(task.clip, analyzers, progress=progress, use_cache=payload.get("use_cache", True),
-                          input_args=payload.get("input_args", []), digest=payload.get("digest"), info=info)
+    result = analyze_clip(task.clip, analyzers, progress=progress, use_cache=spec.use_cache,
+                          input_args=spec.input_args, digest=spec.digest, info=spec.media)
     emit(ProgressEvent.of(task, "done", task.total))
     return result.to_dict()
 
@@ -183,17 +182,17 @@ def analyze_clips(
         if hit is not None:
             analyses[clip] = hit
             continue
-        payload = {"use_cache": use_cache, "input_args": list(input_args), "digest": digest, "media": asdict(info),
-                   "analyzers": versions}
+        spec = AnalysisSpec(media=info, digest=digest, analyzers=versions, input_args=list(input_args),
+                            use_cache=use_cache)
         ranges = shard_ranges(info)
         if len(ranges) == 1:
-            tasks.append(ShardTask(f"analysis-{index:04d}", "analysis", clip, payload, info.duration))
+            tasks.append(ShardTask(f"analysis-{index:04d}", "analysis", clip, spec, info.duration))
             continue
         fps = info.fps or 25.0
         for k, (start, count) in enumerate(ranges):
             seconds = (count if count is not None else info.frame_count - start) / fps
             tasks.append(ShardTask(f"analysis-{index:04d}-r{k:03d}", "analysis", clip,
-                                   {**payload, "range": [start, count]}, seconds))
+                                   replace(spec, ranged=True, start_frame=start, frame_count=count), seconds))
     if tasks:
         outcomes = run_shards(backend, analyze_shard, tasks, on_event=on_event, store=store, job_id=job_id)
         pieces: dict[str, list[ShardTask]] = {}
@@ -206,7 +205,7 @@ def analyze_clips(
                 on_event(ProgressEvent.of(failed[0].task, "failed", message=failed[0].error,
                                           worker=failed[0].worker or "-"))
                 continue
-            if "range" not in clip_tasks[0].payload:
+            if not clip_tasks[0].payload.ranged:
                 analyses[clip] = ClipAnalysis.from_dict(outcomes[clip_tasks[0].id].result)
                 continue
             try:
@@ -245,13 +244,12 @@ def merge_ranges(clip: str, tasks: Sequence[ShardTask], parts: Sequence[dict[str
     from .analysis import cache
     from .analysis.analyze import ANALYSIS_WIDTH, clip_from_series
 
-    payload = tasks[0].payload
-    analyzers = [manager.analyzers.get(name) for name in payload["analyzers"]]
+    spec: AnalysisSpec = tasks[0].payload
+    analyzers = [manager.analyzers.get(name) for name in spec.analyzers]
     series = {name: np.concatenate([np.asarray(part[name]) for part in parts]) for name in parts[0]}
-    info = MediaInfo.from_dict(payload["media"])
-    result = clip_from_series(clip, info, payload["digest"], analyzers, series)
+    result = clip_from_series(clip, spec.media, spec.digest, analyzers, series)
     if use_cache:
-        cache.store(cache.analysis_key(payload["digest"], payload["analyzers"], ANALYSIS_WIDTH), result)
+        cache.store(cache.analysis_key(spec.digest, spec.analyzers, ANALYSIS_WIDTH), result)
     return result
 
 
@@ -305,8 +303,7 @@ def render_timeline(
         chain = job_encoder_chain(backend, list(manager.accelerators), accel)
         log.info("encoder chain: %s", " → ".join(a.name for a, _ in chain))
     specs = segment_specs(timeline, chain, quality, accel)
-    tasks = [ShardTask(f"segment-{s['index']:04d}", "render", s["main"]["source"], s, s["frames"] / timeline.fps)
-             for s in specs]
+    tasks = [ShardTask(f"segment-{s.index:04d}", "render", s.main.source, s, s.frames / timeline.fps) for s in specs]
     outcomes = run_shards(backend, render_segment, tasks, on_event=on_event, store=store, job_id=job_id)
     failed = [outcomes[t.id] for t in tasks if not outcomes[t.id].ok]
     if failed:

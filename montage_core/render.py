@@ -19,6 +19,7 @@ from .ffmpeg import ffmpeg_binary, run_ffmpeg
 from .hwaccel import diagnose
 from .interfaces import Accelerator, AcceleratorProbe, ProgressEvent, ShardTask
 from .models import SegmentResult, Timeline, publish
+from .specs import Placement, RenderSpec, SegmentSource
 
 log = logging.getLogger("montage.render")
 
@@ -38,8 +39,15 @@ def encoder_entries(chain: list[tuple[Accelerator, AcceleratorProbe]], quality: 
              "output_args": a.encode_args("h264", quality, p)} for a, p in chain]
 
 
+def render_placement(chain: list[tuple[Accelerator, AcceleratorProbe]]) -> Placement:
+    """Where render shards should run: next to the device of the chain's first (preferred)
+    hardware encoder, advertised by workers as ``accel-NAME``; anywhere for software."""
+    first = chain[0][0].name if chain else "software"
+    return Placement() if first == "software" else Placement(accelerator=first, resources={f"accel-{first}": 1})
+
+
 def segment_specs(timeline: Timeline, chain: list[tuple[Accelerator, AcceleratorProbe]],
-                  quality: str, accel: str = "auto") -> list[dict[str, Any]]:
+                  quality: str, accel: str = "auto") -> list[RenderSpec]:
     """One render spec per cut: the frames it owns and, when it dissolves into the next, that blend.
 
     ``accel`` and ``quality`` travel with the spec so a cluster node can resolve its own chain.
@@ -48,48 +56,46 @@ def segment_specs(timeline: Timeline, chain: list[tuple[Accelerator, Accelerator
     cuts = timeline.cuts
     halves = [0] + [int(round(c.transition.duration * fps / 2)) for c in cuts[1:]] + [0]
     encoders = encoder_entries(chain, quality)
+    placement = render_placement(chain)
     specs = []
     for i, cut in enumerate(cuts):
         h_in, h_out = halves[i], halves[i + 1]
         first, last = timeline.frame(cut.start) + h_in, timeline.frame(cut.end) + h_out
-        spec: dict[str, Any] = {
-            "index": i, "frames": last - first, "fps": fps, "width": timeline.width, "height": timeline.height,
-            "grade": timeline.grade, "encoders": encoders, "accel": accel, "quality": quality,
-            "main": {"source": cut.source, "start": cut.source_in + 2 * h_in / fps},
-            "blend": None,
-        }
-        if h_out:
-            nxt = cuts[i + 1]
-            spec["blend"] = {"source": nxt.source, "start": nxt.source_in, "frames": 2 * h_out}
-        specs.append(spec)
+        nxt = cuts[i + 1] if h_out else None
+        specs.append(RenderSpec(
+            index=i, frames=last - first, fps=fps, width=timeline.width, height=timeline.height, grade=timeline.grade,
+            encoders=encoders, accel=accel, quality=quality, placement=placement,
+            main=SegmentSource(source=cut.source, start=cut.source_in + 2 * h_in / fps),
+            blend=SegmentSource(source=nxt.source, start=nxt.source_in, frames=2 * h_out) if nxt else None))
     return specs
 
 
-def _segment_key(spec: dict[str, Any]) -> str:
-    """Cache key: the spec plus each source's size and mtime, so a changed source re-renders."""
-    sources = [spec["main"]["source"]] + ([spec["blend"]["source"]] if spec["blend"] else [])
-    stamps = [(s, st.st_size, st.st_mtime_ns) for s, st in ((s, os.stat(s)) for s in sources)]
-    text = json.dumps({"spec": {k: v for k, v in spec.items() if k != "index"}, "stamps": stamps}, sort_keys=True)
+def _segment_key(spec: RenderSpec) -> str:
+    """Cache key: what the picture depends on plus each source's size and mtime, so a changed
+    source re-renders (not the index, nor where the shard runs)."""
+    stamps = [(s, st.st_size, st.st_mtime_ns) for s, st in ((s, os.stat(s)) for s in spec.sources())]
+    picture = {k: v for k, v in spec.to_json().items() if k not in ("index", "placement", "kind", "version")}
+    text = json.dumps({"spec": picture, "stamps": stamps}, sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def _segment_command(spec: dict[str, Any], encoder: dict[str, Any], out: str) -> list[str]:
-    fps, frames = spec["fps"], spec["frames"]
+def _segment_command(spec: RenderSpec, encoder: dict[str, Any], out: str) -> list[str]:
+    fps, frames = spec.fps, spec.frames
     seconds = frames / fps
-    norm = normalise_filter(spec["width"], spec["height"], fps, seconds + 1)
+    norm = normalise_filter(spec.width, spec.height, fps, seconds + 1)
     args = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-    main, blend = spec["main"], spec["blend"]
-    args += [*encoder["input_args"], "-ss", f"{main['start']:.6f}", "-t", f"{seconds + 1:.6f}", "-i", main["source"]]
+    main, blend = spec.main, spec.blend
+    args += [*encoder["input_args"], "-ss", f"{main.start:.6f}", "-t", f"{seconds + 1:.6f}", "-i", main.source]
     graph = f"[0:v]{norm}[a]"
     last = "[a]"
     if blend:
-        blend_seconds = blend["frames"] / fps
-        args += ["-ss", f"{blend['start']:.6f}", "-t", f"{blend_seconds + 1:.6f}", "-i", blend["source"]]
-        graph += (f";[1:v]{normalise_filter(spec['width'], spec['height'], fps, blend_seconds + 1)}[b]"
+        blend_seconds = blend.frames / fps
+        args += ["-ss", f"{blend.start:.6f}", "-t", f"{blend_seconds + 1:.6f}", "-i", blend.source]
+        graph += (f";[1:v]{normalise_filter(spec.width, spec.height, fps, blend_seconds + 1)}[b]"
                   f";[a][b]xfade=transition=fade:duration={blend_seconds:.6f}"
-                  f":offset={(frames - blend['frames']) / fps:.6f}[x]")
+                  f":offset={(frames - blend.frames) / fps:.6f}[x]")
         last = "[x]"
-    post = ",".join(f for f in (spec["grade"], "format=yuv420p", encoder["filter_suffix"]) if f)
+    post = ",".join(f for f in (spec.grade, "format=yuv420p", encoder["filter_suffix"]) if f)
     graph += f";{last}{post}[v]"
     return [*args, "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames), "-r", f"{fps:g}",
             *encoder["output_args"], "-an", "-video_track_timescale", "90000", "-f", "mp4", out]
@@ -160,40 +166,40 @@ def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> di
     """
     from .procs import child_options, owner_tag, remove_orphaned_temps
 
-    spec = task.payload
+    spec: RenderSpec = task.payload
     key = _segment_key(spec)
     out = cache_dir() / "segments" / key[:2] / f"{key}.mp4"
-    problem = cached_segment_problem(out, spec["frames"])
+    problem = cached_segment_problem(out, spec.frames)
     if problem is None:
         emit(ProgressEvent.of(task, "done", task.total, message="reused"))
-        return {"index": spec["index"], "path": str(out), "frames": spec["frames"], "encoder": "cached", "attempts": []}
+        return {"index": spec.index, "path": str(out), "frames": spec.frames, "encoder": "cached", "attempts": []}
     if problem:
-        log.warning("segment %d (%s): cached file %s is unusable (%s); rendering it again", spec["index"],
-                    Path(spec["main"]["source"]).name, out, problem)
+        log.warning("segment %d (%s): cached file %s is unusable (%s); rendering it again", spec.index,
+                    Path(spec.main.source).name, out, problem)
         _sidecar(out).unlink(missing_ok=True)
         out.unlink(missing_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_orphaned_temps(out.parent, f".{key}.")
     emit(ProgressEvent.of(task, "running"))
     attempts: list[str] = []
-    for encoder in spec["encoders"]:
+    for encoder in spec.encoders:
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.{owner_tag()}.", suffix=".mp4", dir=out.parent)
         os.close(fd)
         try:
             proc = subprocess.run(_segment_command(spec, encoder, tmp), capture_output=True, text=True,
                                   errors="replace", **child_options())
-            reason = diagnose(proc.stderr) if proc.returncode != 0 else check_rendered_segment(Path(tmp), spec["frames"])
+            reason = diagnose(proc.stderr) if proc.returncode != 0 else check_rendered_segment(Path(tmp), spec.frames)
             if reason is None:
                 os.replace(tmp, out)
-                _record_segment(out, spec["frames"])
+                _record_segment(out, spec.frames)
                 emit(ProgressEvent.of(task, "done", task.total, message=encoder["name"]))
-                return {"index": spec["index"], "path": str(out), "frames": spec["frames"],
+                return {"index": spec.index, "path": str(out), "frames": spec.frames,
                         "encoder": encoder["name"], "attempts": attempts}
         finally:
             Path(tmp).unlink(missing_ok=True)
         attempts.append(f"{encoder['name']}: {reason}")
-        log.warning("segment %d: encoder %s failed (%s); trying the next one", spec["index"], encoder["name"], reason)
-    raise ShardError(f"segment {spec['index']} ({Path(spec['main']['source']).name}): every encoder failed: "
+        log.warning("segment %d: encoder %s failed (%s); trying the next one", spec.index, encoder["name"], reason)
+    raise ShardError(f"segment {spec.index} ({Path(spec.main.source).name}): every encoder failed: "
                      + "; ".join(attempts), transient=False)
 
 

@@ -35,6 +35,7 @@ A montage {kind} plugin.
 
 ```bash
 pip install -e .            # registers the `{name}` entry point in the `montage` group
+pip install "montage-core[plugin-dev]"   # pytest, for montage's testing kit (montage_core.testing)
 montage plugins             # lists {name}
 python -m pytest tests      # montage-core's pytest plugin provides the `pm` and `media` fixtures
 ```

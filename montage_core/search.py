@@ -25,6 +25,7 @@ import numpy as np
 from .errors import MontageError, UsageError
 from .interfaces import ProgressEvent, ShardTask
 from .models import write_atomic
+from .specs import IndexSpec, SearchSpec
 
 
 #: float32 dot products of unit vectors differ by ≲ 1e-5 between summation orders; keep 10× that
@@ -88,25 +89,27 @@ def embed_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dict[
     from .models import ClipAnalysis
     from .plugins import get_manager
 
-    embedder = get_manager().embedders.get(task.payload["embedder"])
-    folder = Path(task.payload["folder"])
+    spec: IndexSpec = task.payload
+    embedder = get_manager().embedders.get(spec.embedder)
+    folder = Path(spec.folder)
     (folder / "clips").mkdir(parents=True, exist_ok=True)
-    for k, raw in enumerate(task.payload["analyses"]):
+    for k, raw in enumerate(spec.analyses):
         analysis = ClipAnalysis.from_dict(raw)
-        emit(ProgressEvent.of(task, "running", k, len(task.payload["analyses"]), clip=analysis.media.path))
+        emit(ProgressEvent.of(task, "running", k, len(spec.analyses), clip=analysis.media.path))
         vectors = embedder.embed_shots(analysis, read_sidecar(analysis.media.path)).astype(np.float32)
         _save_npz(folder / "clips" / f"{analysis.digest}.npz", vectors=vectors,
                   shot=np.array([s.index for s in analysis.shots]), start=np.array([s.start for s in analysis.shots]),
                   end=np.array([s.end for s in analysis.shots]))
     emit(ProgressEvent.of(task, "done", total=0.0))
-    return {"embedded": len(task.payload["analyses"])}
+    return {"embedded": len(spec.analyses)}
 
 
 def search_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> list[Hit]:
     """Shard function: exact top-k of one shard file, read where it lives."""
-    with np.load(task.payload["shard"]) as data:
+    spec: SearchSpec = task.payload
+    with np.load(spec.shard) as data:
         vectors, ids = data["vectors"], list(data["ids"])
-        found = top_k(vectors, ids, np.asarray(task.payload["query"], np.float32), task.payload["k"])
+        found = top_k(vectors, ids, np.asarray(spec.query, np.float32), spec.k)
         return [Hit(score, id_, str(data["sources"][row]), float(data["ins"][row]), float(data["outs"][row]))
                 for score, id_, row in found]
 
@@ -163,9 +166,9 @@ def build_index(clips: Sequence[str], root: str | Path, manager: Any, backend: A
     by_shard: dict[int, list[Any]] = {}
     for a in changed:
         by_shard.setdefault(shard_of(a.media.path, shards), []).append(a)
-    tasks = [ShardTask(f"index-{s:03d}", "index", f"shard {s}", {
-        "embedder": embedder.name, "folder": str(folder), "analyses": [a.to_dict() for a in group]})
-        for s, group in sorted(by_shard.items())]
+    tasks = [ShardTask(f"index-{s:03d}", "index", f"shard {s}",
+                       IndexSpec(embedder=embedder.name, folder=str(folder), analyses=[a.to_dict() for a in group]))
+             for s, group in sorted(by_shard.items())]
     outcomes = run_shards(backend, embed_shard, tasks, on_event=on_event)
     bad = [o for o in outcomes.values() if not o.ok]
     if bad:
@@ -210,9 +213,9 @@ def search(root: str | Path, query: np.ndarray, manager: Any, backend: Any, *, e
     manifest = load_manifest(folder)
     if not manifest["clips"]:
         raise UsageError(f"{folder}: no index here yet (run `montage index LIBRARY --index {root}`)")
-    tasks = [ShardTask(f"search-{s:03d}", "search", f"shard {s}", {
-        "shard": str(folder / f"shard-{s:03d}.npz"), "query": query.tolist(), "k": k})
-        for s in range(manifest["shards"]) if (folder / f"shard-{s:03d}.npz").exists()]
+    tasks = [ShardTask(f"search-{s:03d}", "search", f"shard {s}",
+                       SearchSpec(shard=str(folder / f"shard-{s:03d}.npz"), query=query.tolist(), k=k))
+             for s in range(manifest["shards"]) if (folder / f"shard-{s:03d}.npz").exists()]
     outcomes = run_shards(backend, search_shard, tasks, on_event=lambda e: None)
     bad = [o for o in outcomes.values() if not o.ok]
     if bad:

@@ -1,10 +1,13 @@
 """``montage worker``: run one shard of a stage from a shard file on shared storage.
 
 Cluster backends (Kubernetes Indexed Jobs) start one of these per index. The shard file lists
-the stage's tasks and the shard function; the index picks the task (``--index`` or
-``$JOB_COMPLETION_INDEX``). Progress events go to stdout as JSON lines (a coordinator follows the
-pod's log); the result is written atomically to ``<results>/<task id>.pickle``, one file per
-shard, so no two workers ever write the same file.
+the stage's tasks, each with its typed, versioned spec (:mod:`montage_core.specs`); the index
+picks the task (``--index`` or ``$JOB_COMPLETION_INDEX``) and the spec's kind picks the stage
+function: a worker runs only montage's own stages, never a function named by the file. A spec
+marked ``resolve_on_node`` gets this node's encoder chain or analysis decoder first (the
+coordinator cannot see a node's GPU). Progress events go to stdout as JSON lines (a coordinator
+follows the pod's log); the result is written atomically to ``<results>/<task id>.pickle``, one file
+per shard, so no two workers ever write the same file.
 
 Exit status: 0 done, 3 the shard's own input is bad (retrying cannot help), 1 anything else.
 """
@@ -13,25 +16,81 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import pickle
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError, MontageError, ShardError, UsageError
 from .interfaces import ProgressEvent, ShardTask
 from .models import write_atomic
+from .specs import AnalysisSpec, RenderSpec, ShardSpec
+
+log = logging.getLogger("montage.worker")
 
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 3
 
 
-def write_shard_file(path: str | Path, function: str, tasks: list[ShardTask], results: str | Path) -> None:
-    """The file a cluster backend hands to ``montage worker`` (``function`` as ``module:name``)."""
+SHARD_FILE_VERSION = 1
+
+
+def write_shard_file(path: str | Path, tasks: list[ShardTask], results: str | Path) -> None:
+    """The file a cluster backend hands to ``montage worker``: typed tasks and where results go."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps({"function": function, "results": str(results),
-                                   "tasks": [asdict(t) for t in tasks]}, indent=1))
+    write_atomic(path, json.dumps({"version": SHARD_FILE_VERSION, "results": str(results),
+                                   "tasks": [task_to_json(t) for t in tasks]}, indent=1))
+
+
+def task_to_json(task: ShardTask) -> dict[str, Any]:
+    """A shard task's plain form; its payload must be a :class:`~montage_core.specs.ShardSpec`."""
+    if not isinstance(task.payload, ShardSpec):
+        raise MontageError(f"shard {task.id}: only typed shard specs can run on other machines "
+                           f"(got {type(task.payload).__name__})")
+    return {"id": task.id, "stage": task.stage, "clip": task.clip, "total": task.total,
+            "spec": task.payload.to_json()}
+
+
+def task_from_json(data: dict[str, Any]) -> ShardTask:
+    return ShardTask(data["id"], data["stage"], data["clip"], ShardSpec.from_json(data["spec"]), data["total"])
+
+
+def node_encoders(accelerators: list[Any], choice: str, quality: str) -> list[dict[str, Any]]:
+    """This node's encoder chain for ``choice`` as render specs carry it (software when the
+    chosen device does not work here, with a warning)."""
+    from .accel import encoder_chain
+    from .errors import UnavailableError
+    from .render import encoder_entries
+
+    try:
+        chain = encoder_chain(accelerators, choice)
+    except UnavailableError as exc:
+        log.warning("node %s: %s; encoding in software", os.environ.get("MONTAGE_NODE_NAME", "?"), exc)
+        chain = encoder_chain(accelerators, "software")
+    return encoder_entries(chain, quality)
+
+
+def node_decoder(accelerators: list[Any]) -> list[str]:
+    """This node's analysis decoder arguments."""
+    from .accel import analysis_decoder, probe_all
+
+    return analysis_decoder(accelerators, probe_all(accelerators))[1]
+
+
+def for_this_node(spec: ShardSpec) -> ShardSpec:
+    """``spec`` with the machine-specific choices made from this node's own devices."""
+    if not spec.resolve_on_node:
+        return spec
+    from .plugins import get_manager
+
+    accelerators = list(get_manager().accelerators)
+    if isinstance(spec, RenderSpec):
+        return replace(spec, encoders=node_encoders(accelerators, spec.accel, spec.quality))
+    if isinstance(spec, AnalysisSpec):
+        return replace(spec, input_args=node_decoder(accelerators))
+    return spec
 
 
 def load_result(results: str | Path, task_id: str) -> Any:
@@ -47,13 +106,18 @@ def run_worker(shard_file: str | Path, index: int | None = None) -> int:
             raise UsageError("no shard index: pass --index N or set JOB_COMPLETION_INDEX")
         index = int(raw)
     try:
-        spec = json.loads(Path(shard_file).read_text(encoding="utf-8"))
+        shard_file_data = json.loads(Path(shard_file).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(shard_file, f"not a readable shard file ({exc})") from None
-    if not 0 <= index < len(spec["tasks"]):
-        raise UsageError(f"shard index {index} is out of range (the file has {len(spec['tasks'])} shards)")
-    task = ShardTask(**spec["tasks"][index])
-    module, _, name = spec["function"].partition(":")
+    if shard_file_data.get("version") != SHARD_FILE_VERSION:
+        raise InputError(shard_file, f"shard file version {shard_file_data.get('version')!r} is not supported "
+                                     f"(this montage reads version {SHARD_FILE_VERSION})")
+    tasks = shard_file_data["tasks"]
+    if not 0 <= index < len(tasks):
+        raise UsageError(f"shard index {index} is out of range (the file has {len(tasks)} shards)")
+    task = task_from_json(tasks[index])
+    task = ShardTask(task.id, task.stage, task.clip, for_this_node(task.payload), task.total)
+    module, _, name = task.payload.function().partition(":")
     fn = getattr(importlib.import_module(module), name)
     worker = os.environ.get("MONTAGE_NODE_NAME") or os.environ.get("HOSTNAME") or f"worker-{index}"
 
@@ -72,7 +136,7 @@ def run_worker(shard_file: str | Path, index: int | None = None) -> int:
     except MontageError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return EXIT_FAILED
-    results = Path(spec["results"])
+    results = Path(shard_file_data["results"])
     results.mkdir(parents=True, exist_ok=True)
     write_atomic(results / f"{task.id}.pickle", pickle.dumps(result))
     return EXIT_DONE

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from montage_core.analysis.analyze import analyzer_versions
+from montage_core.ffmpeg import probe_media
 from montage_core.interfaces import ShardTask
-from montage_core.models import ClipAnalysis
+from montage_core.models import ClipAnalysis, MediaInfo
+from montage_core.plugins import get_manager
+from montage_core.specs import AnalysisSpec
 from montage_core.testing import MediaFactory, run_cli
 from montage_core.worker import load_result, write_shard_file
 
@@ -15,12 +19,16 @@ def test_worker_runs_its_index_and_writes_its_own_result(media: MediaFactory, tm
     good, cuts = media.clip([(0, 1.0), (1, 1.0)])
     bad = tmp_path / "bad.mp4"
     bad.write_text("not media")
-    tasks = [ShardTask(f"analysis-{i:04d}", "analysis", str(clip), {"use_cache": True}) for i, clip in
-             enumerate([good, bad])]
+    versions = analyzer_versions(list(get_manager().analyzers))
+    # The coordinator probed both (the bad one looked like a clip then: it was damaged since).
+    infos = [probe_media(good), MediaInfo(str(bad), 9, 2.0, True, False, 320, 180, 25.0)]
+    tasks = [ShardTask(f"analysis-{i:04d}", "analysis", info.path,
+                       AnalysisSpec(media=info, digest=f"d{i}", analyzers=versions, resolve_on_node=True))
+             for i, info in enumerate(infos)]
     shard_file = tmp_path / "shared" / "job" / "analysis.json"
     shard_file.parent.mkdir(parents=True)
     results = tmp_path / "shared" / "job" / "results"
-    write_shard_file(shard_file, "montage_core.pipeline:analyze_shard", tasks, results)
+    write_shard_file(shard_file, tasks, results)
 
     done = run_cli("worker", "--shards", str(shard_file), env={"JOB_COMPLETION_INDEX": "0"})
     assert done.returncode == 0, done.stderr
@@ -31,8 +39,66 @@ def test_worker_runs_its_index_and_writes_its_own_result(media: MediaFactory, tm
 
     failed = run_cli("worker", "--shards", str(shard_file), "--index", "1")
     assert failed.returncode == 3  # bad input: the cluster must not retry it
-    assert f"error: {bad}: not a media file ffmpeg can read" in failed.stderr
+    assert f"error: {bad}: no decodable video frames" in failed.stderr
     assert sorted(p.name for p in results.iterdir()) == ["analysis-0000.pickle"]
 
     missing = run_cli("worker", "--shards", str(shard_file), "--index", "7")
     assert missing.returncode == 2 and "shard index 7 is out of range (the file has 2 shards)" in missing.stderr
+
+
+def test_every_spec_round_trips_through_its_versioned_json() -> None:
+    from montage_core.specs import (STAGE_FUNCTIONS, IndexSpec, Placement, RenderSpec, ScoreSpec, SearchSpec,
+                                    SegmentSource, ShardSpec)
+
+    info = MediaInfo("/m/a b.mp4", 10, 2.0, True, False, 320, 180, 25.0)
+    specs: list[ShardSpec] = [
+        AnalysisSpec(media=info, digest="d", analyzers={"cuts": "1"}, ranged=True, start_frame=50, frame_count=None),
+        RenderSpec(index=3, frames=25, fps=25.0, width=320, height=180, grade="eq=saturation=1.2", encoders=[],
+                   accel="auto", quality="preview", main=SegmentSource(source="/m/a.mp4", start=1.0),
+                   blend=SegmentSource(source="/m/b.mp4", start=0.5, frames=6),
+                   placement=Placement(accelerator="nvenc", resources={"accel-nvenc": 1})),
+        IndexSpec(embedder="descriptor", folder="/i", analyses=[]),
+        SearchSpec(shard="/i/shard-000.npz", query=[0.5, 0.25], k=3),
+        ScoreSpec(embedder="descriptor", shot_vectors=[[1.0]], lines=["waves"]),
+    ]
+    for spec in specs:
+        data = json.loads(json.dumps(spec.to_json()))
+        assert data["kind"] == spec.kind and data["version"] == 1
+        assert ShardSpec.from_json(data) == spec
+        assert spec.function() == STAGE_FUNCTIONS[spec.kind]
+    assert specs[1].sources() == ["/m/a.mp4", "/m/b.mp4"]
+
+
+def test_a_worker_refuses_specs_it_cannot_read(tmp_path: Path) -> None:
+    import pytest
+
+    from montage_core.errors import MontageError
+    from montage_core.specs import ShardSpec
+
+    with pytest.raises(MontageError, match=r"unknown shard kind 'transcode' \(known: analysis, index, render, "
+                                           r"score, search\)"):
+        ShardSpec.from_json({"kind": "transcode", "version": 1})
+    with pytest.raises(MontageError, match="render shard spec version 2 is not supported"):
+        ShardSpec.from_json({"kind": "render", "version": 2})
+    # A shard file can no longer name a function to run: only the stage of each spec's kind runs.
+    shard_file = tmp_path / "shards.json"
+    shard_file.write_text(json.dumps({"version": 1, "results": str(tmp_path / "r"), "function": "os:system",
+                                      "tasks": [{"id": "t", "stage": "x", "clip": "", "total": 0,
+                                                 "spec": {"kind": "transcode", "version": 1}}]}))
+    refused = run_cli("worker", "--shards", str(shard_file), "--index", "0")
+    assert refused.returncode != 0 and "unknown shard kind 'transcode'" in refused.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_render_shards_ask_for_their_encoders_device(pm) -> None:
+    from montage_core.interfaces import Accelerator, AcceleratorProbe
+    from montage_core.render import render_placement
+
+    class Nvenc(Accelerator):
+        name = "nvenc"
+
+    software = pm.accelerators.get("software")
+    probe = AcceleratorProbe("x", True, "")
+    assert render_placement([(software, probe)]).resources == {}
+    placement = render_placement([(Nvenc(), probe), (software, probe)])
+    assert placement.accelerator == "nvenc" and placement.resources == {"accel-nvenc": 1}

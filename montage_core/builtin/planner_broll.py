@@ -20,6 +20,7 @@ from ..errors import InputError, UsageError
 from ..hookspecs import hookimpl
 from ..interfaces import PlanRequest, Planner, ProgressEvent, ShardTask
 from ..models import Cut, Shot, Timeline
+from ..specs import ScoreSpec
 
 LINES_PER_TASK = 16
 _SRT_TIME = re.compile(r"(\d+):(\d+):(\d+)[,.](\d+)\s*-->\s*(\d+):(\d+):(\d+)[,.](\d+)")
@@ -62,9 +63,10 @@ def score_lines(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> list[
 
     from ..plugins import get_manager
 
-    embedder = get_manager().embedders.get(task.payload["embedder"])
-    shots = np.asarray(task.payload["shot_vectors"], np.float32)
-    return [(shots @ embedder.embed_text(text)).tolist() for text in task.payload["lines"]]
+    spec: ScoreSpec = task.payload
+    embedder = get_manager().embedders.get(spec.embedder)
+    shots = np.asarray(spec.shot_vectors, np.float32)
+    return [(shots @ embedder.embed_text(text)).tolist() for text in spec.lines]
 
 
 class BrollPlanner(Planner):
@@ -96,9 +98,10 @@ class BrollPlanner(Planner):
             vectors.append(embedder.embed_shots(SimpleNamespace(shots=clip_shots), read_sidecar(clip)))
             order += clip_shots
         matrix = np.concatenate(vectors).tolist()
-        tasks = [ShardTask(f"broll-{i:04d}", "plan", f"lines {i + 1}–{i + LINES_PER_TASK}", {
-            "embedder": embedder.name, "shot_vectors": matrix,
-            "lines": [line.text for line in lines[i : i + LINES_PER_TASK]]}) for i in range(0, len(lines), LINES_PER_TASK)]
+        tasks = [ShardTask(f"broll-{i:04d}", "plan", f"lines {i + 1}–{i + LINES_PER_TASK}",
+                           ScoreSpec(embedder=embedder.name, shot_vectors=matrix,
+                                     lines=[line.text for line in lines[i : i + LINES_PER_TASK]]))
+                 for i in range(0, len(lines), LINES_PER_TASK)]
         backend = request.options.get("backend")
         if backend is None:  # planning outside a job: score here
             scores = [row for t in tasks for row in score_lines(t, lambda e: None)]

@@ -36,6 +36,9 @@ def main() -> None:
 
 
 def _main() -> None:
+    from .app import setup_logging
+
+    setup_logging(0)  # plugin load problems are logged before click parses -v; give them their prefix
     try:
         from ..plugins import get_manager
 

@@ -14,24 +14,36 @@ from .options import backend_options, open_backend
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def styles(fmt: str) -> None:
-    """List the registered styles."""
+    """List the registered styles: pacing, transition, grade, required analyzers, parameters with default and range."""
     from ..plugins import get_manager
 
     manager = get_manager()
     rows = [{"name": s.name, "plugin": manager.styles.origin(s.name), "description": s.description,
              "pacing": {k: list(v) for k, v in s.pacing.items()},
              "transition": {"kind": s.transition.kind, "duration": s.transition.duration}, "grade": s.grade,
-             "params": {k: {"default": p.default, "help": p.help} for k, p in s.params.items()}}
+             "requires": list(s.requires),
+             "params": {k: {"default": p.default, "minimum": p.minimum, "maximum": p.maximum, "help": p.help}
+                        for k, p in s.params.items()}}
             for s in sorted(manager.styles, key=lambda s: s.name)]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
+
+    def number(value: object) -> str:
+        return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
     for row in rows:
         pacing = ", ".join(f"{k} {a}-{b}" for k, (a, b) in row["pacing"].items())
         click.echo(f"{row['name']:14s} {row['description']}")
         click.echo(f"{'':14s} beats per cut: {pacing}; transition: {row['transition']['kind']}"
-                   + (f" {row['transition']['duration']:g}s" if row["transition"]["duration"] else "")
-                   + (f"; params: {', '.join(row['params'])}" if row["params"] else ""))
+                   + (f" {row['transition']['duration']:g}s" if row["transition"]["duration"] else ""))
+        if row["grade"]:
+            click.echo(f"{'':14s} grade: {row['grade']}")
+        if row["requires"]:
+            click.echo(f"{'':14s} analyzers: {', '.join(row['requires'])}")
+        for name, p in row["params"].items():
+            click.echo(f"{'':14s} --set {name}={number(p['default'])}  "
+                       f"(range {number(p['minimum'])}..{number(p['maximum'])})" + (f"  {p['help']}" if p["help"] else ""))
 
 
 @cli.command()

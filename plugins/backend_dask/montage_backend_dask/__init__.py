@@ -19,6 +19,7 @@ from typing import Any
 from montage_core.hookspecs import hookimpl
 from montage_core.interfaces import (Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask,
                                      outcome_from_exception)
+from montage_core.specs import ShardSpec
 
 SCHEDULER_ENV = "MONTAGE_DASK_SCHEDULER"
 
@@ -119,7 +120,7 @@ class DaskBackend(Backend):
         available = {name for res in self.worker_resources().values() for name in res}
         futures = {}
         for task in tasks:
-            wanted = task.payload.get("resources") or {}
+            wanted = task.payload.placement.resources if isinstance(task.payload, ShardSpec) else {}
             resources = wanted if set(wanted) <= available else None  # nobody has it: run anywhere
             future = client.submit(_run_on_worker, fn, task, topic, key=f"{task.id}-{uuid.uuid4().hex[:8]}",
                                    pure=False, resources=resources)

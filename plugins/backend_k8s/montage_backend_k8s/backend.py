@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from montage_core.interfaces import Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask
+from montage_core.specs import RenderSpec, ShardSpec
 
 from .diagnose import diagnose_pod, failure_kind, last_error, pod_index
 from .jobs import job_manifest
@@ -37,7 +38,6 @@ MEMORY_CAP = "16Gi"
 POLL_SECONDS = 0.5
 #: a pod that cannot be scheduled for this long fails its shards with the scheduler's reason
 PENDING_TIMEOUT = 600.0
-NODE_FUNCTION = "montage_backend_k8s.node:run_on_node"
 
 
 def parse_indexes(text: str | None) -> set[int]:
@@ -200,7 +200,11 @@ class KubernetesBackend(Backend):
         runnable = []
         for task in tasks:
             outside = [p for p in _sources(task) if not self.paths.on_volume(p)]
-            if outside:
+            if not isinstance(task.payload, ShardSpec) or task.payload.function() != f"{fn.__module__}:{fn.__name__}":
+                # Pods run montage's own stage for the spec's kind (``montage worker``), nothing else.
+                yield ShardOutcome(task, False, error=f"shard {task.id}: the k8s backend runs montage's own stages "
+                                                      f"from typed shard specs, not {fn.__module__}:{fn.__name__}")
+            elif outside:
                 yield ShardOutcome(task, False, error=(
                     f"{outside[0]}: not on the shared volume ({self.paths.local}, mounted in pods at "
                     f"{self.paths.pod}); copy the clips there"))
@@ -211,7 +215,6 @@ class KubernetesBackend(Backend):
         if not self._reaped:
             self._reaped = True
             self.reap_leftovers()
-        target = f"{fn.__module__}:{fn.__qualname__}"
         runs: list[_Run] = []
         by_job = self.job_id or time.strftime("%Y%m%d-%H%M%S")
         for placement in place_tasks(runnable, self.settings, self.cpu_only):
@@ -223,11 +226,9 @@ class KubernetesBackend(Backend):
                 stage = group[0].stage
                 name = dns_name(f"montage-{by_job[-13:]}-{stage[:6]}-{self._serial}-{uuid.uuid4().hex[:4]}")
                 folder = Path(self.settings["local_mount"]) / "jobs" / name
-                shard_tasks = [ShardTask(t.id, t.stage, self.paths.to_pod(t.clip),
-                                         self.paths.to_pod({**t.payload, "_target": target, **placement.payload}),
+                shard_tasks = [ShardTask(t.id, t.stage, self.paths.to_pod(t.clip), self._for_pods(t, placement),
                                          t.total) for t in group]
-                write_shard_file(folder / "shards.json", NODE_FUNCTION, shard_tasks,
-                                 self.paths.to_pod(str(folder / "results")))
+                write_shard_file(folder / "shards.json", shard_tasks, self.paths.to_pod(str(folder / "results")))
                 run = _Run(name, placement, list(group), folder / "results", memory)
                 self._submit(run, self.paths.to_pod(str(folder / "shards.json")))
                 runs.append(run)
@@ -423,6 +424,16 @@ class KubernetesBackend(Backend):
         self.store.worker_log(self.job_id, name, stage=run.tasks[0].stage, node=pod.spec.node_name or "",
                               diagnosis=diagnosis, text=text)
 
+    def _for_pods(self, task: ShardTask, placement: Placement) -> ShardSpec:
+        """The task's spec as a pod sees it: paths on the pod's mount, encoders and decoder left
+        to the node (it has the device), the ``--accel`` choice its placement made."""
+        from dataclasses import replace
+
+        spec = replace(task.payload, resolve_on_node=True)
+        if placement.accel_choice is not None and isinstance(spec, RenderSpec):
+            spec = replace(spec, accel=placement.accel_choice)
+        return ShardSpec.from_json(self.paths.to_pod(spec.to_json()))
+
     def close(self) -> None:
         for run in list(self._live):
             self._delete(run.name)
@@ -433,10 +444,8 @@ def _sources(task: ShardTask) -> list[str]:
     """Media a shard reads: its clip, and a render segment's sources. A shard's ``clip`` may also be
     a label (B-roll scoring: "lines 1–8"), which is not a file and need not be on the volume."""
     sources = [task.clip] if task.clip and (os.path.isabs(task.clip) or os.path.exists(task.clip)) else []
-    for part in ("main", "blend"):
-        value = task.payload.get(part)
-        if isinstance(value, dict) and value.get("source"):
-            sources.append(value["source"])
+    if isinstance(task.payload, ShardSpec):
+        sources += [s for s in task.payload.sources() if s not in sources]
     return sources
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from montage_core.interfaces import DevicePlacement
+
 from .diagnose import EXIT_BAD_INPUT, EXIT_OOM
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OOM", "job_manifest", "manifest_dict"]
@@ -31,11 +33,12 @@ def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path:
     limits = {"memory": memory}
     affinity = None
     if accelerator is not None and vendor:
-        resource = accelerator.k8s_resources.get(vendor)
-        labels = accelerator.node_labels.get(vendor, {})
-        terms = [client.V1NodeSelectorRequirement(key=k, operator="In", values=[v]) for k, v in labels.items()]
-        if require_accelerator and resource:
-            limits[resource] = "1"  # extended resources are requested through limits
+        device = accelerator.placement.get(vendor) or DevicePlacement()
+        terms = [client.V1NodeSelectorRequirement(key=k, operator="In", values=[v])
+                 for k, v in device.node_labels.items()]
+        if require_accelerator and device.resources:
+            # extended resources are requested through limits
+            limits.update((resource, str(count)) for resource, count in device.resources.items())
             affinity = client.V1Affinity(node_affinity=client.V1NodeAffinity(
                 required_during_scheduling_ignored_during_execution=client.V1NodeSelector(
                     node_selector_terms=[client.V1NodeSelectorTerm(match_expressions=terms)])))

@@ -3,7 +3,7 @@
 Extended resources cannot be requested "if present", so GPU work is placed per vendor: the
 render shards are split across one Job per GPU vendor the cluster has (``gpu_vendors``), each
 requesting its vendor's device (``nvidia.com/gpu``, ``amd.com/gpu``, ``gpu.intel.com/i915``) and
-pinned by node affinity to that vendor's nodes, from the accelerator plugins' metadata. Each
+pinned by node affinity to that vendor's nodes, from the accelerator plugins' ``placement``. Each
 node then resolves the encoder arguments for the device it really has (see :mod:`.node`), so in
 a mixed AMD + NVIDIA cluster AMD nodes encode with VA-API and NVIDIA nodes with NVENC.
 
@@ -14,10 +14,11 @@ pending timeout hands its shards to a CPU Job on the next attempt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from montage_core.interfaces import ShardTask
+from montage_core.specs import RenderSpec
 
 
 @dataclass
@@ -28,8 +29,8 @@ class Placement:
     required: bool = False
     #: unschedulable pods send the shards to CPU nodes instead of failing them (``--accel auto``)
     fallback_to_cpu: bool = False
-    #: merged into every shard's payload: the accelerator the node should resolve
-    payload: dict[str, Any] = field(default_factory=dict)
+    #: the ``--accel`` choice each render shard's node resolves (None: leave the spec's own)
+    accel_choice: str | None = None
 
 
 def gpu_vendors(settings: dict[str, Any]) -> list[str]:
@@ -40,7 +41,7 @@ def vendor_accelerators(accelerators: list[Any], vendors: list[str]) -> dict[str
     """For each vendor the best (highest priority) accelerator that can schedule onto its nodes."""
     out: dict[str, Any] = {}
     for vendor in vendors:
-        fitting = [a for a in accelerators if vendor in a.k8s_resources]
+        fitting = [a for a in accelerators if vendor in a.placement]
         if fitting:
             out[vendor] = max(fitting, key=lambda a: (a.priority, a.name))
     return out
@@ -55,28 +56,28 @@ def place_tasks(tasks: list[ShardTask], settings: dict[str, Any], cpu_only: set[
     """Placements for one stage's shards; analysis (and ``--accel software``) goes anywhere."""
     from montage_core.accel import chosen_accelerator
 
-    if not tasks or "encoders" not in tasks[0].payload:
+    if not tasks or not isinstance(tasks[0].payload, RenderSpec):
         return [Placement(list(tasks))]
     if accelerators is None:
         from montage_core.plugins import get_manager
 
         accelerators = list(get_manager().accelerators)
-    choice = tasks[0].payload.get("accel", "auto")
+    choice = tasks[0].payload.accel
     vendors = gpu_vendors(settings)
     if choice == "software":
-        return [Placement(list(tasks), payload={"accel": "software"})]
+        return [Placement(list(tasks), accel_choice="software")]
     pinned = chosen_accelerator(accelerators, choice)
     if pinned is not None:
-        wanted = [v for v in vendors if v in pinned.k8s_resources] or list(pinned.k8s_resources)[:1]
+        wanted = [v for v in vendors if v in pinned.placement] or list(pinned.placement)[:1]
         if not wanted:  # an accelerator without scheduling metadata: any node, resolved there
-            return [Placement(list(tasks), payload={"accel": choice})]
-        return [Placement(part, vendor, pinned, required=True, payload={"accel": choice})
+            return [Placement(list(tasks), accel_choice=choice)]
+        return [Placement(part, vendor, pinned, required=True, accel_choice=choice)
                 for vendor, part in zip(wanted, _split(list(tasks), len(wanted))) if part]
     gpus = vendor_accelerators(accelerators, vendors)
     on_gpu = [t for t in tasks if t.id not in cpu_only] if gpus else []
-    placements = [Placement(part, vendor, accel, required=True, fallback_to_cpu=True, payload={"accel": accel.name})
+    placements = [Placement(part, vendor, accel, required=True, fallback_to_cpu=True, accel_choice=accel.name)
                   for (vendor, accel), part in zip(gpus.items(), _split(on_gpu, len(gpus) or 1)) if part]
     rest = [t for t in tasks if t not in on_gpu]
     if rest:
-        placements.append(Placement(rest, payload={"accel": "auto"}))
+        placements.append(Placement(rest, accel_choice="auto"))
     return placements

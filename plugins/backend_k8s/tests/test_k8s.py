@@ -197,8 +197,11 @@ def test_worker_image_carries_every_plugin_a_worker_may_need() -> None:
 def test_media_a_shard_reads_must_be_on_the_volume_labels_need_not() -> None:
     from montage_backend_k8s.backend import _sources
     from montage_core.interfaces import ShardTask
+    from montage_core.specs import RenderSpec, ScoreSpec, SegmentSource
 
-    segment = ShardTask("segment-0001", "render", "/data/a.mp4",
-                        {"main": {"source": "/data/a.mp4"}, "blend": {"source": "/data/b.mp4"}})
-    assert _sources(segment) == ["/data/a.mp4", "/data/a.mp4", "/data/b.mp4"]
-    assert _sources(ShardTask("broll-0000", "plan", "lines 1–8", {"lines": ["a"]})) == []
+    spec = RenderSpec(index=1, frames=25, fps=25.0, width=320, height=180, grade="", encoders=[], accel="auto",
+                      quality="preview", main=SegmentSource(source="/data/a.mp4", start=0.0),
+                      blend=SegmentSource(source="/data/b.mp4", start=0.0, frames=4))
+    assert _sources(ShardTask("segment-0001", "render", "/data/a.mp4", spec)) == ["/data/a.mp4", "/data/b.mp4"]
+    score = ScoreSpec(embedder="descriptor", shot_vectors=[], lines=["a"])
+    assert _sources(ShardTask("broll-0000", "plan", "lines 1–8", score)) == []

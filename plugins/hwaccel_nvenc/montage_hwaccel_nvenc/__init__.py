@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from montage_core.hookspecs import hookimpl
 from montage_core.hwaccel import Device, HardwareAccelerator, access_problem, diagnose
+from montage_core.interfaces import DevicePlacement
 
 #: quality -> (NVENC preset p1 fastest … p7 best, constant-quality target)
 PRESETS = {"preview": ("p1", 30), "standard": ("p4", 23), "high": ("p7", 19)}
@@ -19,8 +21,21 @@ class NvencAccelerator(HardwareAccelerator):
     priority = 30
     encoders = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
     hwaccel = "cuda"
-    k8s_resources = {"nvidia": "nvidia.com/gpu"}
-    node_labels = {"nvidia": {"nvidia.com/gpu.present": "true"}}
+    placement = {"nvidia": DevicePlacement({"nvidia.com/gpu": 1}, {"nvidia.com/gpu.present": "true"})}
+    diagnoses = [
+        (re.compile(r"Driver does not support the required nvenc API version\. "
+                    r"Required: ([\d.]+) Found: ([\d.]+)"),
+         "NVIDIA driver too old for this ffmpeg's NVENC: API {0} required, driver has {1}; update the driver "
+         "(or use an ffmpeg built against an older nv-codec-headers)"),
+        (re.compile(r"Cannot load libcuda\.so\.1|Cannot load libnvidia-encode\.so\.1|Could not dynamically load CUDA"),
+         "NVIDIA driver libraries not found (libcuda.so.1 / libnvidia-encode.so.1): no NVIDIA driver, or the "
+         "container was started without the NVIDIA runtime (--gpus all)"),
+        (re.compile(r"OpenEncodeSessionEx failed: unsupported device|No capable devices found|"
+                    r"no NVENC capable devices"),
+         "this GPU has no NVENC encoder (data-centre GPUs such as A100/H100 decode only)"),
+        (re.compile(r"OpenEncodeSessionEx failed: out of memory|incompatible client key"),
+         "NVENC session limit reached (consumer GPUs allow a few concurrent encodes)"),
+    ]
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -30,7 +45,7 @@ class NvencAccelerator(HardwareAccelerator):
         status, output = self.system.run(["nvidia-smi", f"--query-gpu={QUERY}", "--format=csv"])
         if status != 0:
             self._smi_problem = ("nvidia-smi not found: no NVIDIA driver on this host" if status == 127
-                                 else f"nvidia-smi failed: {diagnose(output)}")
+                                 else f"nvidia-smi failed: {diagnose(output, self)}")
             return []
         uid, gids = self.system.identity()
         devices = []

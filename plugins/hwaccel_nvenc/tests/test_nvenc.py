@@ -115,3 +115,21 @@ def test_encoder_failing_mid_render_falls_back_to_software(pm, media: MediaFacto
     recorded = [json.loads(s["result"]) for s in store.shards("fallback")]  # the job store says who made what
     assert len(recorded) == len(result.segments)
     assert all(r["encoder"] == "software" and r["attempts"][0].startswith("nvenc: ") for r in recorded)
+
+
+def test_the_renderer_finds_nvenc_failures_through_the_installed_plugin(pm) -> None:
+    """The render worker passes only ffmpeg's output; the core knows no NVENC message of its own."""
+    import montage_hwaccel_nvenc
+
+    from montage_core.hwaccel import diagnose
+
+    output = fixture_text(HW / "ffmpeg_nvenc_unsupported_device.txt")
+    assert "NVENC" not in diagnose(output)  # only the built-in software accelerator is installed
+    pm.register(montage_hwaccel_nvenc, "hwaccel_nvenc")
+    assert diagnose(output) == "this GPU has no NVENC encoder (data-centre GPUs such as A100/H100 decode only)"
+
+
+def test_placement_names_the_nvidia_device_for_cluster_schedulers() -> None:
+    (nvidia,) = NvencAccelerator.placement.values()
+    assert NvencAccelerator.placement.keys() == {"nvidia"}
+    assert nvidia.resources == {"nvidia.com/gpu": 1} and nvidia.node_labels == {"nvidia.com/gpu.present": "true"}

@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from montage_core.hookspecs import hookimpl
-from montage_core.hwaccel import Device, HardwareAccelerator, va_render_devices
+from montage_core.hwaccel import Device, VaDeviceAccelerator
+from montage_core.interfaces import DevicePlacement
 
 #: quality -> (QSV preset, ICQ global_quality)
 PRESETS = {"preview": ("veryfast", 30), "standard": ("medium", 24), "high": ("veryslow", 20)}
 
 
-class QsvAccelerator(HardwareAccelerator):
+class QsvAccelerator(VaDeviceAccelerator):
     name = "qsv"
     description = "Intel Quick Sync Video (iHD driver, oneVPL/Media SDK runtime)"
     priority = 25
     encoders = {"h264": "h264_qsv", "hevc": "hevc_qsv", "av1": "av1_qsv"}
     hwaccel = "qsv"
-    k8s_resources = {"intel": "gpu.intel.com/i915"}
-    node_labels = {"intel": {"gpu.intel.com/device-id.0300-present": "true"}}
+    pci_vendors = {"0x8086": "intel"}
+    placement = {"intel": DevicePlacement({"gpu.intel.com/i915": 1}, {"gpu.intel.com/device-id.0300-present": "true"})}
+    diagnoses = [
+        (re.compile(r"unsupported \(-3\)|Error (?:creating|initializing) an? (?:internal )?MFX session|"
+                    r"Error creating a MFX session: -9|Device creation failed: -1313558101|"
+                    r"Failed to set value 'qsv[=:]"),
+         "Intel Media SDK / oneVPL session failed: no Intel GPU, a GPU generation the runtime does not "
+         "support, or the libmfx/libvpl runtime is missing"),
+    ]
 
     def enumerate_devices(self) -> list[Device]:
         devices = []
-        for device, _ in va_render_devices(self.system, {"intel"}):
+        for device, _ in self.va_devices():
             if not device.problem and device.driver == "i965":
                 device.problem = ("QSV needs Intel's iHD driver; this node runs i965 (install intel-media-va-driver "
                                   "and set LIBVA_DRIVER_NAME=iHD)")

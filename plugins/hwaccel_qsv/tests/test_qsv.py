@@ -51,3 +51,8 @@ def test_session_failure_is_explained(fixture: str) -> None:
 def test_amd_gpus_are_not_qsv_devices() -> None:
     probe = QsvAccelerator(machine(fixture_text(HW / "vainfo_amd_mesa.txt"), vendor="0x1002")).probe("ffmpeg")
     assert not probe.available and probe.reason.startswith("no Intel render node")
+
+
+def test_only_intel_render_nodes_and_only_intel_placement() -> None:
+    assert QsvAccelerator.pci_vendors == {"0x8086": "intel"} and QsvAccelerator.placement.keys() == {"intel"}
+    assert QsvAccelerator.placement["intel"].resources == {"gpu.intel.com/i915": 1}

@@ -6,25 +6,39 @@ from collections.abc import Callable
 from typing import Any
 
 from montage_core.hookspecs import hookimpl
-from montage_core.hwaccel import CODECS, Device, HardwareAccelerator, va_render_devices
+from montage_core.hwaccel import CODECS, VA_INIT_FAILED, Device, VaDeviceAccelerator
+from montage_core.interfaces import DevicePlacement
 
 #: constant-QP per quality; CQP is the rate control every VA-API driver (Intel and AMD) supports
 QP = {"preview": 30, "standard": 24, "high": 20}
 
 
-class VaapiAccelerator(HardwareAccelerator):
+class VaapiAccelerator(VaDeviceAccelerator):
     name = "vaapi"
     description = "VA-API on Intel (iHD/i965) and AMD (Mesa) GPUs"
     priority = 20
     encoders = {"h264": "h264_vaapi", "hevc": "hevc_vaapi", "av1": "av1_vaapi"}
     hwaccel = "vaapi"
-    k8s_resources = {"intel": "gpu.intel.com/i915", "amd": "amd.com/gpu"}
-    node_labels = {"intel": {"gpu.intel.com/device-id.0300-present": "true"},
-                   "amd": {"feature.node.kubernetes.io/pci-0300_1002.present": "true"}}
+    pci_vendors = {"0x8086": "intel", "0x1002": "amd"}
+    placement = {
+        "intel": DevicePlacement({"gpu.intel.com/i915": 1}, {"gpu.intel.com/device-id.0300-present": "true"}),
+        "amd": DevicePlacement({"amd.com/gpu": 1}, {"feature.node.kubernetes.io/pci-0300_1002.present": "true"}),
+    }
+    diagnoses = [
+        (VA_INIT_FAILED, "VA-API initialisation failed ({1}): the VA driver for this GPU is missing or wrong "
+                         "(Intel Gen8+ needs iHD, older Intel i965, AMD the Mesa radeonsi driver; "
+                         "set LIBVA_DRIVER_NAME)"),
+    ]
+
+    def driver_name(self, description: str) -> str:
+        # Mesa calls itself "Mesa Gallium driver"; on AMD GPUs that is radeonsi, the name LIBVA_DRIVER_NAME takes
+        if "Mesa" in description:
+            return "radeonsi (Mesa)" if "radeon" in description.lower() or "AMD" in description else "Mesa"
+        return super().driver_name(description)
 
     def enumerate_devices(self) -> list[Device]:
         devices = []
-        for device, can_encode in va_render_devices(self.system, {"intel", "amd"}):
+        for device, can_encode in self.va_devices():
             if not device.problem:
                 for codec in CODECS:
                     if codec not in can_encode:

@@ -150,3 +150,25 @@ def test_this_machine_has_no_vaapi_device() -> None:
     if Path("/dev/dri").exists():
         pytest.skip("this machine has /dev/dri")
     assert not probe.available and probe.reason.startswith("no Intel or AMD render node")
+
+
+@pytest.mark.parametrize("description,name", [
+    ("Intel iHD driver for Intel(R) Gen Graphics - 22.3.1 ()", "iHD"),  # libva's "<vendor> <name> driver"
+    ("Intel i965 driver for Intel(R) Bay Trail - 2.4.1", "i965"),
+    ("Mesa Gallium driver 26.1.5 for AMD Radeon 780M Graphics (radeonsi, phoenix)", "radeonsi (Mesa)"),
+    ("Mesa Gallium driver 23.0.0 for llvmpipe", "Mesa"),
+    ("VDPAU backend for VA-API - 0.7.4", "VDPAU backend for VA-API - 0.7.4"),  # no " driver": the whole text
+])
+def test_driver_names(description: str, name: str) -> None:
+    assert VaapiAccelerator().driver_name(description) == name
+
+
+def test_a_va_init_failure_names_the_drivers_these_gpus_need(pm) -> None:
+    """The VA-API plugin adds its GPUs' drivers to the core's vendor-neutral VA-API message."""
+    from montage_core.hwaccel import diagnose
+
+    output = fixture_text(HW / "ffmpeg_vaapi_wrong_driver.txt")
+    neutral = diagnose(output)  # pm: the VA-API plugin is not installed
+    assert neutral.startswith("VA-API initialisation failed (unknown libva error)") and "iHD" not in neutral
+    hinted = diagnose(output, VaapiAccelerator())
+    assert "Intel Gen8+ needs iHD, older Intel i965, AMD the Mesa radeonsi driver" in hinted
