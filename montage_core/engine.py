@@ -48,12 +48,14 @@ def run_shards(
         crashed_before = jit_cleared  # one crash breaks every shard of its round: one clear per round
         for outcome in backend.run(fn, pending, record):
             task = outcome.task
+            allowed = max_attempts
             if outcome.crash_signal:
                 outcome = _after_crash(outcome, clear=not jit_cleared, final=crashed_before)
                 jit_cleared = True
+                allowed += int(outcome.transient)  # the retry after clearing is promised, whatever came before
             if outcome.ok:
                 state, error = "done", ""
-            elif outcome.transient and attempts[task.id] < max_attempts:
+            elif outcome.transient and attempts[task.id] < allowed:
                 state, error = "retrying", outcome.error
                 log.warning("%s: %s; retrying (attempt %d of %d)", task.clip or task.id, outcome.error,
                             attempts[task.id] + 1, max_attempts)

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -205,10 +206,12 @@ class LocalBackend(Backend):
         from ..jit import crash_signal
 
         processes = self._processes()
+        deadline = time.monotonic() + 10
         for process in processes:
             # The pool notices a death when the worker's pipes close, a moment before the
-            # kernel has its exit status; the others are being terminated by the pool.
-            process.join(timeout=2)
+            # kernel has its exit status (longer on a loaded machine, or while a core is
+            # written); the others are being terminated by the pool.
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
         return next((crash_signal(p.exitcode) for p in processes if crash_signal(p.exitcode)), 0)
 
     def _processes(self) -> list[Any]:
