@@ -206,13 +206,16 @@ class LocalBackend(Backend):
         from ..jit import crash_signal
 
         processes = self._processes()
+        # The pool notices a death when the worker's pipes close, a moment before the kernel has
+        # its exit status, and the pool's own thread reaps the workers concurrently (whichever
+        # thread loses that race reads no status yet): look again until every status is known.
         deadline = time.monotonic() + 10
-        for process in processes:
-            # The pool notices a death when the worker's pipes close, a moment before the
-            # kernel has its exit status (longer on a loaded machine, or while a core is
-            # written); the others are being terminated by the pool.
-            process.join(timeout=max(0.0, deadline - time.monotonic()))
-        return next((crash_signal(p.exitcode) for p in processes if crash_signal(p.exitcode)), 0)
+        while True:
+            codes = [p.exitcode for p in processes]
+            crashed = next((crash_signal(c) for c in codes if crash_signal(c)), 0)
+            if crashed or all(c is not None for c in codes) or time.monotonic() > deadline:
+                return crashed
+            time.sleep(0.02)
 
     def _processes(self) -> list[Any]:
         return list((getattr(self._pool, "_processes", None) or {}).values())
