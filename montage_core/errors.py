@@ -23,8 +23,12 @@ class UnknownChoiceError(UsageError):
     """A name that is not among the registered ones; the message lists the known ones."""
 
     def __init__(self, kind: str, name: str, known: Iterable[str]):
+        import difflib
+
         self.kind, self.name, self.known = kind, name, sorted(known)
-        super().__init__(f"unknown {kind} {name!r} (known: {', '.join(self.known) or 'none'})")
+        close = difflib.get_close_matches(name, self.known, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        super().__init__(f"unknown {kind} {name!r} (known: {', '.join(self.known) or 'none'}){hint}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.kind, self.name, self.known))
@@ -49,15 +53,24 @@ class UnavailableError(MontageError):
     """A plugin object exists but cannot work on this machine; names the reason."""
 
 
-class PreflightError(MontageError):
-    """Pre-flight checks found problems; one line each, printed before any work is submitted."""
+class ProblemsError(UsageError):
+    """Several problems found before any work (options, inputs); the CLI prints one line each."""
+
+    heading = "the job cannot start"
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
-        super().__init__("pre-flight failed:\n" + "\n".join(f"  {p}" for p in self.problems))
+        super().__init__(f"{self.heading}:\n" + "\n".join(f"  {p}" for p in self.problems))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.problems,))
+
+
+class PreflightError(ProblemsError):
+    """Pre-flight checks found problems; one line each, printed before any work is submitted."""
+
+    exit_code = 1
+    heading = "pre-flight failed"
 
 
 class ShardError(MontageError):

@@ -348,30 +348,14 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     so only unfinished shards run. An interrupt (Ctrl-C, SIGTERM) stops the workers and leaves
     the job ``interrupted``; a failure leaves it ``failed``.
     """
-    from .accel import analysis_decoder, check_quality, describe_chain, log_devices, probe_all
+    from .accel import analysis_decoder, describe_chain, log_devices, probe_all
     from .isolated import start_music_analysis
     from .jit import configure_jit_cache
-    from .render import check_output_path
+    from .job import Job
 
     configure_jit_cache()
-    manager = manager or get_manager()
-    style_obj = manager.styles.get(options.style)
-    resolve_style_params(style_obj, options.style_params)
-    check_style_requirements(style_obj, manager)
-    manager.planners.get(options.planner)
-    manager.embedders.get(options.embedder)
-    if options.planner == "broll" and not options.script:
-        raise UsageError("--planner broll needs --script FILE (plain text or SRT)")
-    backend = manager.backends.get(options.backend)
-    if reason := backend.availability():
-        raise MontageError(f"backend {options.backend!r} is not available: {reason}")
-    backend.configure(scheduler=options.scheduler, workers=options.workers)
-    check_quality(options.quality)
-    output = Path(options.output)
-    clips = collect_clips(options.clips)
-    if not clips:
-        raise UsageError("no clips given")
-    check_output_path(output, [*clips, options.music, *([options.script] if options.script else [])])
+    job = Job.prepare(options, manager)  # every problem at once, before anything slow
+    manager, backend, clips, output = job.manager, job.backend, job.clips, Path(options.output)
     accelerators = list(manager.accelerators)
     chain = job_encoder_chain(backend, accelerators, options.accel)  # an unavailable --accel fails here
     if backend.remote_nodes:

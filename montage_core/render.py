@@ -174,10 +174,10 @@ def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> di
         emit(ProgressEvent.of(task, "done", task.total, message="reused"))
         return {"index": spec.index, "path": str(out), "frames": spec.frames, "encoder": "cached", "attempts": []}
     if problem:
+        # Replaced atomically below, never deleted first: another cut of this job may use the same
+        # segment and be about to read it.
         log.warning("segment %d (%s): cached file %s is unusable (%s); rendering it again", spec.index,
                     Path(spec.main.source).name, out, problem)
-        _sidecar(out).unlink(missing_ok=True)
-        out.unlink(missing_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_orphaned_temps(out.parent, f".{key}.")
     emit(ProgressEvent.of(task, "running"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,28 @@ def test_broll_without_a_script_is_refused_before_work(bad_clips: dict[str, Path
                    "--planner", "broll", *RUN)
     _assert_clean_failure(proc, "--planner broll needs --script FILE", tmp_path / "o.mp4")
     assert JobStore().jobs() == []
+
+
+def test_every_problem_is_reported_at_once_before_any_work(bad_clips: dict[str, Path], tmp_path: Path) -> None:
+    start = time.monotonic()
+    proc = run_cli("run", str(bad_clips["good"]), "--music", str(tmp_path / "no song.mp3"), "-o",
+                   str(tmp_path / "out.mp4"), "--style", "dynamc", "--fps", "0", "--duration", "-5")
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 4, proc.stderr
+    assert errors[0].startswith("error: unknown style 'dynamc' (known: ") and "dynamic" in errors[0]
+    assert errors[0].endswith("; did you mean 'dynamic'?")
+    assert errors[1:] == ["error: --fps 0 is out of range (0 < fps <= 240)",
+                          "error: --duration -5 must be a positive number of seconds",
+                          f"error: {tmp_path / 'no song.mp3'}: no such file"]
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 10  # a fresh interpreter and plugin loading; no analysis, no workers
+    assert not JobStore().jobs()
+
+
+def test_no_clip_at_all_is_one_error(tmp_path: Path, media: MediaFactory) -> None:
+    music, _ = media.music(seconds=3)
+    proc = run_cli("run", str(tmp_path / "nowhere"), "--music", str(music), "-o", str(tmp_path / "o.mp4"))
+    assert proc.returncode == 2
+    assert f"error: no clips found ({tmp_path / 'nowhere'}: no such file or folder)" in proc.stderr

@@ -125,7 +125,10 @@ def test_damaged_cached_segments_are_rendered_again(job_inputs: tuple[Path, Path
     proc = run_cli(*_run_args(clips, music, second))
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if "is unusable" in line]
-    assert len(warnings) == 3 and all(line.startswith("warning: segment ") for line in warnings), proc.stderr
+    assert all(line.startswith("warning: segment ") for line in warnings), proc.stderr
+    # (two cuts may share one segment, and both may see it damaged)
+    named = {Path(line.split("cached file ", 1)[1].split(" is unusable")[0]) for line in warnings}
+    assert named == {truncated, garbled, unrecorded}, proc.stderr
     frames, _ = probe_frames(second)
     assert frames == 8 * FPS
     assert _digest(second) == _digest(first) or probe_frames(first)[0] == frames

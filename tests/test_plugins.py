@@ -165,14 +165,20 @@ def test_check_hw_on_this_machine_chooses_software() -> None:
     assert "encoder chain: software" in table
 
 
-def test_unavailable_accelerator_is_one_line() -> None:
+def test_unavailable_accelerator_is_one_line(media, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     names = [r["name"] for r in json.loads(run_cli("check-hw", "--json").stdout)["accelerators"]]
     if "nvenc" not in names or Path("/dev/nvidia0").exists():
         pytest.skip("needs the nvenc plugin and no NVIDIA GPU")
+    clip, _ = media.clip([(0, 1.0)])
+    music, _ = media.music(seconds=3)
+    proc = run_cli("run", str(clip), "--music", str(music), "-o", str(tmp_path / "o.mp4"), "--accel", "nvenc")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and errors == [
+        "error: accelerator 'nvenc' is not available: nvidia-smi not found: no NVIDIA driver on this host"]
+    # with other problems, it is listed beside them: all at once
     proc = run_cli("run", "x.mp4", "--music", "y.wav", "--accel", "nvenc")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert proc.returncode == 1 and errors == [
-        "error: accelerator 'nvenc' is not available: nvidia-smi not found: no NVIDIA driver on this host"]
+    assert len(errors) == 3 and "error: accelerator 'nvenc' is not available" in errors[0]
 
 
 HOOK_OBJECTS = {

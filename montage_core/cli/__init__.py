@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from ..errors import MontageError, PreflightError
+from ..errors import MontageError, ProblemsError
 from . import environment, library, make, services  # noqa: F401 - each registers its commands
 from .app import cli
 
@@ -53,7 +53,7 @@ def _main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except PreflightError as exc:  # one line per problem, each with its fix
+    except ProblemsError as exc:  # one line per problem (pre-flight: each with its fix)
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
         sys.exit(exc.exit_code)

@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from ..job import open_backend  # noqa: F401 - the commands' one way to open a backend
+
 
 def parse_resolution(value: str) -> tuple[int, int]:
     try:
@@ -72,19 +74,3 @@ def render_options(f: Any) -> Any:
         click.option("--quality", default="standard", show_default=True,
                      type=click.Choice(["preview", "standard", "high"])),
     ]))
-
-
-def open_backend(manager: Any, name: str, scheduler: str | None = None, workers: int | None = None,
-                 *, preflight: bool = True) -> Any:
-    """The backend a command will run shards on: known, available here, configured, and past its
-    pre-flight checks, the same way for every command."""
-    from ..errors import MontageError
-    from ..pipeline import run_preflight
-
-    backend = manager.backends.get(name)
-    if reason := backend.availability():
-        raise MontageError(f"backend {name!r} is not available: {reason}")
-    backend.configure(scheduler=scheduler, workers=workers)
-    if preflight:
-        run_preflight(manager, backend, {})
-    return backend
