@@ -78,18 +78,14 @@ def _after_crash(outcome: ShardOutcome, *, clear: bool, final: bool) -> ShardOut
     time, clear the cache and retry; a crash after that is final, with what to do about it."""
     from dataclasses import replace
 
-    from .jit import CLEAR_HINT, clear_jit_cache, jit_cache_dir, signal_name
+    from .jit import crashed_again, recover_from_crash
 
-    stage, name = outcome.task.stage, signal_name(outcome.crash_signal)
+    who = f"{outcome.task.stage}: a worker process"
     if clear:
-        removed = clear_jit_cache()
-        log.warning("%s: a worker process crashed (%s); cleared the JIT cache in %s (%d files) and retrying once",
-                    stage, name, jit_cache_dir(), removed)
+        recover_from_crash(who, outcome.crash_signal)
     if not final:
         return replace(outcome, transient=True)
-    return replace(outcome, transient=False,
-                   error=f"{stage}: a worker process crashed ({name}) again after the JIT cache was cleared; "
-                         f"run `{CLEAR_HINT}`, and report it if it keeps happening")
+    return replace(outcome, transient=False, error=crashed_again(who, outcome.crash_signal))
 
 
 def _small(result: Any, limit: int = 4096) -> Any:

@@ -3,16 +3,12 @@ coordinator with it: music analysis (librosa and its JIT-compiled helpers) runs 
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .errors import MontageError
-
-log = logging.getLogger("montage")
-
 
 def _child(connection: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
     from .procs import watch_parent
@@ -64,7 +60,7 @@ class IsolatedCall:
 
     def result(self) -> Any:
         """The function's return value; its exception re-raised here."""
-        from .jit import CLEAR_HINT, clear_jit_cache, crash_signal, jit_cache_dir, signal_name
+        from .jit import crash_signal, crashed_again, recover_from_crash
 
         for attempt in (1, 2):
             message = self._wait()
@@ -78,11 +74,8 @@ class IsolatedCall:
                 raise MontageError(f"{self.what}: its process died (exit status {self.process.exitcode}; "
                                    "killed, or out of memory)")
             if attempt == 2:
-                raise MontageError(f"{self.what}: its process crashed ({signal_name(crashed)}) again after the JIT "
-                                   f"cache was cleared; run `{CLEAR_HINT}`, and report it if it keeps happening")
-            removed = clear_jit_cache()
-            log.warning("%s: its process crashed (%s); cleared the JIT cache in %s (%d files) and retrying once",
-                        self.what, signal_name(crashed), jit_cache_dir(), removed)
+                raise MontageError(crashed_again(f"{self.what}: its process", crashed))
+            recover_from_crash(f"{self.what}: its process", crashed)
             self._start()
         raise AssertionError("unreachable")  # pragma: no cover
 

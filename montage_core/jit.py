@@ -167,6 +167,19 @@ def clear_jit_cache() -> int:
     return removed
 
 
+def recover_from_crash(who: str, signum: int) -> None:
+    """``who`` crashed from ``signum``: clear the JIT cache (the usual cause) and say so; the caller retries once."""
+    removed = clear_jit_cache()
+    log.warning("%s crashed (%s); cleared the JIT cache in %s (%d files) and retrying once",
+                who, signal_name(signum), jit_cache_dir(), removed)
+
+
+def crashed_again(who: str, signum: int) -> str:
+    """The error for a crash after :func:`recover_from_crash` already cleared the cache: what to do."""
+    return (f"{who} crashed ({signal_name(signum)}) again after the JIT cache was cleared; run `{CLEAR_HINT}`, "
+            "and report it if it keeps happening")
+
+
 def crash_signal(exitcode: int | None) -> int:
     """The crash signal a process died from (``-11`` → 11, a shell's ``139`` → 11), else 0."""
     if exitcode is None:
