@@ -10,6 +10,7 @@ from typing import Any
 
 from .errors import MontageError
 
+
 def _child(connection: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
     from .procs import watch_parent
 
