@@ -31,6 +31,8 @@ class Job:
     manager: MontageManager
     backend: Backend
     clips: list[str]
+    #: the encoder chain, resolved (and checked to work here) once
+    chain: list[tuple[Any, Any]]
 
     @classmethod
     def prepare(cls, options: Any, manager: MontageManager | None = None) -> Job:
@@ -39,7 +41,7 @@ class Job:
 
         manager = manager or get_manager()
         problems: list[str] = []
-        _check_choices(options, manager, problems.append)
+        backend, chain = _check_choices(options, manager, problems.append)
         _check_numbers(options, problems.append)
         clips = collect_clips(options.clips)
         given = [c for c in options.clips if os.path.exists(c)]
@@ -60,14 +62,17 @@ class Job:
                 problems.append(str(exc))
         if problems:
             raise ProblemsError(problems)
-        backend = open_backend(manager, options.backend, options.scheduler, options.workers, preflight=False)
-        return cls(options, manager, backend, clips)
+        assert backend is not None and chain is not None  # else a problem was listed
+        backend.configure(scheduler=options.scheduler, workers=options.workers)  # availability checked above
+        return cls(options, manager, backend, clips, chain)
 
 
-def _check_choices(options: Any, manager: MontageManager, problem: Callable[[str], None]) -> None:
-    """Every name the options use is registered; style parameters parse and are in range."""
+def _check_choices(options: Any, manager: MontageManager,
+                   problem: Callable[[str], None]) -> tuple[Backend | None, list[tuple[Any, Any]] | None]:
+    """Every name the options use is registered; style parameters parse and are in range; the
+    backend is available and the chosen encoder works. Returns the backend and encoder chain."""
     from .accel import check_quality, chosen_accelerator
-    from .pipeline import check_style_requirements, resolve_style_params
+    from .pipeline import check_style_requirements, job_encoder_chain, resolve_style_params
 
     def attempt(check: Callable[[], Any]) -> Any:
         try:
@@ -85,13 +90,16 @@ def _check_choices(options: Any, manager: MontageManager, problem: Callable[[str
     backend = attempt(lambda: manager.backends.get(options.backend))
     if backend is not None and (reason := attempt(backend.availability)):
         problem(f"backend {options.backend!r} is not available: {reason}")
-    if attempt(lambda: chosen_accelerator(list(manager.accelerators), options.accel) or True) and backend is not None:
-        from .pipeline import job_encoder_chain
-
-        attempt(lambda: job_encoder_chain(backend, list(manager.accelerators), options.accel))  # does it work here?
+    accelerators = list(manager.accelerators)
+    chain = None
+    if backend is not None:  # the name is known, and the encoder works here (on a cluster: on each node)
+        chain = attempt(lambda: job_encoder_chain(backend, accelerators, options.accel))
+    else:  # without a backend, the name at least
+        attempt(lambda: chosen_accelerator(accelerators, options.accel))
     attempt(lambda: check_quality(options.quality))
     if options.planner == "broll" and not options.script:
         problem("--planner broll needs --script FILE (plain text or SRT)")
+    return backend, chain
 
 
 def _check_numbers(options: Any, problem: Callable[[str], None]) -> None:

@@ -355,9 +355,8 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
 
     configure_jit_cache()
     job = Job.prepare(options, manager)  # every problem at once, before anything slow
-    manager, backend, clips, output = job.manager, job.backend, job.clips, Path(options.output)
+    manager, backend, clips, chain, output = job.manager, job.backend, job.clips, job.chain, Path(options.output)
     accelerators = list(manager.accelerators)
-    chain = job_encoder_chain(backend, accelerators, options.accel)  # an unavailable --accel fails here
     if backend.remote_nodes:
         decode_args: list[str] = []
         log.info("encoders (--accel %s) and the analysis decoder are resolved on each node", options.accel)
