@@ -80,6 +80,13 @@ class IsolatedCall:
             self._start()
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def __enter__(self) -> IsolatedCall:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
+        if kind is not None:  # the caller failed or was interrupted: the work is not wanted any more
+            self.cancel()
+
     def cancel(self) -> None:
         """Stop the process and whatever it started."""
         from .procs import kill_tree

@@ -9,8 +9,9 @@ checks. Every problem found is reported at once, one ``error:`` line each, in we
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,19 @@ def _check_music(music: str, problem: Callable[[str], None]) -> None:
             problem(f"{music}: has no audio stream")
     except InputError as exc:
         problem(str(exc))
+
+
+@contextlib.contextmanager
+def running(backend: Backend) -> Iterator[Backend]:
+    """Work on ``backend``: it is closed afterwards, and aborted first when the work raised or was
+    interrupted (Ctrl-C, SIGTERM), so running shards and what they started stop at once."""
+    try:
+        yield backend
+    except BaseException:
+        backend.abort()
+        raise
+    finally:
+        backend.close()
 
 
 def open_backend(manager: Any, name: str, scheduler: str | None = None, workers: int | None = None,

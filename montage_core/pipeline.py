@@ -351,7 +351,7 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     from .accel import analysis_decoder, describe_chain, log_devices, probe_all
     from .isolated import start_music_analysis
     from .jit import configure_jit_cache
-    from .job import Job
+    from .job import Job, running
 
     configure_jit_cache()
     job = Job.prepare(options, manager)  # every problem at once, before anything slow
@@ -376,36 +376,32 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     emit = on_event or (lambda stage, event: None)
     # Beats are found in a process of their own while the workers decode the clips: its memory
     # is returned when it ends, and a crash there cannot take this process down.
-    music = start_music_analysis(options.music, options.duration)
-    try:
-        analyses, failures = analyze_clips(clips, manager, backend, use_cache=options.use_cache,
-                                           on_event=lambda e: emit("analysis", e), store=store, job_id=job_id,
-                                           input_args=decode_args)
-        music_analysis = music.result()
-        if not analyses:
-            raise MontageError(f"none of the {len(clips)} clips is usable (first problem: {next(iter(failures.values()))})")
-        timeline = plan_timeline(analyses, music_analysis, manager, style=options.style,
-                                 planner=options.planner, style_params=options.style_params, width=options.width,
-                                 height=options.height, fps=options.fps, seed=options.seed, duration=options.duration,
-                                 options={"script": options.script, "backend": backend,
-                                          "embedder": options.embedder})
-        result = render_timeline(timeline, output, manager, backend, accel=options.accel, quality=options.quality,
-                                 on_event=lambda e: emit("render", e), store=store, job_id=job_id, chain=chain)
-    except KeyboardInterrupt as exc:
-        music.cancel()
-        backend.abort()
-        store.finish_job(job_id, "interrupted", error=f"interrupted ({exc or 'Ctrl-C'}); "
-                                                       f"`montage resume {job_id}` finishes it")
-        log.warning("job %s interrupted; `montage resume %s` finishes it (finished shards are reused)",
-                    job_id, job_id)
-        raise
-    except BaseException as exc:
-        music.cancel()
-        backend.abort()
-        store.finish_job(job_id, "failed", error=str(exc) or type(exc).__name__)
-        raise
-    finally:
-        backend.close()
+    with running(backend), start_music_analysis(options.music, options.duration) as music:
+        try:
+            analyses, failures = analyze_clips(clips, manager, backend, use_cache=options.use_cache,
+                                               on_event=lambda e: emit("analysis", e), store=store, job_id=job_id,
+                                               input_args=decode_args)
+            music_analysis = music.result()
+            if not analyses:
+                first = next(iter(failures.values()))
+                raise MontageError(f"none of the {len(clips)} clips is usable (first problem: {first})")
+            timeline = plan_timeline(analyses, music_analysis, manager, style=options.style,
+                                     planner=options.planner, style_params=options.style_params,
+                                     width=options.width, height=options.height, fps=options.fps, seed=options.seed,
+                                     duration=options.duration,
+                                     options={"script": options.script, "backend": backend,
+                                              "embedder": options.embedder})
+            result = render_timeline(timeline, output, manager, backend, accel=options.accel, quality=options.quality,
+                                     on_event=lambda e: emit("render", e), store=store, job_id=job_id, chain=chain)
+        except KeyboardInterrupt as exc:  # leaving the block then stops the workers and the music process
+            store.finish_job(job_id, "interrupted", error=f"interrupted ({exc or 'Ctrl-C'}); "
+                                                           f"`montage resume {job_id}` finishes it")
+            log.warning("job %s interrupted; `montage resume %s` finishes it (finished shards are reused)",
+                        job_id, job_id)
+            raise
+        except BaseException as exc:
+            store.finish_job(job_id, "failed", error=str(exc) or type(exc).__name__)
+            raise
     store.finish_job(job_id, "done", {"video": result.video, "timeline": result.timeline_json, "otio": result.otio,
                                       "edl": result.edl, "skipped": failures,
                                       "encoders": sorted({s.encoder for s in result.segments})})

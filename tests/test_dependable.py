@@ -115,7 +115,8 @@ def test_damaged_cached_segments_are_rendered_again(job_inputs: tuple[Path, Path
     assert len(segments) >= 4
     assert all(s.with_suffix(".json").is_file() for s in segments)
     truncated, garbled, unrecorded = segments[0], segments[1], segments[2]
-    truncated.write_bytes(truncated.read_bytes()[:4096])  # what a full disk leaves
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])  # what a full disk leaves
+    # (half of it: a fixed size such as 4 KiB is no cut at all for a segment smaller than that)
     data = bytearray(garbled.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # same size, other bytes
     garbled.write_bytes(bytes(data))

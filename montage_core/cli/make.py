@@ -9,6 +9,7 @@ import click
 
 from ..errors import MontageError
 from .app import cli, progress_printer, report
+from ..job import running
 from .options import backend_options, job_options, open_backend, parse_resolution, parse_sets, render_options
 
 
@@ -82,16 +83,10 @@ def analyze(clips: tuple[str, ...], no_cache: bool, backend: str, scheduler: str
     from ..plugins import get_manager
 
     manager = get_manager()
-    backend_obj = open_backend(manager, backend, scheduler, workers)
     printer = progress_printer()
-    try:
+    with running(open_backend(manager, backend, scheduler, workers)) as backend_obj:
         analyses, failures = analyze_clips(collect_clips(clips), manager, backend_obj, use_cache=not no_cache,
                                            on_event=lambda e: printer("analysis", e))
-    except BaseException:
-        backend_obj.abort()
-        raise
-    finally:
-        backend_obj.close()
     click.echo(json.dumps({"clips": [describe(a) for a in analyses], "failed": failures}, indent=2,
                           ensure_ascii=False))
     if failures and not analyses:
@@ -119,9 +114,8 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
     manager.styles.get(style)
     clip_paths = collect_clips(clips)
     check_output_path(Path(output), [*clip_paths, music, *([script] if script else [])])
-    backend_obj = open_backend(manager, backend, scheduler, workers)
-    music_call = start_music_analysis(music, duration)
-    try:
+    with running(open_backend(manager, backend, scheduler, workers)) as backend_obj, \
+            start_music_analysis(music, duration) as music_call:
         analyses, _ = analyze_clips(clip_paths, manager, backend_obj, use_cache=not no_cache)
         if not analyses:
             raise MontageError("no clip could be analyzed")
@@ -129,12 +123,6 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
                                  planner=planner, style_params=parse_sets(style_params), width=width, height=height,
                                  fps=fps, seed=seed, duration=duration,
                                  options={"script": script, "backend": backend_obj, "embedder": embedder})
-    except BaseException:
-        music_call.cancel()
-        backend_obj.abort()
-        raise
-    finally:
-        backend_obj.close()
     write_atomic(output, timeline.to_json())
     click.echo(f"{output}: {len(timeline.cuts)} cuts over {timeline.duration:.2f} s at {timeline.tempo:.1f} BPM")
 
@@ -152,16 +140,10 @@ def render(timeline: str, output: str, backend: str, scheduler: str | None, work
 
     manager = get_manager()
     tl = Timeline.load(timeline)
-    backend_obj = open_backend(manager, backend, scheduler, workers)
     printer = progress_printer()
-    try:
+    with running(open_backend(manager, backend, scheduler, workers)) as backend_obj:
         result = render_timeline(tl, Path(output), manager, backend_obj, accel=accel, quality=quality,
                                  on_event=lambda e: printer("render", e), timeline_file=timeline)
-    except BaseException:
-        backend_obj.abort()
-        raise
-    finally:
-        backend_obj.close()
     click.echo(f"{result.video} ({result.duration:.2f} s, {len(result.segments)} cuts)")
 
 
