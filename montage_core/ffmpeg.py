@@ -67,15 +67,22 @@ def run_ffmpeg(args: list[str], *, what: str, timeout: float | None = None) -> s
     return proc
 
 
+def _read_through(path: str | Path, stream: str, *, decode: bool,
+                  key: str) -> tuple[list[int], subprocess.CompletedProcess[str]]:
+    """Read ``stream`` (``0:v:0``) of ``path`` to the end (decoding it, or only its packets) and
+    return the values ffmpeg's progress report gave for ``key`` (``frame``, ``out_time_us``)."""
+    from .procs import child_options
+
+    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", stream,
+           *([] if decode else ["-c", "copy"]), "-f", "null", "-progress", "pipe:1", "-"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", **child_options())
+    return [int(v) for v in re.findall(rf"^{key}=(\d+)$", proc.stdout, re.MULTILINE)], proc
+
+
 def count_video_frames(path: str | Path, *, decode: bool) -> tuple[int, str]:
     """Frames of the first video stream (decoded, or packets read when ``decode`` is false) and
     ffmpeg's error output ("" for a file that reads cleanly)."""
-    from .procs import child_options
-
-    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0",
-           *([] if decode else ["-c", "copy"]), "-f", "null", "-progress", "pipe:1", "-"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", **child_options())
-    frames = [int(v) for v in re.findall(r"^frame=(\d+)$", proc.stdout, re.MULTILINE)]
+    frames, proc = _read_through(path, "0:v:0", decode=decode, key="frame")
     problem = proc.stderr.strip() or (f"ffmpeg exited with status {proc.returncode}" if proc.returncode else "")
     return (frames[-1] if frames else 0), problem
 
@@ -90,11 +97,8 @@ def audio_seconds(path: str | Path) -> float:
                                "-of", "csv=p=0", str(path)], capture_output=True, text=True, errors="replace",
                               **child_options())
         return _float(proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else "")
-    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy",
-           "-f", "null", "-progress", "pipe:1", "-"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", **child_options())
-    times = re.findall(r"^out_time_us=(\d+)$", proc.stdout, re.MULTILINE)
-    return int(times[-1]) / 1e6 if times else 0.0
+    times, _ = _read_through(path, "0:a:0", decode=False, key="out_time_us")
+    return times[-1] / 1e6 if times else 0.0
 
 
 def probe_media(path: str | Path) -> MediaInfo:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import glob
 import os
 import signal
 import sys
@@ -42,24 +43,23 @@ def child_options() -> dict[str, Any]:
     return {"preexec_fn": _die_with_parent} if _libc is not None else {}
 
 
+def _stat_fields(pid: int | str) -> list[bytes]:
+    """The fields of ``/proc/PID/stat`` after the command name ([] when there is no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def children_of(pid: int) -> list[int]:
     """Process ids whose parent is ``pid`` (from /proc; empty where there is none)."""
-    found = []
     try:
         entries = os.listdir("/proc")
     except OSError:
         return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
+    return [int(entry) for entry in entries
+            if entry.isdigit() and (fields := _stat_fields(entry)) and int(fields[1]) == pid]
 
 
 def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
@@ -92,11 +92,8 @@ def watch_parent(interval: float = 0.25, on_orphaned: Callable[[], None] | None 
 def process_start_time(pid: int) -> str:
     """When ``pid`` started (clock ticks since boot), to tell it from a later process with the
     same id; "" when it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return ""
+    fields = _stat_fields(pid)
+    return fields[19].decode() if len(fields) > 19 else ""
 
 
 def is_running(pid: int, start_time: str) -> bool:
@@ -128,17 +125,11 @@ def remove_orphaned_temps(folder: Path, prefix: str) -> None:
     import socket
 
     host = socket.gethostname()
-    for entry in folder.glob(f"{glob_escape(prefix)}{glob_escape(host)}-*"):
+    for entry in folder.glob(f"{glob.escape(prefix)}{glob.escape(host)}-*"):
         owner = entry.name[len(prefix) + len(host) + 1 :].split(".", 1)[0]
         if owner.isdigit() and not is_running(int(owner), ""):
             with contextlib.suppress(OSError):
                 entry.unlink()
-
-
-def glob_escape(text: str) -> str:
-    import glob
-
-    return glob.escape(text)
 
 
 class Terminated(KeyboardInterrupt):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .analysis.cache import content_digest
 from .config import cache_dir
 from .errors import MontageError, ShardError
 from .ffmpeg import ffmpeg_binary, run_ffmpeg
@@ -105,14 +106,6 @@ def _sidecar(segment: Path) -> Path:
     return segment.with_suffix(".json")
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cached_segment_problem(segment: Path, frames: int) -> str | None:
     """Why a cached segment cannot be reused ("" when it is missing), or None when it is sound.
 
@@ -133,7 +126,7 @@ def cached_segment_problem(segment: Path, frames: int) -> str | None:
         return f"it holds {record.get('frames')} frames, the cut needs {frames}"
     if record.get("size") != size:
         return f"{size} bytes where {record.get('size')} were written"
-    if record.get("blake2b") != _file_digest(segment):
+    if record.get("blake2b") != content_digest(segment, 16):
         return "its content changed since it was written"
     return None
 
@@ -155,7 +148,7 @@ def _record_segment(segment: Path, frames: int) -> None:
     from .models import write_atomic
 
     write_atomic(_sidecar(segment), json.dumps({"frames": frames, "size": segment.stat().st_size,
-                                                "blake2b": _file_digest(segment)}))
+                                                "blake2b": content_digest(segment, 16)}))
 
 
 def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dict[str, Any]:

@@ -14,6 +14,15 @@ from ..models import ClipAnalysis, write_atomic
 _CHUNK = 1 << 20
 
 
+def content_digest(path: str | Path, digest_size: int = 20) -> str:
+    """BLAKE2b of a file's bytes, read a chunk at a time."""
+    h = hashlib.blake2b(digest_size=digest_size)
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def file_digest(path: str | Path) -> str:
     """BLAKE2b of the file's bytes, remembered per (path, size, mtime, inode) to avoid rehashing."""
     path = Path(path)
@@ -26,11 +35,7 @@ def file_digest(path: str | Path) -> str:
         return memo.read_text().strip()
     except OSError:
         pass
-    h = hashlib.blake2b(digest_size=20)
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = content_digest(path)
     memo.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(memo, digest)
     return digest
