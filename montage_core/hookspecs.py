@@ -76,10 +76,15 @@ def montage_register_backends(register: Callable[[Any], None]) -> None:
     retries and persistence, so a backend only has to say whether a failure was transient (the
     worker died) or permanent (the shard's own error).
 
-    A backend whose workers run on other machines sets ``remote_nodes = True``: the job then
-    checks only the accelerator's name, and each node resolves its own encoder chain and analysis
-    decoder. ``bind_job(job_id, store)`` tells it the job its stages belong to (for labels, logs
-    and diagnoses kept in the job store).
+    Register an instance whose class takes no arguments: it describes the backend in listings,
+    and each job gets a new instance of its class (``MontageManager.new_backend``), configured
+    with ``configure(scheduler=, workers=)`` and told its job with ``bind_job(job_id, store)``
+    (for labels, logs and diagnoses kept in the job store), so no state is shared between jobs.
+
+    A backend whose workers run on other machines has ``remote_nodes`` true (a class attribute,
+    or a property when it depends on the configuration): the job then checks only the
+    accelerator's name, marks each shard spec ``resolve_on_node``, and the worker resolves its
+    own encoder chain and analysis decoder (``montage_core.worker.for_this_node``).
     """
 
 

@@ -138,7 +138,12 @@ class PlanRequest:
     height: int
     seed: int
     duration: float | None = None
+    #: what the command line passed through for this planner (``script``, ``embedder``)
     options: dict[str, Any] = field(default_factory=dict)
+    #: the job's plugin manager (its embedders, for a planner that matches text to shots)
+    manager: Any = None
+    #: the job's backend, where a planner may fan work out; ``None`` plans in this process
+    backend: Any = None
 
 
 class Planner:
@@ -226,13 +231,21 @@ ShardFunction = Callable[[ShardTask, Callable[[ProgressEvent], None]], Any]
 
 
 class Backend:
-    """Runs shards somewhere: here, on a Dask cluster, on Kubernetes."""
+    """Runs shards somewhere: here, on a Dask cluster, on Kubernetes.
+
+    Each job gets a backend of its own (:meth:`MontageManager.new_backend`): the registered
+    backend's class is called with no arguments, then :meth:`configure` and :meth:`bind_job`, so
+    a client, its workers and the job binding live on that instance for that job only. The
+    registered instance itself only describes the backend (``montage plugins``, the web UI).
+    """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     #: shards run on other machines whose hardware this host cannot see: the encoder chain and
-    #: the analysis decoder are resolved on each node, not checked against this host's devices
-    remote_nodes: ClassVar[bool] = False
+    #: the analysis decoder are resolved on each node, not checked against this host's devices.
+    #: A class attribute when it is always so (Kubernetes), a property when it depends on the
+    #: configuration (Dask: a remote scheduler's workers, not a LocalCluster here).
+    remote_nodes: bool = False
 
     def availability(self) -> str | None:
         """``None`` when usable, else the reason it is not."""

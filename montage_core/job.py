@@ -1,48 +1,107 @@
-"""One job: validated options, the plugin manager and the backend, checked before anything slow.
+"""One job: validated options, the plugin manager and a backend of its own, checked before anything slow.
 
-``montage run``, ``resume``, ``demo`` and the web UI's jobs go through :meth:`Job.prepare`, so each
-gets the same validation: every name known (with "did you mean"), every number in range, every
-input present and readable, the output path safe, the backend available and past its pre-flight
-checks. Every problem found is reported at once, one ``error:`` line each, in well under a second
-(probing the music is one ffprobe call), before any analysis, decoding or worker start.
+Every command that does work goes through :meth:`Job.prepare` (``run``, ``resume``, ``demo``,
+``analyze``, ``plan``, ``render``, ``index`` and the web UI's jobs), so each gets the same
+validation: every name known (with "did you mean"), every number in range, every input present
+and readable, the output path safe, the backend available and past its pre-flight checks. Every
+problem found is reported at once, one ``error:`` line each, in well under a second (probing the
+music is one ffprobe call), before any analysis, decoding or worker start.
+
+A job then runs the stages (:mod:`montage_core.stages`) it was prepared for with
+:meth:`Job.analyze`, :meth:`Job.plan` and :meth:`Job.render`, each passing the job's own manager
+and backend on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, MontageError, ProblemsError
-from .interfaces import Backend
+from .errors import InputError, MontageError, PreflightError, ProblemsError, UsageError
+from .interfaces import Backend, ProgressEvent
+from .jobstore import JobStore
+from .models import ClipAnalysis, MusicAnalysis, RenderResult, Timeline
 from .plugins import MontageManager, get_manager
+
+log = logging.getLogger("montage")
 
 #: frame rates ffmpeg's encoders and NLEs handle for a montage
 MAX_FPS = 240.0
 
+#: the stages a whole montage runs; a command may prepare a job for fewer
+ALL_STEPS = frozenset({"analyze", "plan", "render"})
+
+
+@dataclass(kw_only=True)
+class JobOptions:
+    """Everything ``montage run`` takes (keywords only: there are too many to pass by position)."""
+
+    clips: list[str]
+    music: str = ""
+    output: str = "montage.mp4"
+    style: str = "dynamic"
+    style_params: dict[str, str] = field(default_factory=dict)
+    planner: str = "story_arc"
+    backend: str = "local"
+    accel: str = "auto"
+    quality: str = "standard"
+    width: int = 1920
+    height: int = 1080
+    fps: float = 30.0
+    seed: int = 0
+    duration: float | None = None
+    use_cache: bool = True
+    scheduler: str | None = None
+    workers: int | None = None
+    script: str | None = None
+    embedder: str = "descriptor"
+
+
+def resume_options(store: JobStore, job_id: str) -> JobOptions:
+    """The options a stored job was started with."""
+    job = store.job(job_id)
+    if job is None:
+        known = ", ".join(j["id"] for j in store.jobs(5)) or "none"
+        raise UsageError(f"no job {job_id!r} in {store.path} (latest: {known})")
+    if job["state"] == "done":
+        raise UsageError(f"job {job_id} is already done: {json.loads(job['result'] or '{}').get('video', '')}")
+    return JobOptions(**json.loads(job["params"]))
+
 
 @dataclass
 class Job:
-    """A job ready to run: its options (checked), clips (collected), manager and backend (open)."""
+    """A job ready to run: its options (checked), clips (collected), manager and backend (its own, configured)."""
 
-    options: Any  # pipeline.JobOptions
+    options: JobOptions
     manager: MontageManager
     backend: Backend
     clips: list[str]
-    #: the encoder chain, resolved (and checked to work here) once
+    #: the encoder chain, resolved (and checked to work here) once; empty when the job does not render
     chain: list[tuple[Any, Any]]
+    #: ffmpeg input arguments of the analysis decoder (a hardware decoder when one works here)
+    decode_args: list[str] = field(default_factory=list)
+    steps: frozenset[str] = ALL_STEPS
 
     @classmethod
-    def prepare(cls, options: Any, manager: MontageManager | None = None) -> Job:
-        """Check everything ``options`` name; raise :class:`ProblemsError` listing every problem."""
-        from .pipeline import collect_clips
+    def prepare(cls, options: JobOptions, manager: MontageManager | None = None, *,
+                steps: Collection[str] = ALL_STEPS, timeline_file: str | Path | None = None) -> Job:
+        """Check everything ``options`` name for ``steps``; raise :class:`ProblemsError` listing every
+        problem, or :class:`PreflightError` when a backend's pre-flight check fails.
 
+        ``timeline_file`` is the timeline a ``render`` job reads (the video must not replace it).
+        """
+        from .stages import collect_clips
+
+        steps = frozenset(steps)
         manager = manager or get_manager()
         problems: list[str] = []
-        backend, chain = _check_choices(options, manager, problems.append)
+        backend, chain = _check_choices(options, manager, steps, problems.append)
         _check_numbers(options, problems.append)
         clips = collect_clips(options.clips)
         given = [c for c in options.clips if os.path.exists(c)]
@@ -50,30 +109,74 @@ class Job:
             missing = ", ".join(c for c in options.clips if not os.path.exists(c))
             problems.append(f"no clips found ({missing}: no such file or folder)" if missing
                             else f"no video files in {', '.join(options.clips)}")
-        _check_music(options.music, problems.append)
-        if options.script and not Path(options.script).is_file():
+        if "plan" in steps or "render" in steps:
+            _check_music(options.music, problems.append)
+        if "plan" in steps and options.script and not Path(options.script).is_file():
             problems.append(f"{options.script}: no such script file")
-        if not problems:
-            from .render import check_output_path
+        if {"plan", "render"} & steps:  # independent of the other checks: report it with them
+            from .stages.render import check_output_path
 
             try:
                 check_output_path(Path(options.output),
-                                  [*clips, options.music, *([options.script] if options.script else [])])
+                                  [*clips, options.music, *([options.script] if options.script else [])], timeline_file)
             except MontageError as exc:
                 problems.append(str(exc))
         if problems:
             raise ProblemsError(problems)
-        assert backend is not None and chain is not None  # else a problem was listed
-        backend.configure(scheduler=options.scheduler, workers=options.workers)  # availability checked above
-        return cls(options, manager, backend, clips, chain)
+        assert backend is not None  # else a problem was listed
+        job = cls(options, manager, backend, clips, chain or [], steps=steps)
+        if "analyze" in steps:
+            job.decode_args = _analysis_decoder(manager, backend, chain or [], options.accel)
+        run_preflight(manager, backend, {"options": options, "clips": clips})
+        return job
+
+    # ------------------------------------------------------------------------- the stages
+    def analyze(self, on_event: Callable[[ProgressEvent], None] = lambda e: None, *, store: JobStore | None = None,
+                job_id: str = "") -> tuple[list[ClipAnalysis], dict[str, str]]:
+        """probe → analyze: the usable clips' analyses, and ``{clip: problem}`` for the others."""
+        from .stages import analyze_clips, probe_clips
+
+        self.backend.warm(len(self.clips))  # workers start and import while the clips are probed and hashed
+        probed, failures = probe_clips(self.clips, store=store, job_id=job_id)
+        analyses, failed = analyze_clips(probed, self.manager, self.backend, use_cache=self.options.use_cache,
+                                         on_event=on_event, store=store, job_id=job_id, input_args=self.decode_args)
+        failures.update(failed)
+        if not analyses:
+            first = next(iter(failures.values()), "no clips")
+            raise MontageError(f"none of the {len(self.clips)} clips is usable (first problem: {first})")
+        return analyses, failures
+
+    def plan(self, analyses: list[ClipAnalysis], music: MusicAnalysis) -> Timeline:
+        """select → plan: the style ranks the shots, the planner puts them on the beat grid."""
+        from .stages import plan_timeline, select_shots
+        from .stages.select import resolve_style_params
+
+        o = self.options
+        style = self.manager.styles.get(o.style)
+        ranked = select_shots(analyses, style, resolve_style_params(style, o.style_params), self.manager)
+        return plan_timeline(ranked, music, self.manager, style=style, planner=o.planner, width=o.width,
+                             height=o.height, fps=o.fps, seed=o.seed, duration=o.duration, backend=self.backend,
+                             options={"script": o.script, "embedder": o.embedder})
+
+    def render(self, timeline: Timeline, on_event: Callable[[ProgressEvent], None] = lambda e: None, *,
+               store: JobStore | None = None, job_id: str = "",
+               timeline_file: str | Path | None = None) -> RenderResult:
+        """render → export: the video at the job's output, with its timeline, OTIO and EDL beside it."""
+        from .stages import render_timeline
+
+        return render_timeline(timeline, Path(self.options.output), self.manager, self.backend,
+                               accel=self.options.accel, quality=self.options.quality, on_event=on_event,
+                               store=store, job_id=job_id, chain=self.chain or None, timeline_file=timeline_file)
 
 
-def _check_choices(options: Any, manager: MontageManager,
+def _check_choices(options: JobOptions, manager: MontageManager, steps: frozenset[str],
                    problem: Callable[[str], None]) -> tuple[Backend | None, list[tuple[Any, Any]] | None]:
-    """Every name the options use is registered; style parameters parse and are in range; the
-    backend is available and the chosen encoder works. Returns the backend and encoder chain."""
+    """Every name the options use for ``steps`` is registered; style parameters parse and are in
+    range; the backend is available and the chosen encoder works. Returns the backend (new, for
+    this job) and the encoder chain."""
     from .accel import check_quality, chosen_accelerator
-    from .pipeline import check_style_requirements, job_encoder_chain, resolve_style_params
+    from .stages.render import job_encoder_chain
+    from .stages.select import check_style_requirements, resolve_style_params
 
     def attempt(check: Callable[[], Any]) -> Any:
         try:
@@ -82,28 +185,31 @@ def _check_choices(options: Any, manager: MontageManager,
             problem(str(exc))
             return None
 
-    style = attempt(lambda: manager.styles.get(options.style))
-    if style is not None:
-        attempt(lambda: resolve_style_params(style, options.style_params))
-        attempt(lambda: check_style_requirements(style, manager))
-    attempt(lambda: manager.planners.get(options.planner))
+    if "plan" in steps:
+        style = attempt(lambda: manager.styles.get(options.style))
+        if style is not None:
+            attempt(lambda: resolve_style_params(style, options.style_params))
+            attempt(lambda: check_style_requirements(style, manager))
+        attempt(lambda: manager.planners.get(options.planner))
+        if options.planner == "broll" and not options.script:
+            problem("--planner broll needs --script FILE (plain text or SRT)")
     attempt(lambda: manager.embedders.get(options.embedder))
-    backend = attempt(lambda: manager.backends.get(options.backend))
+    backend = attempt(lambda: manager.new_backend(options.backend, scheduler=options.scheduler,
+                                                  workers=options.workers))
     if backend is not None and (reason := attempt(backend.availability)):
         problem(f"backend {options.backend!r} is not available: {reason}")
-    accelerators = list(manager.accelerators)
     chain = None
-    if backend is not None:  # the name is known, and the encoder works here (on a cluster: on each node)
-        chain = attempt(lambda: job_encoder_chain(backend, accelerators, options.accel))
-    else:  # without a backend, the name at least
-        attempt(lambda: chosen_accelerator(accelerators, options.accel))
-    attempt(lambda: check_quality(options.quality))
-    if options.planner == "broll" and not options.script:
-        problem("--planner broll needs --script FILE (plain text or SRT)")
+    if "render" in steps:
+        accelerators = list(manager.accelerators)
+        if backend is not None:  # the name is known, and the encoder works here (on a cluster: on each node)
+            chain = attempt(lambda: job_encoder_chain(backend, accelerators, options.accel))
+        else:  # without a backend, the name at least
+            attempt(lambda: chosen_accelerator(accelerators, options.accel))
+        attempt(lambda: check_quality(options.quality))
     return backend, chain
 
 
-def _check_numbers(options: Any, problem: Callable[[str], None]) -> None:
+def _check_numbers(options: JobOptions, problem: Callable[[str], None]) -> None:
     if options.width <= 0 or options.height <= 0 or options.width % 2 or options.height % 2:
         problem(f"resolution {options.width}x{options.height}: width and height must be positive even numbers")
     if not 0 < options.fps <= MAX_FPS:
@@ -117,11 +223,42 @@ def _check_numbers(options: Any, problem: Callable[[str], None]) -> None:
 def _check_music(music: str, problem: Callable[[str], None]) -> None:
     from .ffmpeg import probe_media
 
+    if not music:
+        problem("no music track given (--music FILE)")
+        return
     try:
         if not probe_media(music).has_audio:
             problem(f"{music}: has no audio stream")
     except InputError as exc:
         problem(str(exc))
+
+
+def _analysis_decoder(manager: MontageManager, backend: Backend, chain: list[tuple[Any, Any]], accel: str) -> list[str]:
+    """ffmpeg input arguments of the best decoder for analysis here; on a cluster each node picks its own."""
+    from .accel import analysis_decoder, describe_chain, log_devices, probe_all
+
+    if backend.remote_nodes:
+        log.info("encoders (--accel %s) and the analysis decoder are resolved on each node", accel)
+        return []
+    accelerators = list(manager.accelerators)
+    probes = probe_all(accelerators)
+    log_devices(probes)
+    decoder, decode_args = analysis_decoder(accelerators, probes)
+    if chain:
+        log.info("encoder chain: %s; analysis decode: %s", describe_chain(chain), decoder)
+    else:
+        log.info("analysis decode: %s", decoder)
+    return decode_args
+
+
+def run_preflight(manager: MontageManager, backend: Backend, context: dict[str, Any]) -> None:
+    """Every pre-flight check for this backend; all problems at once, one line each, before any work."""
+    problems: list[str] = []
+    for check in manager.preflight_checks:
+        if check.applies_to(backend.name):
+            problems += check.run({**context, "backend": backend})
+    if problems:
+        raise PreflightError(problems)
 
 
 @contextlib.contextmanager
@@ -137,16 +274,13 @@ def running(backend: Backend) -> Iterator[Backend]:
         backend.close()
 
 
-def open_backend(manager: Any, name: str, scheduler: str | None = None, workers: int | None = None,
-                 *, preflight: bool = True) -> Any:
-    """The backend a command will run shards on: known, available here, configured, and past its
-    pre-flight checks, the same way for every command."""
-    from .pipeline import run_preflight
-
-    backend = manager.backends.get(name)
+def open_backend(manager: MontageManager, name: str, scheduler: str | None = None, workers: int | None = None,
+                 *, preflight: bool = True) -> Backend:
+    """A backend of its own for a command that is not a montage job (``search``, ``preflight``):
+    known, available here, configured, and past its pre-flight checks."""
+    backend = manager.new_backend(name, scheduler=scheduler, workers=workers)
     if reason := backend.availability():
         raise MontageError(f"backend {name!r} is not available: {reason}")
-    backend.configure(scheduler=scheduler, workers=workers)
     if preflight:
         run_preflight(manager, backend, {})
     return backend

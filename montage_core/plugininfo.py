@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .plugins import get_manager
+from .plugins import MontageManager, get_manager
 
 
 def _availability(backend: Any) -> str | None:
@@ -15,9 +15,9 @@ def _availability(backend: Any) -> str | None:
         return f"availability check crashed: {type(exc).__name__}: {exc}"
 
 
-def plugin_rows(show_all: bool) -> list[dict[str, Any]]:
+def plugin_rows(show_all: bool, manager: MontageManager | None = None) -> list[dict[str, Any]]:
     """One row per plugin (built-ins only with ``show_all``); broken ones have ``available`` false and the error."""
-    manager = get_manager()
+    manager = manager or get_manager()
     records = manager.describe()
     objects: dict[str, list[dict[str, Any]]] = {}
     for backend in manager.backends:

@@ -349,6 +349,20 @@ class MontageManager:
     def backends(self) -> Registry[Any]:
         return self.registry("backends")
 
+    def new_backend(self, name: str, *, scheduler: str | None = None, workers: int | None = None) -> Any:
+        """A backend of its own for one job, configured: the registered backend's class called with
+        no arguments (the registered object describes the backend in listings; a job's client,
+        workers and job binding live on the new one, so two jobs in one process never share them)."""
+        registered = self.backends.get(name)
+        factory = registered if isinstance(registered, type) else type(registered)
+        try:
+            backend = factory()
+        except Exception as exc:
+            origin = self.backends.origin(name)
+            raise PluginError(f"backend {name!r} (plugin {origin!r}) could not be created: {_one_line(exc)}") from exc
+        backend.configure(scheduler=scheduler, workers=workers)
+        return backend
+
     @property
     def preflight_checks(self) -> Registry[Any]:
         return self.registry("preflight_checks")

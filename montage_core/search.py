@@ -145,19 +145,20 @@ def read_sidecar(clip: str) -> str:
 
 
 # ----------------------------------------------------------------------------- index and search
-def build_index(clips: Sequence[str], root: str | Path, manager: Any, backend: Any, *, embedder_name: str,
-                shards: int = 8, on_event: Callable[[ProgressEvent], None] = lambda e: None) -> dict[str, int]:
-    """Index ``clips``: analyze (cached), embed changed clips on the backend, rebuild touched shards."""
+def build_index(job: Any, root: str | Path, *, shards: int = 8,
+                on_event: Callable[[ProgressEvent], None] = lambda e: None) -> dict[str, int]:
+    """Index the clips of ``job`` (a :class:`~montage_core.job.Job` prepared for analysis): analyze
+    them (cached), embed changed clips on the job's backend, rebuild the touched shards."""
     from .engine import run_shards
-    from .pipeline import analyze_clips
 
     if shards < 1:
         raise UsageError(f"--shards must be at least 1 (got {shards})")
-    embedder = manager.embedders.get(embedder_name)
+    backend = job.backend
+    embedder = job.manager.embedders.get(job.options.embedder)
     folder = index_folder(root, embedder)
     folder.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(folder)
-    analyses, failures = analyze_clips(clips, manager, backend, on_event=on_event)
+    analyses, failures = job.analyze(on_event)
     current = {a.media.path: a for a in analyses}
     changed = [a for path, a in current.items()
                if manifest["clips"].get(path, {}).get("digest") != a.digest

@@ -21,8 +21,8 @@ SPEC_VERSION = 1
 
 #: the shard function of each stage, by kind (``module:function``): workers run these, by name
 STAGE_FUNCTIONS = {
-    "analysis": "montage_core.pipeline:analyze_shard",
-    "render": "montage_core.render:render_segment",
+    "analysis": "montage_core.stages.analyze:analyze_shard",
+    "render": "montage_core.stages.render:render_segment",
     "index": "montage_core.search:embed_shard",
     "search": "montage_core.search:search_shard",
     "score": "montage_core.builtin.planner_broll:score_lines",

@@ -62,7 +62,7 @@ def node_encoders(accelerators: list[Any], choice: str, quality: str) -> list[di
     chosen device does not work here, with a warning)."""
     from .accel import encoder_chain
     from .errors import UnavailableError
-    from .render import encoder_entries
+    from .stages.render import encoder_entries
 
     try:
         chain = encoder_chain(accelerators, choice)

@@ -11,7 +11,7 @@ import pytest
 from montage_core.analysis.analyze import analyze_clip
 from montage_core.errors import InputError
 from montage_core.jobstore import JobStore
-from montage_core.pipeline import analyze_clips
+from montage_core.stages import analyze_clips, probe_clips
 from montage_core.testing import MediaFactory
 
 
@@ -57,10 +57,10 @@ def test_second_run_decodes_nothing(pm, media: MediaFactory, tmp_path: Path) -> 
     copy = tmp_path / "same bytes, other name.mp4"
     shutil.copy(clip, copy)
     store = JobStore()
-    backend = pm.backends.get("local")
+    backend = pm.new_backend("local")
     try:
-        first, _ = analyze_clips([str(clip)], pm, backend, store=store, job_id="first")
-        second, _ = analyze_clips([str(clip), str(copy)], pm, backend, store=store, job_id="second")
+        first, _ = analyze_clips(probe_clips([str(clip)])[0], pm, backend, store=store, job_id="first")
+        second, _ = analyze_clips(probe_clips([str(clip), str(copy)])[0], pm, backend, store=store, job_id="second")
     finally:
         backend.close()
     assert [s["clip"] for s in store.shards("first")] == [str(clip)]
@@ -94,9 +94,9 @@ def test_time_range_shards_give_the_whole_clip_answer(pm, media: MediaFactory, m
     whole = analyze_clip(clip, list(pm.analyzers), use_cache=False)
     monkeypatch.setenv("MONTAGE_SHARD_SECONDS", shard_seconds)
     store = JobStore()
-    backend = pm.backends.get("local")
+    backend = pm.new_backend("local")
     try:
-        sharded, failures = analyze_clips([str(clip)], pm, backend, store=store, job_id="ranges")
+        sharded, failures = analyze_clips(probe_clips([str(clip)])[0], pm, backend, store=store, job_id="ranges")
     finally:
         backend.close()
     assert not failures

@@ -175,7 +175,7 @@ def test_a_killed_worker_costs_only_a_retry(pm, tmp_path: Path) -> None:
     tasks = [ShardTask(f"s{i}", "analysis", f"clip{i}.mp4",
                        {"marker": str(tmp_path / f"m{i}"), "die": i == 1, "bad": i == 2}) for i in range(4)]
     store = JobStore()
-    backend = pm.backends.get("local")
+    backend = pm.new_backend("local")
     try:
         outcomes = run_shards(backend, _die_once, tasks, on_event=lambda e: None, store=store, job_id="j")
     finally:

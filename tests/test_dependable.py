@@ -162,7 +162,7 @@ def test_a_worker_crash_clears_the_jit_cache_and_retries_once(pm, tmp_path: Path
     tasks = [ShardTask("s0", "analysis", "a.mp4", {"marker": str(tmp_path / "m0"), "crash": "once"}),
              ShardTask("s1", "analysis", "b.mp4", {"marker": str(tmp_path / "m1"), "crash": "never"})]
     (tmp_path / "m1").touch()
-    backend = pm.backends.get("local")
+    backend = pm.new_backend("local")
     try:
         outcomes = run_shards(backend, _crash_once, tasks, on_event=lambda e: None)
     finally:
@@ -177,7 +177,7 @@ def test_a_worker_crash_clears_the_jit_cache_and_retries_once(pm, tmp_path: Path
 def test_a_worker_that_keeps_crashing_fails_with_what_to_do(pm, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "jit"))
     tasks = [ShardTask("s0", "render", "a.mp4", {"marker": str(tmp_path / "m0"), "crash": "always"})]
-    backend = pm.backends.get("local")
+    backend = pm.new_backend("local")
     try:
         outcome = run_shards(backend, _crash_once, tasks, on_event=lambda e: None)["s0"]
     finally:

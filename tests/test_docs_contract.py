@@ -279,7 +279,7 @@ def test_pacing_shortens_cuts_when_shots_are_too_short(pm: Any) -> None:
 def _grade_error(grade: str) -> str:
     """The documented check: the grade in the place render puts it, on a test picture."""
     from montage_core.ffmpeg import ffmpeg_binary
-    from montage_core.render import normalise_filter
+    from montage_core.stages.render import normalise_filter
 
     graph = f"[0:v]{normalise_filter(320, 180, FPS, 1.0)}[a];[a]{grade},format=yuv420p[v]"
     proc = subprocess.run([ffmpeg_binary(), "-hide_banner", "-v", "error", "-f", "lavfi", "-i",

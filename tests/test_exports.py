@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from montage_core.export import to_edl, to_otio
+from montage_core.stages.export import to_edl, to_otio
 from montage_core.models import Cut, Timeline, Transition
 
 FPS = 25.0

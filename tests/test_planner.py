@@ -8,7 +8,7 @@ import pytest
 
 from montage_core.interfaces import PlanRequest
 from montage_core.models import Cut, MusicAnalysis, Shot, Timeline
-from montage_core.pipeline import resolve_style_params
+from montage_core.stages.select import resolve_style_params
 from montage_core.errors import UsageError
 
 
@@ -130,7 +130,7 @@ def test_cut_model_round_trip() -> None:
 
 def test_style_needs_its_analyzers(monkeypatch) -> None:
     from montage_core.errors import MontageError
-    from montage_core.pipeline import check_style_requirements
+    from montage_core.stages.select import check_style_requirements
     from montage_core.plugins import MontageManager
 
     monkeypatch.setenv("MONTAGE_DISABLE_PLUGINS", "analyzers")

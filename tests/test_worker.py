@@ -92,7 +92,7 @@ def test_a_worker_refuses_specs_it_cannot_read(tmp_path: Path) -> None:
 
 def test_render_shards_ask_for_their_encoders_device(pm) -> None:
     from montage_core.interfaces import Accelerator, AcceleratorProbe
-    from montage_core.render import render_placement
+    from montage_core.stages.render import render_placement
 
     class Nvenc(Accelerator):
         name = "nvenc"

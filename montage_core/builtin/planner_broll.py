@@ -64,9 +64,13 @@ def score_lines(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> list[
     from ..plugins import get_manager
 
     spec: ScoreSpec = task.payload
-    embedder = get_manager().embedders.get(spec.embedder)
-    shots = np.asarray(spec.shot_vectors, np.float32)
-    return [(shots @ embedder.embed_text(text)).tolist() for text in spec.lines]
+    embedder = get_manager().embedders.get(spec.embedder)  # the worker's own plugins
+    return line_scores(embedder, np.asarray(spec.shot_vectors, np.float32), spec.lines)
+
+
+def line_scores(embedder: Any, shots: Any, lines: list[str]) -> list[list[float]]:
+    """Each line's inner product with every row of ``shots`` (float32[n_shots, dim])."""
+    return [(shots @ embedder.embed_text(text)).tolist() for text in lines]
 
 
 class BrollPlanner(Planner):
@@ -77,7 +81,6 @@ class BrollPlanner(Planner):
         import numpy as np
 
         from ..engine import run_shards
-        from ..plugins import get_manager
         from ..search import read_sidecar
 
         script = request.options.get("script")
@@ -89,7 +92,9 @@ class BrollPlanner(Planner):
         starts = self._starts(lines, total, fps, music.beats)
         shots = [shot for shot, _ in request.ranked]
         rank_score = {self._key(s): score for s, score in request.ranked}
-        embedder = get_manager().embedders.get(request.options.get("embedder", "descriptor"))
+        if request.manager is None:
+            raise UsageError("the broll planner needs the job's plugin manager (PlanRequest.manager)")
+        embedder = request.manager.embedders.get(request.options.get("embedder", "descriptor"))
         by_clip: dict[str, list[Shot]] = {}
         for shot in shots:
             by_clip.setdefault(shot.clip, []).append(shot)
@@ -102,9 +107,9 @@ class BrollPlanner(Planner):
                            ScoreSpec(embedder=embedder.name, shot_vectors=matrix,
                                      lines=[line.text for line in lines[i : i + LINES_PER_TASK]]))
                  for i in range(0, len(lines), LINES_PER_TASK)]
-        backend = request.options.get("backend")
-        if backend is None:  # planning outside a job: score here
-            scores = [row for t in tasks for row in score_lines(t, lambda e: None)]
+        backend = request.backend
+        if backend is None:  # planning outside a job: score here, with this request's embedder
+            scores = line_scores(embedder, np.asarray(matrix, np.float32), [line.text for line in lines])
         else:
             outcomes = run_shards(backend, score_lines, tasks, on_event=lambda e: None)
             failed = [o for o in outcomes.values() if not o.ok]

@@ -123,7 +123,7 @@ def cache(clear: bool, clear_jit: bool) -> None:
 @backend_options
 def preflight(backend: str, scheduler: str | None, workers: int | None) -> None:
     """Check a backend before submitting work: each problem on one line with its fix; exit 1 if any."""
-    from ..pipeline import run_preflight
+    from ..job import run_preflight
     from ..plugins import get_manager
 
     manager = get_manager()

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .app import cli, progress_printer
+from ..job import running
 from .options import backend_options, embedder_option, open_backend
 
 
@@ -28,18 +29,15 @@ def index_dir(index: str | None) -> Path:
 def index(library: tuple[str, ...], shards: int, index: str | None, embedder: str, backend: str,
           scheduler: str | None, workers: int | None) -> None:
     """Index the shots of a clip LIBRARY (folders or files) for `montage search`; only changed clips are redone."""
-    from ..pipeline import collect_clips
-    from ..plugins import get_manager
+    from ..job import Job, JobOptions
     from ..search import build_index
 
-    manager = get_manager()
-    backend_obj = open_backend(manager, backend, scheduler, workers)
+    options = JobOptions(clips=[str(Path(c).absolute()) for c in library], backend=backend, scheduler=scheduler,
+                         workers=workers, embedder=embedder)
+    job = Job.prepare(options, steps={"analyze"})
     printer = progress_printer()
-    try:
-        report = build_index(collect_clips(library), index_dir(index), manager, backend_obj, embedder_name=embedder,
-                             shards=shards, on_event=lambda e: printer(e.stage, e))
-    finally:
-        backend_obj.close()
+    with running(job.backend):
+        report = build_index(job, index_dir(index), shards=shards, on_event=lambda e: printer(e.stage, e))
     click.echo(f"{report['clips']} clips indexed ({report['embedded']} embedded now, {report['removed']} removed, "
                f"{report['shards_rewritten']} shards rewritten, {report['failed']} failed) in {index_dir(index)}")
 
@@ -72,11 +70,8 @@ def search_command(query: str, like: str | None, top: int, index: str | None, em
         vector = embedder_obj.embed_shots(analysis, read_sidecar(like)).mean(axis=0)
     else:
         vector = embedder_obj.embed_text(query)
-    backend_obj = open_backend(manager, backend, scheduler, workers)
-    try:
+    with running(open_backend(manager, backend, scheduler, workers)) as backend_obj:
         hits = search(index_dir(index), vector, manager, backend_obj, embedder_name=embedder, k=top)
-    finally:
-        backend_obj.close()
     if as_json:
         click.echo(json.dumps([asdict(h) for h in hits], indent=2, ensure_ascii=False))
         return

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import MontageError
 from .app import cli, progress_printer, report
 from ..job import running
-from .options import backend_options, job_options, open_backend, parse_resolution, parse_sets, render_options
+from .options import backend_options, job_options, parse_resolution, parse_sets, render_options
 
 
 @cli.command()
@@ -79,18 +78,16 @@ def jobs(limit: int, as_json: bool) -> None:
 def analyze(clips: tuple[str, ...], no_cache: bool, backend: str, scheduler: str | None, workers: int | None) -> None:
     """Analyze CLIPS and print their shots and features as JSON."""
     from ..analysis.analyze import describe
-    from ..pipeline import analyze_clips, collect_clips
-    from ..plugins import get_manager
+    from ..job import Job, JobOptions
 
-    manager = get_manager()
+    options = JobOptions(clips=[str(Path(c).absolute()) for c in clips], use_cache=not no_cache, backend=backend,
+                         scheduler=scheduler, workers=workers)
+    job = Job.prepare(options, steps={"analyze"})
     printer = progress_printer()
-    with running(open_backend(manager, backend, scheduler, workers)) as backend_obj:
-        analyses, failures = analyze_clips(collect_clips(clips), manager, backend_obj, use_cache=not no_cache,
-                                           on_event=lambda e: printer("analysis", e))
+    with running(job.backend):
+        analyses, failures = job.analyze(lambda e: printer("analysis", e))
     click.echo(json.dumps({"clips": [describe(a) for a in analyses], "failed": failures}, indent=2,
                           ensure_ascii=False))
-    if failures and not analyses:
-        raise MontageError("no clip could be analyzed")
 
 
 @cli.command()
@@ -104,25 +101,21 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
          script: str | None, embedder: str, backend: str, scheduler: str | None, workers: int | None) -> None:
     """Analyze and plan only: write the timeline JSON (render it later with `montage render`)."""
     from ..isolated import start_music_analysis
+    from ..job import Job, JobOptions
     from ..models import write_atomic
-    from ..pipeline import analyze_clips, collect_clips, plan_timeline
-    from ..plugins import get_manager
-    from ..render import check_output_path
 
-    manager = get_manager()
     width, height = parse_resolution(resolution)
-    manager.styles.get(style)
-    clip_paths = collect_clips(clips)
-    check_output_path(Path(output), [*clip_paths, music, *([script] if script else [])])
-    with running(open_backend(manager, backend, scheduler, workers)) as backend_obj, \
-            start_music_analysis(music, duration) as music_call:
-        analyses, _ = analyze_clips(clip_paths, manager, backend_obj, use_cache=not no_cache)
-        if not analyses:
-            raise MontageError("no clip could be analyzed")
-        timeline = plan_timeline(analyses, music_call.result(), manager, style=style,
-                                 planner=planner, style_params=parse_sets(style_params), width=width, height=height,
-                                 fps=fps, seed=seed, duration=duration,
-                                 options={"script": script, "backend": backend_obj, "embedder": embedder})
+    options = JobOptions(
+        clips=[str(Path(c).absolute()) for c in clips], music=str(Path(music).absolute()),
+        output=str(Path(output).absolute()), style=style, style_params=parse_sets(style_params), planner=planner,
+        backend=backend, width=width, height=height, fps=fps, seed=seed, duration=duration,
+        use_cache=not no_cache, scheduler=scheduler, workers=workers,
+        script=str(Path(script).absolute()) if script else None, embedder=embedder)
+    job = Job.prepare(options, steps={"analyze", "plan"})
+    printer = progress_printer()
+    with running(job.backend), start_music_analysis(options.music, duration) as music_call:
+        analyses, _ = job.analyze(lambda e: printer("analysis", e))
+        timeline = job.plan(analyses, music_call.result())
     write_atomic(output, timeline.to_json())
     click.echo(f"{output}: {len(timeline.cuts)} cuts over {timeline.duration:.2f} s at {timeline.tempo:.1f} BPM")
 
@@ -134,16 +127,17 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
 def render(timeline: str, output: str, backend: str, scheduler: str | None, workers: int | None, accel: str,
            quality: str) -> None:
     """Render a TIMELINE.json (from `montage plan` or a previous run) without re-analysis."""
+    from ..job import Job, JobOptions
     from ..models import Timeline
-    from ..pipeline import render_timeline
-    from ..plugins import get_manager
 
-    manager = get_manager()
     tl = Timeline.load(timeline)
+    options = JobOptions(clips=sorted({c.source for c in tl.cuts}), music=tl.music, output=str(Path(output).absolute()),
+                         backend=backend, accel=accel, quality=quality, width=tl.width, height=tl.height, fps=tl.fps,
+                         scheduler=scheduler, workers=workers)
+    job = Job.prepare(options, steps={"render"}, timeline_file=timeline)
     printer = progress_printer()
-    with running(open_backend(manager, backend, scheduler, workers)) as backend_obj:
-        result = render_timeline(tl, Path(output), manager, backend_obj, accel=accel, quality=quality,
-                                 on_event=lambda e: printer("render", e), timeline_file=timeline)
+    with running(job.backend):
+        result = job.render(tl, lambda e: printer("render", e), timeline_file=timeline)
     click.echo(f"{result.video} ({result.duration:.2f} s, {len(result.segments)} cuts)")
 
 

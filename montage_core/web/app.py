@@ -22,7 +22,8 @@ from starlette.templating import Jinja2Templates
 from ..errors import MontageError
 from ..jobstore import JobStore
 from ..models import Timeline
-from ..pipeline import JobOptions
+from ..job import Job, JobOptions
+from ..plugins import MontageManager, get_manager
 from . import media
 from .runner import JobRunner
 
@@ -63,8 +64,11 @@ class TokenMiddleware(BaseHTTPMiddleware):
         return response
 
 
-def create_app(media_root: Path, *, token: str | None = None, store: JobStore | None = None) -> Starlette:
-    """The web UI for jobs in ``store``, with new jobs limited to files under ``media_root``."""
+def create_app(media_root: Path, *, token: str | None = None, store: JobStore | None = None,
+               manager: MontageManager | None = None) -> Starlette:
+    """The web UI for jobs in ``store``, with new jobs limited to files under ``media_root``; the
+    styles, backends and encoders offered (and checked) are ``manager``'s."""
+    manager = manager or get_manager()
     media_root = media_root.resolve()
     media_root.mkdir(parents=True, exist_ok=True)
     store = store or JobStore()
@@ -173,9 +177,7 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
 
     async def new_job_page(request: Request) -> Response:
         from ..accel import probe_all
-        from ..plugins import get_manager
 
-        manager = get_manager()
         probes = await asyncio.to_thread(probe_all, list(manager.accelerators))
         styles = [{"name": s.name, "description": s.description} for s in sorted(manager.styles, key=lambda s: s.name)]
         backends = [{"name": b.name, "description": b.description, "reason": b.availability() or ""}
@@ -200,6 +202,8 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
             accel=str(form.get("accel", "auto")), quality=str(form.get("quality", "standard")), width=width,
             height=height, fps=float(form.get("fps", 25) or 25), seed=int(form.get("seed", 0) or 0),
             duration=float(form["duration"]) if form.get("duration") else None)
+        # The same checks as `montage run`, every problem at once, before the job exists
+        await asyncio.to_thread(Job.prepare, options, manager)
         job_id = runner.start(options)
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..ffmpeg import ffmpeg_binary
-from ..pipeline import VIDEO_EXTENSIONS
+from ..stages.probe import VIDEO_EXTENSIONS
 
 AUDIO_EXTENSIONS = {".mp3", ".wav", ".flac", ".m4a", ".aac", ".ogg", ".opus", ".aiff", ".aif"}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..config import state_dir
 from ..jobstore import JobStore
-from ..pipeline import JobOptions
+from ..job import JobOptions
 
 
 class JobRunner:

@@ -13,7 +13,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from montage_core.hookspecs import hookimpl
@@ -39,6 +39,10 @@ def _run_on_worker(fn: ShardFunction, task: ShardTask, topic: str) -> tuple[str,
         event.worker, event.host = name, host
         worker.log_event(topic, {"montage": asdict(event)})  # nested: Dask adds its own "worker" key
 
+    if isinstance(task.payload, ShardSpec) and task.payload.resolve_on_node:
+        from montage_core.worker import for_this_node
+
+        task = replace(task, payload=for_this_node(task.payload))  # this worker's encoders / decoder
     return name, fn(task, emit)
 
 
@@ -64,6 +68,12 @@ class DaskBackend(Backend):
         """Scheduler address (else ``$MONTAGE_DASK_SCHEDULER``, else a LocalCluster of ``workers``)."""
         self.scheduler = scheduler
         self.workers = workers
+
+    @property
+    def remote_nodes(self) -> bool:  # type: ignore[override]
+        """Workers of a scheduler given by address may run anywhere: each resolves its own
+        encoders and decoder. A LocalCluster's workers share this host's hardware."""
+        return bool(self.scheduler or os.environ.get(SCHEDULER_ENV))
 
     @property
     def client(self) -> Any:
@@ -120,6 +130,8 @@ class DaskBackend(Backend):
         available = {name for res in self.worker_resources().values() for name in res}
         futures = {}
         for task in tasks:
+            if self.remote_nodes and isinstance(task.payload, ShardSpec):
+                task = replace(task, payload=replace(task.payload, resolve_on_node=True))
             wanted = task.payload.placement.resources if isinstance(task.payload, ShardSpec) else {}
             resources = wanted if set(wanted) <= available else None  # nobody has it: run anywhere
             future = client.submit(_run_on_worker, fn, task, topic, key=f"{task.id}-{uuid.uuid4().hex[:8]}",

@@ -35,7 +35,7 @@ def backend(cluster, pm):
     import montage_backend_dask
 
     pm.register(montage_backend_dask, "backend_dask")
-    dask = pm.backends.get("dask")
+    dask = pm.new_backend("dask")
     dask.configure(scheduler=cluster.scheduler_address)
     yield dask
     dask.close()
@@ -88,14 +88,14 @@ def test_killed_worker_costs_only_its_shard(backend, tmp_path: Path) -> None:
 
 
 def test_corrupt_clip_fails_alone_with_its_message(backend, media: MediaFactory, tmp_path: Path, pm) -> None:
-    from montage_core.pipeline import analyze_clips
+    from montage_core.stages import analyze_clips, probe_clips
 
     good, _ = media.clip([(0, 2.0), (1, 2.0)])
     corrupt = tmp_path / "corrupt clip.mp4"
     data = good.read_bytes()
     # Index intact (faststart puts it first), media data cut away: it probes, but next to nothing decodes.
     corrupt.write_bytes(data[: len(data) // 20])
-    analyses, failures = analyze_clips([str(good), str(corrupt)], pm, backend)
+    analyses, failures = analyze_clips(probe_clips([str(good), str(corrupt)])[0], pm, backend)
     assert [a.media.path for a in analyses] == [str(good)]
     assert list(failures) == [str(corrupt)]
     assert failures[str(corrupt)].startswith(f"{corrupt}: truncated or damaged: only 0.04 s of 4.00 s decode")

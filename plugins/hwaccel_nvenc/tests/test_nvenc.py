@@ -89,7 +89,8 @@ def test_encoder_failing_mid_render_falls_back_to_software(pm, media: MediaFacto
     from montage_core.analysis.analyze import analyze_clip
     from montage_core.jobstore import JobStore
     from montage_core.music import analyze_music
-    from montage_core.pipeline import plan_timeline, render_timeline
+    from montage_core.pipeline import plan_timeline
+    from montage_core.stages import render_timeline
 
     nvenc = NvencAccelerator(machine())
     pm.register(type("Plugin", (), {"montage_register_accelerators": staticmethod(
@@ -102,7 +103,7 @@ def test_encoder_failing_mid_render_falls_back_to_software(pm, media: MediaFacto
                              style="dynamic", planner="story_arc", width=320, height=180, fps=25, seed=1)
     out = tmp_path / "fallback.mp4"
     store = JobStore()
-    backend = pm.backends.get("local")
+    backend = pm.new_backend("local")
     try:
         result = render_timeline(timeline, out, pm, backend, quality="preview", store=store, job_id="fallback")
     finally:

@@ -6,7 +6,7 @@ import os
 import unicodedata
 from pathlib import Path
 
-from .models import Timeline, write_atomic
+from ..models import Timeline, write_atomic
 
 #: Unicode categories a name must not carry into an EDL line as is: control characters (Cc: \n, \r,
 #: \v, \f, \x1c-\x1e, \x85 all end a line for some reader), line and paragraph separators (Zl, Zp)
@@ -109,10 +109,14 @@ def to_otio(timeline: Timeline, name: str = "montage") -> str:
     return otio.adapters.write_to_string(otl, "otio_json")
 
 
+def export_paths(video: Path) -> dict[str, Path]:
+    """The edit exports written next to ``video``."""
+    stem = video.with_suffix("")
+    return {"timeline_json": Path(f"{stem}.timeline.json"), "otio": Path(f"{stem}.otio"), "edl": Path(f"{stem}.edl")}
+
+
 def write_exports(timeline: Timeline, video: Path) -> dict[str, str]:
     """timeline.json, .otio and .edl next to ``video``; each written atomically."""
-    from .render import export_paths
-
     paths = {kind: str(path) for kind, path in export_paths(video).items()}
     write_atomic(paths["timeline_json"], timeline.to_json())
     write_atomic(paths["otio"], to_otio(timeline, video.stem))

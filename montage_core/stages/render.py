@@ -13,14 +13,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .analysis.cache import content_digest
-from .config import cache_dir
-from .errors import MontageError, ShardError
-from .ffmpeg import ffmpeg_binary, run_ffmpeg
-from .hwaccel import diagnose
-from .interfaces import Accelerator, AcceleratorProbe, ProgressEvent, ShardTask
-from .models import SegmentResult, Timeline, publish
-from .specs import Placement, RenderSpec, SegmentSource
+from ..analysis.cache import content_digest
+from ..config import cache_dir
+from ..errors import InputError, MontageError, ShardError
+from ..ffmpeg import ffmpeg_binary, run_ffmpeg
+from ..hwaccel import diagnose
+from ..interfaces import Accelerator, AcceleratorProbe, ProgressEvent, ShardTask
+from ..models import RenderResult, SegmentResult, Timeline, publish
+from ..specs import Placement, RenderSpec, SegmentSource
+from .export import export_paths
 
 log = logging.getLogger("montage.render")
 
@@ -133,7 +134,7 @@ def cached_segment_problem(segment: Path, frames: int) -> str | None:
 
 def check_rendered_segment(path: Path, frames: int) -> str | None:
     """Decode a freshly rendered segment: None when it holds exactly ``frames`` clean frames."""
-    from .ffmpeg import count_video_frames
+    from ..ffmpeg import count_video_frames
 
     decoded, problem = count_video_frames(path, decode=True)
     if problem:
@@ -145,7 +146,7 @@ def check_rendered_segment(path: Path, frames: int) -> str | None:
 
 def _record_segment(segment: Path, frames: int) -> None:
     """The sidecar that later reuse is checked against (written after the segment is in place)."""
-    from .models import write_atomic
+    from ..models import write_atomic
 
     write_atomic(_sidecar(segment), json.dumps({"frames": frames, "size": segment.stat().st_size,
                                                 "blake2b": content_digest(segment, 16)}))
@@ -157,7 +158,7 @@ def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> di
     A segment enters the cache only once it decodes to exactly the planned frames, and is reused
     only while it still matches the record written then; anything else is rendered again.
     """
-    from .procs import child_options, owner_tag, remove_orphaned_temps
+    from ..procs import child_options, owner_tag, remove_orphaned_temps
 
     spec: RenderSpec = task.payload
     key = _segment_key(spec)
@@ -199,7 +200,7 @@ def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> di
 def join_segments(timeline: Timeline, segments: list[SegmentResult], out: Path) -> None:
     """Concatenate segments without re-encoding, mux the music with a fade-out, check the result
     (every planned frame, audio as long as the picture), and only then rename it into place."""
-    from .procs import owner_tag, remove_orphaned_temps
+    from ..procs import owner_tag, remove_orphaned_temps
 
     fade = min(timeline.audio_fade_out, timeline.duration / 4)
     remove_orphaned_temps(out.parent, f".{out.name}.")  # what a killed run left half-written
@@ -227,7 +228,7 @@ def join_segments(timeline: Timeline, segments: list[SegmentResult], out: Path) 
 
 def check_output_file(path: Path, timeline: Timeline, final: Path) -> None:
     """The joined file holds round(duration × fps) frames and audio within one frame of the picture."""
-    from .ffmpeg import audio_seconds, count_video_frames
+    from ..ffmpeg import audio_seconds, count_video_frames
 
     planned = int(round(timeline.duration * timeline.fps))
     frames, problem = count_video_frames(path, decode=False)
@@ -252,12 +253,6 @@ def check_output_dir(out: Path) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise MontageError(f"{folder}: output folder is not writable ({exc.strerror})") from None
-
-
-def export_paths(video: Path) -> dict[str, Path]:
-    """The edit exports written next to ``video``."""
-    stem = video.with_suffix("")
-    return {"timeline_json": Path(f"{stem}.timeline.json"), "otio": Path(f"{stem}.otio"), "edl": Path(f"{stem}.edl")}
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -286,3 +281,53 @@ def check_output_path(out: Path, media: Iterable[str | Path] = (), timeline: str
             if _same_file(export, source):
                 raise MontageError(f"{out}: its export {export.name} would replace the input {source}; "
                                    "give another output file name")
+
+
+def render_timeline(
+    timeline: Timeline, output: Path, manager: Any, backend: Any, *, accel: str = "auto",
+    quality: str = "standard", on_event: Callable[[ProgressEvent], None] = lambda e: None,
+    store: Any = None, job_id: str = "", chain: list[tuple[Accelerator, AcceleratorProbe]] | None = None,
+    timeline_file: str | Path | None = None,
+) -> RenderResult:
+    """Encode the segments on the backend, join them, mux the music, check the result, write the
+    exports. Nothing appears at ``output`` unless complete.
+
+    ``chain`` is the encoder chain when the caller has resolved (and logged) it already;
+    ``timeline_file`` is the timeline's own file, which the video must not replace.
+    """
+    from ..accel import check_quality
+    from ..engine import run_shards
+    from .export import write_exports
+
+    check_quality(quality)
+    check_output_path(output, [c.source for c in timeline.cuts] + [timeline.music], timeline_file)
+    for source in {c.source for c in timeline.cuts} | {timeline.music}:
+        if not Path(source).is_file():
+            raise InputError(source, "no such file (the timeline refers to it)")
+    if chain is None:
+        chain = job_encoder_chain(backend, list(manager.accelerators), accel)
+        log.info("encoder chain: %s", " → ".join(a.name for a, _ in chain))
+    specs = segment_specs(timeline, chain, quality, accel)
+    tasks = [ShardTask(f"segment-{s.index:04d}", "render", s.main.source, s, s.frames / timeline.fps) for s in specs]
+    outcomes = run_shards(backend, render_segment, tasks, on_event=on_event, store=store, job_id=job_id)
+    failed = [outcomes[t.id] for t in tasks if not outcomes[t.id].ok]
+    if failed:
+        raise MontageError(f"{len(failed)} of {len(tasks)} segments failed; first: {failed[0].error} "
+                           "(finished segments are kept and reused on the next run)")
+    segments = [SegmentResult(**outcomes[t.id].result) for t in tasks]
+    join_segments(timeline, segments, output)
+    exports = write_exports(timeline, output)
+    return RenderResult(str(output), exports["timeline_json"], exports["otio"], exports["edl"], segments,
+                        timeline.duration)
+
+
+def job_encoder_chain(backend: Any, accelerators: list[Accelerator], accel: str) -> list[tuple[Accelerator, AcceleratorProbe]]:
+    """The encoder chain for a job. On a backend whose shards run on other machines the
+    accelerator is a node's property: only the name is checked here, each node resolves its
+    own chain (software stands in for this host's)."""
+    from ..accel import chosen_accelerator, encoder_chain
+
+    if not backend.remote_nodes:
+        return encoder_chain(accelerators, accel)
+    chosen_accelerator(accelerators, accel)  # the name must exist; whether it works is each node's question
+    return encoder_chain(accelerators, "software")
