@@ -61,6 +61,8 @@ class JobOptions:
     workers: int | None = None
     script: str | None = None
     embedder: str = "descriptor"
+    #: integrated loudness of the montage in LUFS, or "off" to keep the music's own level
+    loudness: str = "-14"
 
 
 def resume_options(store: JobStore, job_id: str) -> JobOptions:
@@ -162,11 +164,13 @@ class Job:
                store: JobStore | None = None, job_id: str = "",
                timeline_file: str | Path | None = None) -> RenderResult:
         """render → export: the video at the job's output, with its timeline, OTIO and EDL beside it."""
+        from .loudness import parse_loudness
         from .stages import render_timeline
 
         return render_timeline(timeline, Path(self.options.output), self.manager, self.backend,
                                accel=self.options.accel, quality=self.options.quality, on_event=on_event,
-                               store=store, job_id=job_id, chain=self.chain or None, timeline_file=timeline_file)
+                               store=store, job_id=job_id, chain=self.chain or None, timeline_file=timeline_file,
+                               loudness=parse_loudness(self.options.loudness))
 
 
 def _check_choices(options: JobOptions, manager: MontageManager, steps: frozenset[str],
@@ -175,6 +179,7 @@ def _check_choices(options: JobOptions, manager: MontageManager, steps: frozense
     range; the backend is available and the chosen encoder works. Returns the backend (new, for
     this job) and the encoder chain."""
     from .accel import check_quality, chosen_accelerator
+    from .loudness import parse_loudness
     from .stages.render import job_encoder_chain
     from .stages.select import check_style_requirements, resolve_style_params
 
@@ -206,6 +211,7 @@ def _check_choices(options: JobOptions, manager: MontageManager, steps: frozense
         else:  # without a backend, the name at least
             attempt(lambda: chosen_accelerator(accelerators, options.accel))
         attempt(lambda: check_quality(options.quality))
+        attempt(lambda: parse_loudness(options.loudness))
     return backend, chain
 
 

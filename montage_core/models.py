@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,21 +45,35 @@ class MediaInfo:
 
 @dataclass
 class Shot:
-    """A continuous stretch of one clip between two detected cuts, with aggregated features."""
+    """A continuous stretch of one clip between two detected cuts, with aggregated features.
+
+    A long shot is also offered as *windows*: consecutive stretches of it, each a ``Shot`` with
+    the same ``index``, ``window`` ≥ 1, its own features, and ``extends_to`` the end of the shot
+    it belongs to (a cut that starts in a window may run on past the window, never past a cut).
+    """
 
     clip: str
     index: int
     start: float
     end: float
     features: dict[str, float] = field(default_factory=dict)
+    #: 0 for a whole detected shot; k ≥ 1 for the k-th window of shot ``index``
+    window: int = 0
+    #: the end of the detected shot this window belongs to (0: ``end``)
+    extends_to: float = 0.0
 
     @property
     def duration(self) -> float:
         return self.end - self.start
 
     @property
+    def shot_end(self) -> float:
+        """Where the detected shot ends: as far as a cut taken from here may run."""
+        return self.extends_to or self.end
+
+    @property
     def id(self) -> str:
-        return f"{Path(self.clip).name}#{self.index}"
+        return f"{Path(self.clip).name}#{self.index}" + (f"w{self.window}" if self.window else "")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Shot:
@@ -76,6 +90,8 @@ class ClipAnalysis:
     analysis_fps: float
     shots: list[Shot]
     frame_count: int = 0
+    #: the long shots' windows (see :class:`Shot`), in time order
+    windows: list[Shot] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,13 +105,15 @@ class ClipAnalysis:
             analysis_fps=data["analysis_fps"],
             shots=[Shot.from_dict(s) for s in data["shots"]],
             frame_count=data.get("frame_count", 0),
+            windows=[Shot.from_dict(w) for w in data.get("windows", [])],
         )
 
     def with_clip_path(self, path: str) -> ClipAnalysis:
         """The same analysis for identical bytes found under another name."""
         media = MediaInfo.from_dict({**asdict(self.media), "path": path})
-        shots = [Shot(path, s.index, s.start, s.end, dict(s.features)) for s in self.shots]
-        return ClipAnalysis(media, self.digest, self.analyzers, self.analysis_fps, shots, self.frame_count)
+        shots = [replace(s, clip=path, features=dict(s.features)) for s in self.shots]
+        windows = [replace(w, clip=path, features=dict(w.features)) for w in self.windows]
+        return ClipAnalysis(media, self.digest, self.analyzers, self.analysis_fps, shots, self.frame_count, windows)
 
 
 @dataclass
@@ -109,6 +127,18 @@ class MusicAnalysis:
     downbeats: list[float]
     energy_times: list[float]
     energy: list[float]
+    #: each beat's accent: the percentile (0..1) of its onset strength among all the beats
+    beat_strength: list[float] = field(default_factory=list)
+
+    def accent(self, t: float) -> float:
+        """The accent (0..1) of the beat nearest ``t``; 0.5 when the analysis has none."""
+        import bisect
+
+        if not self.beat_strength or len(self.beat_strength) != len(self.beats):
+            return 0.5
+        i = bisect.bisect_left(self.beats, t)
+        nearest = min((j for j in (i - 1, i) if 0 <= j < len(self.beats)), key=lambda j: abs(self.beats[j] - t))
+        return self.beat_strength[nearest]
 
     def energy_at(self, t: float) -> float:
         """Energy (0..1) at time ``t``, linearly interpolated."""

@@ -128,7 +128,23 @@ def analyze_music(path: str | Path, duration: float | None = None) -> MusicAnaly
     if len(beats) < 2:
         raise InputError(path, "no beat found (is it music with a pulse?)")
     downbeats = _downbeats(onset_env, beat_frames, beats)
-    return MusicAnalysis(str(path), duration, tempo, beats, downbeats, times, energy)
+    strength = _beat_strength(onset_env, np.asarray(beats) * SAMPLE_RATE / HOP)
+    return MusicAnalysis(str(path), duration, tempo, beats, downbeats, times, energy, strength)
+
+
+#: an accent is looked for this close to its beat (the onset envelope's peak may lead or lag it)
+ACCENT_WINDOW_SECONDS = 0.05
+
+
+def _beat_strength(onset_env: np.ndarray, beat_frames: np.ndarray) -> list[float]:
+    """Each beat's accent: the percentile (0..1) of the strongest onset within ±50 ms of it among
+    all the beats, so that a planner can prefer the hits over the quiet beats whatever the level."""
+    reach = max(1, int(round(ACCENT_WINDOW_SECONDS * SAMPLE_RATE / HOP)))
+    peaks = np.array([onset_env[max(0, int(f) - reach): int(f) + reach + 1].max(initial=0.0) for f in beat_frames])
+    if len(peaks) < 2:
+        return [0.5] * len(peaks)
+    order = np.argsort(np.argsort(peaks, kind="stable"), kind="stable")
+    return [round(float(r) / (len(peaks) - 1), 4) for r in order]
 
 
 def _padded(y: np.ndarray, start: int, stop: int) -> np.ndarray:

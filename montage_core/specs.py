@@ -136,6 +136,8 @@ class RenderSpec(ShardSpec):
     quality: str
     main: SegmentSource
     blend: SegmentSource | None = None
+    #: the last ``fade_out`` frames fade to black (the montage's end, with the music's fade)
+    fade_out: int = 0
 
     @classmethod
     def _decode(cls, values: dict[str, Any]) -> dict[str, Any]:

@@ -54,10 +54,11 @@ def make_clip(path: str | Path, shots: Sequence[tuple[int, float]], *, size: tup
 
 
 def make_music(path: str | Path, *, bpm: float = 120.0, seconds: float = 24.0, sample_rate: int = 44100,
-               first_beat: float = 0.5, arc: bool = True) -> list[float]:
+               first_beat: float = 0.5, arc: bool = True, accents: Sequence[int] = ()) -> list[float]:
     """Write a WAV with a kick on every beat (and a bassline); return the beat times.
 
-    With ``arc`` the loudness follows a story arc (quiet intro, build, loud climax, fading outro).
+    With ``arc`` the loudness follows a story arc (quiet intro, build, loud climax, fading outro);
+    the beats whose numbers are in ``accents`` get a crash (a burst of noise) over the kick.
     """
     n = int(seconds * sample_rate)
     t = np.arange(n) / sample_rate
@@ -72,10 +73,14 @@ def make_music(path: str | Path, *, bpm: float = 120.0, seconds: float = 24.0, s
     hat_len = int(0.04 * sample_rate)
     hat = np.random.default_rng(7).standard_normal(hat_len) * np.exp(-np.arange(hat_len) / sample_rate * 120) * 0.08
     notes = [55.0, 55.0, 65.41, 73.42]
+    accented = set(accents)
+    crash = np.random.default_rng(11).standard_normal(kick_len) * np.exp(-kt * 12) * 0.6
     for k, b in enumerate(beats):
         i = int(b * sample_rate)
         seg = slice(i, min(n, i + kick_len))
         y[seg] += (kick + 0.5 * click)[: seg.stop - seg.start]
+        if k in accented:
+            y[seg] += crash[: seg.stop - seg.start]
         j = int((b + period / 2) * sample_rate)  # off-beat hat
         if j + hat_len < n:
             y[j : j + hat_len] += hat

@@ -63,6 +63,11 @@ def test_run_renders_a_complete_montage(clips_dir: Path, media: MediaFactory, tm
     for frame in planned:
         assert min(abs(frame / 25 - b) for b in beats) <= 1 / 25
 
+    # The picture fades to black with the music at the end.
+    tail = subprocess.run(["ffmpeg", "-v", "error", "-sseof", "-0.12", "-i", str(out), "-frames:v", "1",
+                           "-vf", "scale=32:18,format=gray", "-f", "rawvideo", "-"], capture_output=True).stdout
+    assert len(tail) == 32 * 18 and sum(tail) / len(tail) < 30, sum(tail) / max(1, len(tail))
+
     # Exports an editor can open.
     import opentimelineio as otio
 

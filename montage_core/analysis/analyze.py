@@ -28,7 +28,12 @@ BATCH = 32
 #: a frame whose cut score passes both this floor and ``CUT_RATIO`` × its neighbourhood is a cut
 CUT_THRESHOLD = 0.2
 CUT_RATIO = 3.0
+#: a clip shorter than this cannot fill a cut; a shot shorter than this is a flash (1–few frames
+#: of something else, a glitch, the mixed frames of a fast dissolve): kept as detected, so that no
+#: neighbouring shot spans it, and never offered for a cut
 MIN_SHOT_SECONDS = 0.25
+#: long shots are also described as windows of about this length, each scored on its own frames
+WINDOW_SECONDS = 4.0
 
 Progress = Callable[[float, float], None]
 
@@ -110,12 +115,14 @@ def decode_luma(
         log.warning("%s: decoding stopped early after %d frames: %s", path, produced, last_error_line(message))
 
 
-def detect_cuts(score: np.ndarray, fps: float, threshold: float = CUT_THRESHOLD, ratio: float = CUT_RATIO,
-                min_shot: float = MIN_SHOT_SECONDS) -> list[int]:
-    """Frames that start a new shot: strong, isolated peaks of the cut score."""
+def detect_cuts(score: np.ndarray, fps: float, threshold: float = CUT_THRESHOLD, ratio: float = CUT_RATIO) -> list[int]:
+    """Frames that start a new shot: strong peaks of the cut score, each against its neighbourhood.
+
+    Cuts a few frames apart all stay: the frames between them are a flash (or a glitch) that no
+    segment of the montage may show, so it must be a shot of its own, not part of a neighbour.
+    """
     n = len(score)
     window = max(2, int(round(fps / 2)))
-    min_gap = max(1, int(round(min_shot * fps)))
     candidates: list[int] = []
     for i in np.flatnonzero(score >= threshold):
         lo, hi = max(0, i - window), min(n, i + window + 1)
@@ -123,18 +130,7 @@ def detect_cuts(score: np.ndarray, fps: float, threshold: float = CUT_THRESHOLD,
         baseline = float(np.median(neighbourhood)) if len(neighbourhood) else 0.0
         if score[i] >= ratio * baseline:
             candidates.append(int(i))
-    cuts: list[int] = []
-    # Keep the stronger of two cuts closer than a minimal shot. Cuts near either end of the clip
-    # stay: the short shot they close off is real, and hiding it would put a jump inside a neighbour.
-    for i in candidates:
-        if i == 0:
-            continue
-        if cuts and i - cuts[-1] < min_gap:
-            if score[i] > score[cuts[-1]]:
-                cuts[-1] = i
-            continue
-        cuts.append(i)
-    return cuts
+    return [i for i in candidates if i > 0]
 
 
 def _aggregate(values: np.ndarray, how: str) -> float:
@@ -151,17 +147,30 @@ def _aggregate(values: np.ndarray, how: str) -> float:
     return float(np.median(values))
 
 
-def build_shots(path: str, series: dict[str, np.ndarray], aggregates: dict[str, str], fps: float) -> list[Shot]:
-    """Split the per-frame series at the detected cuts and aggregate each shot's features."""
+def build_shots(path: str, series: dict[str, np.ndarray], aggregates: dict[str, str],
+                fps: float) -> tuple[list[Shot], list[Shot]]:
+    """Split the per-frame series at the detected cuts and aggregate each shot's features; long
+    shots also as windows of about ``WINDOW_SECONDS``, each aggregated over its own frames."""
     n = len(series["cut_score"])
     bounds = [0, *detect_cuts(series["cut_score"], fps), n]
-    shots = []
-    for index, (a, b) in enumerate(zip(bounds, bounds[1:])):
+    shots: list[Shot] = []
+    windows: list[Shot] = []
+
+    def features(a: int, b: int, first: bool) -> dict[str, float]:
         # The first frame of a shot carries the jump from the previous one; leave it out.
-        inner = slice(a + 1, b) if b - a > 2 else slice(a, b)
-        features = {name: _aggregate(values[inner], aggregates[name]) for name, values in series.items()}
-        shots.append(Shot(path, index, a / fps, b / fps, features))
-    return shots
+        inner = slice(a + 1, b) if first and b - a > 2 else slice(a, b)
+        return {name: _aggregate(values[inner], aggregates[name]) for name, values in series.items()}
+
+    step = WINDOW_SECONDS * fps
+    for index, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        shots.append(Shot(path, index, a / fps, b / fps, features(a, b, True)))
+        count = int((b - a) // step)
+        if count < 2:
+            continue
+        edges = [a + int(round(k * (b - a) / count)) for k in range(count + 1)]
+        windows += [Shot(path, index, lo / fps, hi / fps, features(lo, hi, k == 0), window=k + 1, extends_to=b / fps)
+                    for k, (lo, hi) in enumerate(zip(edges, edges[1:]))]
+    return shots, windows
 
 
 def _decode_pass(path: str, info: MediaInfo, size: tuple[int, int], analyzers: Sequence[Analyzer],
@@ -280,8 +289,8 @@ def clip_from_series(path: str, info: MediaInfo, digest: str, analyzers: Sequenc
         # keep a clip that silently never appears in the montage.
         raise InputError(path, f"too short to use ({frames_done} frame{'' if frames_done == 1 else 's'}, "
                                f"{decoded_seconds:.2f} s; shots need at least {MIN_SHOT_SECONDS:g} s)")
-    shots = build_shots(path, series, aggregates, fps)
-    return ClipAnalysis(info, digest, analyzer_versions(analyzers), fps, shots, frames_done)
+    shots, windows = build_shots(path, series, aggregates, fps)
+    return ClipAnalysis(info, digest, analyzer_versions(analyzers), fps, shots, frames_done, windows)
 
 
 def analyze_clip(

@@ -41,8 +41,12 @@ def file_digest(path: str | Path) -> str:
     return digest
 
 
+#: the form of a cached analysis (2: flashes kept as shots, long shots' windows); a new form re-analyzes once
+ANALYSIS_FORMAT = 2
+
+
 def analysis_key(digest: str, analyzers: dict[str, str], width: int) -> str:
-    spec = json.dumps({"analyzers": sorted(analyzers.items()), "width": width})
+    spec = json.dumps({"analyzers": sorted(analyzers.items()), "width": width, "format": ANALYSIS_FORMAT})
     return f"{digest}-{hashlib.blake2b(spec.encode(), digest_size=8).hexdigest()}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,12 +13,18 @@ from ..hookspecs import hookimpl
 from ..interfaces import PlanRequest, Planner
 from ..models import Cut, MusicAnalysis, Shot, Timeline, Transition
 
+log = logging.getLogger("montage")
+
 #: frames kept clear at each end of a shot: the frames next to a detected cut are often mixed
 SHOT_MARGIN_FRAMES = 2
 #: the last cut runs to the end of the music; a remainder shorter than this joins the cut before
 MIN_TAIL_SECONDS = 0.75
-#: where in a shot the n-th use of it is taken (fraction of the spare length): centre first
+#: where in a whole shot a cut may start (fraction of the spare length), best first: centre first
 WINDOW_POSITIONS = (0.5, 0.0, 1.0, 0.25, 0.75)
+#: at most this many back-to-back cuts are offered from one window
+MAX_TILES = 16
+#: a phrase: the bars a piece of music is built of; a montage cut short ends on a phrase when it can
+BARS_PER_PHRASE = 4
 
 
 @dataclass
@@ -30,14 +37,13 @@ class Arc:
     outro: float
 
     def phase(self, t: float) -> str:
+        # After the climax comes the release: paced as the outro, never a second build.
         if t < self.build:
             return "intro"
         if t < self.climax:
             return "build"
         if t < self.climax_end:
             return "climax"
-        if t < self.outro:
-            return "build"
         return "outro"
 
 
@@ -63,7 +69,7 @@ class StoryArcPlanner(Planner):
 
     def plan(self, request: PlanRequest) -> Timeline:
         music, style, fps = request.music, request.style, request.fps
-        duration = min(music.duration, request.duration or music.duration)
+        duration = ending(music, request.duration)
         total_frames = int(round(duration * fps))
         duration = total_frames / fps
         arc = story_arc(music, duration)
@@ -71,44 +77,50 @@ class StoryArcPlanner(Planner):
         # Beats as output frames: a cut placed there is on the beat within half a frame.
         beat_frames = sorted({int(round(b * fps)) for b in music.beats if 0 < b * fps < total_frames})
         downbeats = {int(round(b * fps)) for b in music.downbeats}
+        accents = {int(round(b * fps)): music.accent(b) for b in music.beats}
         usable = [b for b in beat_frames if b <= total_frames - int(MIN_TAIL_SECONDS * fps)]
         fade = 0
         if style.transition.kind == "crossfade":
             fade = max(2, int(round(style.transition.duration * fps)))
         picker = ShotPicker(request.ranked, fps)
         boundaries, picks = [0], []
+        forced_short = 0
         i = 0  # index of the first usable beat after the current cut
         while True:
             while i < len(usable) and usable[i] <= boundaries[-1]:
                 i += 1
             if i >= len(usable):
                 break
-            k = self._beats_for_cut(usable, i, downbeats, style.pacing[arc.phase(boundaries[-1] / fps)], rng)
-            # Shorten the cut (still on a beat) to the longest one an unused shot can fill, if any can.
-            fits = [m for m in range(k, 0, -1)
-                    if picker.has_unused(self._need(boundaries[-1], usable[i + m - 1], fade, fps))]
-            k = fits[0] if fits else k
+            pacing = style.pacing[arc.phase(boundaries[-1] / fps)]
+            options = self._beats_for_cut(usable, i, downbeats, accents, pacing, rng)
+            # The best-placed length an unused stretch of footage can fill, else a shorter one
+            # (still on a beat) that it can, else the best-placed one, reusing footage.
+            fits = [m for m in options if picker.has_unused(self._need(boundaries[-1], usable[i + m - 1], fade, fps))]
+            if not fits:
+                shorter = [m for m in range(min(options) - 1, 0, -1)
+                           if picker.has_unused(self._need(boundaries[-1], usable[i + m - 1], fade, fps))]
+                forced_short += bool(shorter)
+                fits = shorter[:1]
+            k = fits[0] if fits else options[0]
             end = usable[i + k - 1]
-            previous = picks[-1][0].clip if picks else None
-            picks.append(picker.pick(self._need(boundaries[-1], end, fade, fps), previous))
+            picks.append(picker.pick(self._need(boundaries[-1], end, fade, fps), picks[-1] if picks else None))
             boundaries.append(end)
             i += k
-        picks.append(picker.pick(self._need(boundaries[-1], total_frames, fade, fps),
-                                 picks[-1][0].clip if picks else None))
+        picks.append(picker.pick(self._need(boundaries[-1], total_frames, fade, fps), picks[-1] if picks else None))
         boundaries.append(total_frames)
+        if forced_short:
+            log.warning("%d of %d cuts are shorter than style %s asks: no unused footage was long enough for them",
+                        forced_short, len(picks), style.name)
         spans = list(zip(boundaries, boundaries[1:]))
         halves = [0] + [self._half_overlap(fade, spans[k - 1], spans[k]) for k in range(1, len(spans))] + [0]
         cuts: list[Cut] = []
-        for k, ((a, b), (shot, score)) in enumerate(zip(spans, picks)):
+        for k, ((a, b), pick) in enumerate(zip(spans, picks)):
             h_in, h_out = halves[k], halves[k + 1]
             need = (b - a + h_in + h_out) / fps
-            # A shot shorter than its slot starts at its first frame; the renderer holds its last one.
-            # A reused shot shows another part of itself where it is long enough.
-            slack = max(0.0, shot.duration - need - picker.margin)
-            source_in = shot.start + picker.margin / 2 + slack * WINDOW_POSITIONS[picker.nth_use[k] % len(WINDOW_POSITIONS)]
             cuts.append(Cut(
-                index=k, source=shot.clip, source_in=round(source_in, 6), source_out=round(source_in + need, 6),
-                start=a / fps, end=b / fps, phase=arc.phase(a / fps), shot=shot.id, score=score,
+                index=k, source=pick.shot.clip, source_in=round(pick.source_in, 6),
+                source_out=round(pick.source_in + need, 6), start=a / fps, end=b / fps, phase=arc.phase(a / fps),
+                shot=pick.shot.id, score=pick.score,
                 transition=Transition("crossfade", 2 * h_in / fps) if h_in else Transition("cut"),
             ))
         return Timeline(
@@ -129,62 +141,136 @@ class StoryArcPlanner(Planner):
         return min(fade, limit) // 2
 
     @staticmethod
-    def _beats_for_cut(usable: list[int], i: int, downbeats: set[int], pacing: tuple[int, int],
-                       rng: random.Random) -> int:
-        """Beats this cut lasts: the style's range for the phase, landing on a downbeat when it can."""
+    def _beats_for_cut(usable: list[int], i: int, downbeats: set[int], accents: dict[int, float],
+                       pacing: tuple[int, int], rng: random.Random) -> list[int]:
+        """The cut lengths (in beats) of the style's range for the phase, best first: ending on an
+        accented beat, a downbeat above all; a little randomness (per seed) keeps the pace alive."""
         low, high = pacing
-        n = rng.randint(low, high)
-        options = [k for k in range(low, high + 1) if i + k - 1 < len(usable)]
-        on_bar = [k for k in options if usable[i + k - 1] in downbeats]
-        if on_bar and n not in on_bar:
-            n = min(on_bar, key=lambda k: abs(k - n))
-        return max(1, min(n, len(usable) - i))
+        options = [k for k in range(low, high + 1) if i + k - 1 < len(usable)] or [max(1, len(usable) - i)]
+
+        def merit(k: int) -> float:
+            end = usable[i + k - 1]
+            # a remainder too short for a cut of its own would end the piece on a stub: the shorter, the worse
+            left = len(usable) - (i + k)
+            stub = (low - left) / low if 0 < left < low else 0.0
+            return accents.get(end, 0.5) + (0.5 if end in downbeats else 0.0) + 0.3 * rng.random() - 2.0 * stub
+
+        return sorted(options, key=merit, reverse=True)
+
+
+def ending(music: MusicAnalysis, requested: float | None) -> float:
+    """Where the montage ends: the whole track, or for a requested length the bar line nearest it,
+    a phrase's (every 4th bar) when one lies within a bar of it, so the piece never stops mid-phrase."""
+    if not requested or requested >= music.duration:
+        return music.duration
+    bars = [b for b in music.downbeats if 0.5 * requested <= b <= min(music.duration, 1.5 * requested)]
+    if not bars:
+        return requested
+    bar = (bars[-1] - bars[0]) / max(1, len(bars) - 1) if len(bars) > 1 else 2.0
+    first = music.downbeats.index(bars[0])
+    phrases = [b for n, b in enumerate(bars) if (first + n) % BARS_PER_PHRASE == 0 and abs(b - requested) <= bar]
+    end = min(phrases or bars, key=lambda b: abs(b - requested))
+    log.info("ending at %.2f s on a %s line (asked for %.2f s)", end, "phrase" if phrases else "bar", requested)
+    return end
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The footage for one cut: the shot (or window) it comes from, its score, where it starts."""
+
+    shot: Shot
+    score: float
+    source_in: float
 
 
 class ShotPicker:
-    """Best-ranked unused shot that is long enough; reuse only once every usable shot has been used."""
+    """The best-ranked footage not used yet that is long enough. Reuse comes last, only once no
+    unused stretch fits: then the least-used footage, never the stretch of the cut just before."""
 
     def __init__(self, ranked: list[tuple[Shot, float]], fps: float):
         if not ranked:
             raise MontageError("no usable shots to plan with")
         self.ranked = ranked
-        self.margin = 2 * SHOT_MARGIN_FRAMES / fps
-        self.uses: dict[tuple[str, int], int] = {}
-        #: for each pick in order, how often its shot had been picked before
-        self.nth_use: list[int] = []
+        self.fps = fps
+        #: frames kept clear next to a detected cut, in seconds
+        self.margin = SHOT_MARGIN_FRAMES / fps
+        #: source ranges used so far, by detected shot (its windows share them)
+        self.used: dict[tuple[str, int], list[tuple[float, float]]] = {}
 
-    def _fits(self, shot: Shot, need: float) -> bool:
-        return shot.duration >= need + self.margin
+    def _starts(self, shot: Shot, need: float) -> list[float]:
+        """Where a cut of ``need`` seconds could start in ``shot`` (best first); [] when it does not fit.
+        A window is taken from its start and may run on to the end of its shot; a whole shot from
+        its middle first, then its other parts."""
+        lo = shot.start + (self.margin if shot.window <= 1 else 0.0)
+        hi = shot.shot_end - self.margin
+        if hi - lo < need:
+            return []
+        # Back to back from the start of a window (up to its end), so a window serves several cuts
+        # before any of its frames is shown twice; a whole shot from the middle out.
+        tiles = [lo + k * need for k in range(MAX_TILES) if lo + k * need < max(lo + 1e-9, min(shot.end, hi - need))]
+        # right after what earlier cuts took from this shot: footage used up without gaps
+        after_used = [b for _, b in sorted(self.used.get((shot.clip, shot.index), ())) if lo <= b <= hi - need]
+        if shot.window:
+            return (tiles or [lo])[:1] + after_used + tiles[1:]
+        return [lo + (hi - lo - need) * position for position in WINDOW_POSITIONS] + after_used + tiles[1:]
+
+    def _overlap(self, shot: Shot, start: float, end: float) -> int:
+        """How used a cut from ``start`` to ``end`` of ``shot`` would be: 0 for fresh footage (an
+        untouched shot, or an untouched window of a long one), 1 for an unused part of a shot already
+        cut from, 1 + n when it shows again what n earlier cuts showed."""
+        slack = 1.0 / self.fps
+        used = self.used.get((shot.clip, shot.index), ())
+        overlaps = sum(1 for a, b in used if start < b - slack and a + slack < end)
+        if overlaps:
+            return 1 + overlaps
+        if shot.window:
+            return int(any(shot.start < b - slack and a + slack < shot.end for a, b in used))
+        return int(bool(used))
+
+    def _options(self, need: float) -> list[tuple[int, Pick]]:
+        """(times used, pick) for every shot long enough, at its least-used start."""
+        options = []
+        for shot, score in self.ranked:
+            best: tuple[int, float] | None = None
+            for start in self._starts(shot, need):
+                used = self._overlap(shot, start, start + need)
+                if best is None or used < best[0]:
+                    best = (used, start)
+                if used == 0:
+                    break
+            if best is not None:
+                options.append((best[0], Pick(shot, score, best[1])))
+        return options
 
     def has_unused(self, need: float) -> bool:
-        """Whether a shot used least so far (unused, until all are) is long enough for ``need`` seconds."""
-        fewest = min(self.uses.get(self._key(s), 0) for s, _ in self.ranked)
-        return any(self._fits(s, need) and self.uses.get(self._key(s), 0) == fewest for s, _ in self.ranked)
+        """Whether footage not shown yet is long enough for ``need`` seconds."""
+        return any(self._overlap(shot, start, start + need) <= 1
+                   for shot, _ in self.ranked for start in self._starts(shot, need))
 
-    def pick(self, need: float, previous_clip: str | None) -> tuple[Shot, float]:
-        fitting = [(s, sc) for s, sc in self.ranked if self._fits(s, need)]
-        if not fitting:  # nothing is long enough: the longest shots (the renderer holds the last frame)
-            longest = max(s.duration for s, _ in self.ranked)
-            fitting = [(s, sc) for s, sc in self.ranked if s.duration == longest]
-        fewest = min(self.uses.get(self._key(s), 0) for s, _ in fitting)
-        candidates = [(s, sc) for s, sc in fitting if self.uses.get(self._key(s), 0) == fewest]
-        best_score = candidates[0][1]
+    def pick(self, need: float, previous: Pick | None) -> Pick:
+        options = self._options(need)
+        if not options:  # nothing is long enough: the longest shots (the renderer holds the last frame)
+            longest = max(s.shot_end - s.start for s, _ in self.ranked)
+            options = [(self._overlap(s, s.start, s.shot_end), Pick(s, sc, s.start + (self.margin if s.window <= 1 else 0.0)))
+                       for s, sc in self.ranked if s.shot_end - s.start == longest]
+        fewest = min(used for used, _ in options)
+        candidates = [pick for used, pick in options if used == fewest]
+        if previous is not None:  # among the least used, not the shot just shown (a jump cut)
+            candidates = [p for p in candidates if not self._same_stretch(p, previous)] or candidates
         choice = candidates[0]
         # Among near-equal candidates, avoid two cuts in a row from the same clip.
-        for shot, score in candidates:
-            if score < best_score - 0.05:
+        for pick in candidates:
+            if pick.score < choice.score - 0.05:
                 break
-            if shot.clip != previous_clip:
-                choice = (shot, score)
+            if previous is None or pick.shot.clip != previous.shot.clip:
+                choice = pick
                 break
-        key = self._key(choice[0])
-        self.nth_use.append(self.uses.get(key, 0))
-        self.uses[key] = self.uses.get(key, 0) + 1
+        self.used.setdefault((choice.shot.clip, choice.shot.index), []).append((choice.source_in, choice.source_in + need))
         return choice
 
     @staticmethod
-    def _key(shot: Shot) -> tuple[str, int]:
-        return (shot.clip, shot.index)
+    def _same_stretch(a: Pick, b: Pick) -> bool:
+        return a.shot.clip == b.shot.clip and a.shot.index == b.shot.index
 
 
 @hookimpl

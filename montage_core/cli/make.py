@@ -20,7 +20,8 @@ from .options import backend_options, job_options, parse_resolution, parse_sets,
 @render_options
 def run(clips: tuple[str, ...], music: str, output: str, style: str, style_params: tuple[str, ...], planner: str,
         seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool, script: str | None,
-        embedder: str, backend: str, scheduler: str | None, workers: int | None, accel: str, quality: str) -> None:
+        embedder: str, backend: str, scheduler: str | None, workers: int | None, accel: str, quality: str,
+        loudness: str) -> None:
     """Analyze CLIPS (files or folders), plan on the beat of --music, render to --output."""
     from ..pipeline import JobOptions, run_job
 
@@ -30,7 +31,7 @@ def run(clips: tuple[str, ...], music: str, output: str, style: str, style_param
         output=str(Path(output).absolute()), style=style, style_params=parse_sets(style_params), planner=planner,
         backend=backend, accel=accel, quality=quality, width=width, height=height, fps=fps, seed=seed,
         duration=duration, use_cache=not no_cache, scheduler=scheduler, workers=workers,
-        script=str(Path(script).absolute()) if script else None, embedder=embedder)
+        script=str(Path(script).absolute()) if script else None, embedder=embedder, loudness=loudness)
     job_id, result = run_job(options, on_event=progress_printer())
     report(job_id, result)
 
@@ -125,7 +126,7 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
 @click.option("-o", "--output", default="montage.mp4", show_default=True, type=click.Path())
 @render_options
 def render(timeline: str, output: str, backend: str, scheduler: str | None, workers: int | None, accel: str,
-           quality: str) -> None:
+           quality: str, loudness: str) -> None:
     """Render a TIMELINE.json (from `montage plan` or a previous run) without re-analysis."""
     from ..job import Job, JobOptions
     from ..models import Timeline
@@ -133,7 +134,7 @@ def render(timeline: str, output: str, backend: str, scheduler: str | None, work
     tl = Timeline.load(timeline)
     options = JobOptions(clips=sorted({c.source for c in tl.cuts}), music=tl.music, output=str(Path(output).absolute()),
                          backend=backend, accel=accel, quality=quality, width=tl.width, height=tl.height, fps=tl.fps,
-                         scheduler=scheduler, workers=workers)
+                         scheduler=scheduler, workers=workers, loudness=loudness)
     job = Job.prepare(options, steps={"render"}, timeline_file=timeline)
     printer = progress_printer()
     with running(job.backend):
@@ -149,7 +150,7 @@ def render(timeline: str, output: str, backend: str, scheduler: str | None, work
 @click.option("--fps", default=25.0, show_default=True)
 @render_options
 def demo(output: str, style: str, resolution: str, fps: float, backend: str, scheduler: str | None,
-         workers: int | None, accel: str, quality: str) -> None:
+         workers: int | None, accel: str, quality: str, loudness: str) -> None:
     """Generate demo clips and a music track with a clear beat, and cut a montage from them."""
     from ..pipeline import JobOptions, run_job
     from ..synth import make_demo_media
@@ -160,6 +161,6 @@ def demo(output: str, style: str, resolution: str, fps: float, backend: str, sch
     width, height = parse_resolution(resolution)
     options = JobOptions(clips=[str(folder / "clips")], music=str(music), output=str(folder / "montage.mp4"),
                          style=style, backend=backend, accel=accel, quality=quality, width=width, height=height,
-                         fps=fps, scheduler=scheduler, workers=workers)
+                         fps=fps, scheduler=scheduler, workers=workers, loudness=loudness)
     job_id, result = run_job(options, on_event=progress_printer())
     report(job_id, result)

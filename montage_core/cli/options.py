@@ -73,4 +73,6 @@ def render_options(f: Any) -> Any:
         click.option("--accel", default="auto", show_default=True, help="Encoder: auto, software or a hardware one."),
         click.option("--quality", default="standard", show_default=True,
                      type=click.Choice(["preview", "standard", "high"])),
+        click.option("--loudness", default="-14", show_default=True, metavar="LUFS|off",
+                     help="Integrated loudness of the montage (EBU R128; true peak at most -1.5 dBTP), or off."),
     ]))

@@ -21,6 +21,7 @@ from ..hwaccel import diagnose
 from ..interfaces import Accelerator, AcceleratorProbe, ProgressEvent, ShardTask
 from ..models import RenderResult, SegmentResult, Timeline, publish
 from ..specs import Placement, RenderSpec, SegmentSource
+from ..loudness import DEFAULT_LOUDNESS, Fades, master_music
 from .export import export_paths
 
 log = logging.getLogger("montage.render")
@@ -59,6 +60,7 @@ def segment_specs(timeline: Timeline, chain: list[tuple[Accelerator, Accelerator
     halves = [0] + [int(round(c.transition.duration * fps / 2)) for c in cuts[1:]] + [0]
     encoders = encoder_entries(chain, quality)
     placement = render_placement(chain)
+    fade_frames = int(round(ending_fade(timeline) * fps))
     specs = []
     for i, cut in enumerate(cuts):
         h_in, h_out = halves[i], halves[i + 1]
@@ -68,8 +70,22 @@ def segment_specs(timeline: Timeline, chain: list[tuple[Accelerator, Accelerator
             index=i, frames=last - first, fps=fps, width=timeline.width, height=timeline.height, grade=timeline.grade,
             encoders=encoders, accel=accel, quality=quality, placement=placement,
             main=SegmentSource(source=cut.source, start=cut.source_in + 2 * h_in / fps),
-            blend=SegmentSource(source=nxt.source, start=nxt.source_in, frames=2 * h_out) if nxt else None))
+            blend=SegmentSource(source=nxt.source, start=nxt.source_in, frames=2 * h_out) if nxt else None,
+            fade_out=min(fade_frames, last - first) if i == len(cuts) - 1 else 0))
     return specs
+
+
+def ending_fade(timeline: Timeline) -> float:
+    """Seconds over which picture and music fade out together at the end: the timeline's fade,
+    at most a quarter of the montage and the last cut's length (the picture fades in one segment)."""
+    if not timeline.cuts or timeline.audio_fade_out <= 0:
+        return 0.0
+    final = timeline.cuts[-1]
+    # the last segment: the last cut less the half of the dissolve into it that the segment before holds
+    last = (timeline.frame(final.end) - timeline.frame(final.start)
+            - (int(round(final.transition.duration * timeline.fps / 2)) if len(timeline.cuts) > 1 else 0))
+    frames = min(int(round(timeline.audio_fade_out * timeline.fps)), int(timeline.duration * timeline.fps / 4), last)
+    return max(0, frames) / timeline.fps
 
 
 def _segment_key(spec: RenderSpec) -> str:
@@ -77,6 +93,8 @@ def _segment_key(spec: RenderSpec) -> str:
     source re-renders (not the index, nor where the shard runs)."""
     stamps = [(s, st.st_size, st.st_mtime_ns) for s, st in ((s, os.stat(s)) for s in spec.sources())]
     picture = {k: v for k, v in spec.to_json().items() if k not in ("index", "placement", "kind", "version")}
+    if not spec.fade_out:  # a field added later: segments without a fade keep the keys they had
+        del picture["fade_out"]
     text = json.dumps({"spec": picture, "stamps": stamps}, sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
@@ -97,7 +115,8 @@ def _segment_command(spec: RenderSpec, encoder: dict[str, Any], out: str) -> lis
                   f";[a][b]xfade=transition=fade:duration={blend_seconds:.6f}"
                   f":offset={(frames - blend.frames) / fps:.6f}[x]")
         last = "[x]"
-    post = ",".join(f for f in (spec.grade, "format=yuv420p", encoder["filter_suffix"]) if f)
+    fade = f"fade=t=out:s={frames - spec.fade_out}:n={spec.fade_out}" if spec.fade_out else ""
+    post = ",".join(f for f in (spec.grade, fade, "format=yuv420p", encoder["filter_suffix"]) if f)
     graph += f";{last}{post}[v]"
     return [*args, "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames), "-r", f"{fps:g}",
             *encoder["output_args"], "-an", "-video_track_timescale", "90000", "-f", "mp4", out]
@@ -197,14 +216,17 @@ def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> di
                      + "; ".join(attempts), transient=False)
 
 
-def join_segments(timeline: Timeline, segments: list[SegmentResult], out: Path) -> None:
-    """Concatenate segments without re-encoding, mux the music with a fade-out, check the result
-    (every planned frame, audio as long as the picture), and only then rename it into place."""
+def join_segments(timeline: Timeline, segments: list[SegmentResult], out: Path,
+                  loudness: float | None = DEFAULT_LOUDNESS) -> None:
+    """Concatenate segments without re-encoding, mux the music (faded with the picture, normalised
+    to ``loudness`` LUFS unless ``None``), check the result (every planned frame, audio as long as
+    the picture), and only then rename it into place."""
     from ..procs import owner_tag, remove_orphaned_temps
 
-    fade = min(timeline.audio_fade_out, timeline.duration / 4)
     remove_orphaned_temps(out.parent, f".{out.name}.")  # what a killed run left half-written
     with tempfile.TemporaryDirectory(prefix="montage-join-") as tmp:
+        sound = Path(tmp) / "music.m4a"
+        master_music(timeline.music, Fades(timeline.duration, ending_fade(timeline)), loudness, sound, AUDIO_BITRATE)
         listing = Path(tmp) / "segments.txt"
         # The concat demuxer's own quoting: wrap in '…' and write a quote as '\''.
         listing.write_text("".join("file '" + s.path.replace("'", "'\\''") + "'\n" for s in segments),
@@ -213,10 +235,8 @@ def join_segments(timeline: Timeline, segments: list[SegmentResult], out: Path) 
         os.close(fd)
         try:
             run_ffmpeg([
-                "-f", "concat", "-safe", "0", "-i", str(listing), "-i", timeline.music,
-                "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
-                "-af", f"afade=t=out:st={timeline.duration - fade:.3f}:d={fade:.3f}",
-                "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-t", f"{timeline.duration:.6f}",
+                "-f", "concat", "-safe", "0", "-i", str(listing), "-i", str(sound),
+                "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", "-t", f"{timeline.duration:.6f}",
                 "-movflags", "+faststart", "-f", "mp4", part,
             ], what=f"writing {out}")
             check_output_file(Path(part), timeline, out)
@@ -287,13 +307,14 @@ def render_timeline(
     timeline: Timeline, output: Path, manager: Any, backend: Any, *, accel: str = "auto",
     quality: str = "standard", on_event: Callable[[ProgressEvent], None] = lambda e: None,
     store: Any = None, job_id: str = "", chain: list[tuple[Accelerator, AcceleratorProbe]] | None = None,
-    timeline_file: str | Path | None = None,
+    timeline_file: str | Path | None = None, loudness: float | None = DEFAULT_LOUDNESS,
 ) -> RenderResult:
     """Encode the segments on the backend, join them, mux the music, check the result, write the
     exports. Nothing appears at ``output`` unless complete.
 
     ``chain`` is the encoder chain when the caller has resolved (and logged) it already;
-    ``timeline_file`` is the timeline's own file, which the video must not replace.
+    ``timeline_file`` is the timeline's own file, which the video must not replace; ``loudness``
+    is the music's integrated loudness target in LUFS (``None``: as it is).
     """
     from ..accel import check_quality
     from ..engine import run_shards
@@ -315,7 +336,7 @@ def render_timeline(
         raise MontageError(f"{len(failed)} of {len(tasks)} segments failed; first: {failed[0].error} "
                            "(finished segments are kept and reused on the next run)")
     segments = [SegmentResult(**outcomes[t.id].result) for t in tasks]
-    join_segments(timeline, segments, output)
+    join_segments(timeline, segments, output, loudness)
     exports = write_exports(timeline, output)
     return RenderResult(str(output), exports["timeline_json"], exports["otio"], exports["edl"], segments,
                         timeline.duration)

@@ -18,13 +18,26 @@ def select_shots(analyses: Sequence[ClipAnalysis], style: Style, params: dict[st
     """The style's ranking of every shot of ``analyses`` (best first); ``params`` as resolved by
     :func:`resolve_style_params`. Raises when nothing is left to cut from."""
     check_style_requirements(style, manager)
-    shots: list[Shot] = [s for a in analyses for s in a.shots]
+    shots = [s for a in analyses for s in candidates(a)]
     if not shots:
         raise MontageError("no usable shots: every clip failed or was empty")
     ranked = style.rank(shots, params, lambda message: log.warning("%s", message))
     if not ranked:
         raise MontageError(f"style {style.name!r} kept no shot out of {len(shots)}")
     return ranked
+
+
+def candidates(analysis: ClipAnalysis) -> list[Shot]:
+    """What one clip offers for cuts: each detected shot, or its windows when it is long (each
+    scored on its own frames, so an 80 s single shot is twenty candidates, not one); flashes
+    (shots shorter than ``MIN_SHOT_SECONDS``) never."""
+    from ..analysis.analyze import MIN_SHOT_SECONDS
+
+    windows: dict[int, list[Shot]] = {}
+    for window in analysis.windows:
+        windows.setdefault(window.index, []).append(window)
+    return [offered for shot in analysis.shots if shot.duration >= MIN_SHOT_SECONDS
+            for offered in windows.get(shot.index, [shot])]
 
 
 def resolve_style_params(style: Style, given: dict[str, str]) -> dict[str, float]:
