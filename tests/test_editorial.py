@@ -200,3 +200,26 @@ def test_a_bad_loudness_is_named(value: str, message: str) -> None:
 
     with pytest.raises(UsageError, match=message):
         parse_loudness(value)
+
+
+def test_a_re_encoded_copy_never_follows_its_original(pm: Any, media: MediaFactory, tmp_path: Path) -> None:
+    from montage_core.analysis.analyze import analyze_clip
+    from montage_core.builtin.planners import near_duplicates
+
+    original, _ = media.clip([(0, 4.0), (1, 4.0)])
+    copy = tmp_path / "copy of the original.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(original), "-vf", "scale=240:-2", "-c:v", "libx264",
+                    "-crf", "34", str(copy)], check=True)
+    others = [media.clip([(k, 4.0), (k + 1, 4.0)])[0] for k in (2, 4)]
+    analyses = [analyze_clip(c, list(pm.analyzers)) for c in (original, copy, *others)]
+    first, twin, other = analyses[0].shots[0], analyses[1].shots[0], analyses[2].shots[0]
+    assert near_duplicates(first, twin) and not near_duplicates(first, other)
+    shots = [s for a in analyses for s in candidates(a)]
+    timeline = _plan(pm, shots, _music(20.0), "mtv")
+    pair = {str(original), str(copy)}
+    twins = 0
+    for before, after in zip(timeline.cuts, timeline.cuts[1:]):
+        if {before.source, after.source} == pair:  # the same picture: the same shot of the two files
+            twins += before.shot.split("#")[1].split("w")[0] == after.shot.split("#")[1].split("w")[0]
+    assert twins == 0
+    assert {c.source for c in timeline.cuts} == {str(original), str(copy), *map(str, others)}

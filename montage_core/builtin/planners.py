@@ -93,12 +93,15 @@ class StoryArcPlanner(Planner):
                 break
             pacing = style.pacing[arc.phase(boundaries[-1] / fps)]
             options = self._beats_for_cut(usable, i, downbeats, accents, pacing, rng)
-            # The best-placed length an unused stretch of footage can fill, else a shorter one
-            # (still on a beat) that it can, else the best-placed one, reusing footage.
-            fits = [m for m in options if picker.has_unused(self._need(boundaries[-1], usable[i + m - 1], fade, fps))]
-            if not fits:
-                shorter = [m for m in range(min(options) - 1, 0, -1)
-                           if picker.has_unused(self._need(boundaries[-1], usable[i + m - 1], fade, fps))]
+            # The best-placed length of the style's range that footage not shown yet can fill, else
+            # the best-placed one, reusing footage; shorter than the range only when no shot at all
+            # is long enough for it (then the longest length some shot can fill, still on a beat).
+            def need(m: int) -> float:
+                return self._need(boundaries[-1], usable[i + m - 1], fade, fps)
+
+            fits = [m for m in options if picker.has_unused(need(m))]
+            if not fits and not any(picker.long_enough(need(m)) for m in options):
+                shorter = [m for m in range(min(options) - 1, 0, -1) if picker.long_enough(need(m))]
                 forced_short += bool(shorter)
                 fits = shorter[:1]
             k = fits[0] if fits else options[0]
@@ -109,7 +112,7 @@ class StoryArcPlanner(Planner):
         picks.append(picker.pick(self._need(boundaries[-1], total_frames, fade, fps), picks[-1] if picks else None))
         boundaries.append(total_frames)
         if forced_short:
-            log.warning("%d of %d cuts are shorter than style %s asks: no unused footage was long enough for them",
+            log.warning("%d of %d cuts are shorter than style %s asks: no shot is long enough for them",
                         forced_short, len(picks), style.name)
         spans = list(zip(boundaries, boundaries[1:]))
         halves = [0] + [self._half_overlap(fade, spans[k - 1], spans[k]) for k in range(1, len(spans))] + [0]
@@ -242,6 +245,10 @@ class ShotPicker:
                 options.append((best[0], Pick(shot, score, best[1])))
         return options
 
+    def long_enough(self, need: float) -> bool:
+        """Whether any shot can fill ``need`` seconds, used or not."""
+        return any(self._starts(shot, need) for shot, _ in self.ranked)
+
     def has_unused(self, need: float) -> bool:
         """Whether footage not shown yet is long enough for ``need`` seconds."""
         return any(self._overlap(shot, start, start + need) <= 1
@@ -255,8 +262,9 @@ class ShotPicker:
                        for s, sc in self.ranked if s.shot_end - s.start == longest]
         fewest = min(used for used, _ in options)
         candidates = [pick for used, pick in options if used == fewest]
-        if previous is not None:  # among the least used, not the shot just shown (a jump cut)
-            candidates = [p for p in candidates if not self._same_stretch(p, previous)] or candidates
+        if previous is not None:  # among the least used, not the shot just shown (a jump cut), nor a copy of it
+            candidates = [p for p in candidates
+                          if not (self._same_stretch(p, previous) or near_duplicates(p.shot, previous.shot))] or candidates
         choice = candidates[0]
         # Among near-equal candidates, avoid two cuts in a row from the same clip.
         for pick in candidates:
@@ -271,6 +279,23 @@ class ShotPicker:
     @staticmethod
     def _same_stretch(a: Pick, b: Pick) -> bool:
         return a.shot.clip == b.shot.clip and a.shot.index == b.shot.index
+
+
+#: mean difference of the 4×4 layout cells (luma 0..1) below which two pictures look the same
+NEAR_DUPLICATE_LAYOUT = 0.03
+
+
+def near_duplicates(a: Shot, b: Shot) -> bool:
+    """Whether two shots from different files show near-identical pictures (a copy, a re-encode, the
+    same scene shot twice): their 4×4 layouts (the ``layout`` analyzer's perceptual signature) and
+    brightness match. Without layouts nothing is a duplicate."""
+    if a.clip == b.clip:
+        return False
+    cells = [f"layout_{k}" for k in range(16)]
+    if not all(c in a.features and c in b.features for c in cells):
+        return False
+    difference = sum(abs(a.features[c] - b.features[c]) for c in cells) / len(cells)
+    return difference < NEAR_DUPLICATE_LAYOUT
 
 
 @hookimpl
