@@ -26,8 +26,10 @@ class UnknownChoiceError(UsageError):
         import difflib
 
         self.kind, self.name, self.known = kind, name, sorted(known)
+        from .catalogue import install_hint
+
         close = difflib.get_close_matches(name, self.known, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = install_hint(kind, name) or (f"; did you mean {close[0]!r}?" if close else "")
         super().__init__(f"unknown {kind} {name!r} (known: {', '.join(self.known) or 'none'}){hint}")
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -34,6 +34,11 @@ log = logging.getLogger("montage")
 #: frame rates ffmpeg's encoders and NLEs handle for a montage
 MAX_FPS = 240.0
 
+#: the output format of every montage unless told otherwise: CLI, demo and web UI alike
+DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FPS = 1920, 1080, 30.0
+#: a source scaled up more than this much looks soft: say so
+UPSCALE_WARNING = 2.0
+
 #: the stages a whole montage runs; a command may prepare a job for fewer
 ALL_STEPS = frozenset({"analyze", "plan", "render"})
 
@@ -51,9 +56,9 @@ class JobOptions:
     backend: str = "local"
     accel: str = "auto"
     quality: str = "standard"
-    width: int = 1920
-    height: int = 1080
-    fps: float = 30.0
+    width: int = DEFAULT_WIDTH
+    height: int = DEFAULT_HEIGHT
+    fps: float = DEFAULT_FPS
     seed: int = 0
     duration: float | None = None
     use_cache: bool = True
@@ -154,6 +159,7 @@ class Job:
         from .stages.select import resolve_style_params
 
         o = self.options
+        warn_upscaled(analyses, o.width, o.height)
         style = self.manager.styles.get(o.style)
         ranked = select_shots(analyses, style, resolve_style_params(style, o.style_params), self.manager)
         return plan_timeline(ranked, music, self.manager, style=style, planner=o.planner, width=o.width,
@@ -171,6 +177,17 @@ class Job:
                                accel=self.options.accel, quality=self.options.quality, on_event=on_event,
                                store=store, job_id=job_id, chain=self.chain or None, timeline_file=timeline_file,
                                loudness=parse_loudness(self.options.loudness))
+
+
+def warn_upscaled(analyses: list[ClipAnalysis], width: int, height: int) -> None:
+    """One warning per clip that is scaled up more than ``UPSCALE_WARNING`` times to fit the output."""
+    for analysis in analyses:
+        media = analysis.media
+        if media.width and media.height:
+            factor = min(width / media.width, height / media.height)
+            if factor > UPSCALE_WARNING:
+                log.warning("%s is %dx%d: scaled up %.1fx to %dx%d, it will look soft", media.path, media.width,
+                            media.height, factor, width, height)
 
 
 def _check_choices(options: JobOptions, manager: MontageManager, steps: frozenset[str],

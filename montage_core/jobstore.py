@@ -78,6 +78,9 @@ class JobStore:
         )
         return job_id
 
+    def set_params(self, job_id: str, params: dict[str, Any]) -> None:
+        self.db.execute("UPDATE jobs SET params=?, updated=? WHERE id=?", (json.dumps(params), time.time(), job_id))
+
     def set_state(self, job_id: str, state: str, error: str = "") -> None:
         self.db.execute("UPDATE jobs SET state=?, error=?, updated=? WHERE id=?", (state, error, time.time(), job_id))
 

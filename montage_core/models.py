@@ -246,8 +246,63 @@ class Timeline:
                 f"timeline version {data.get('version')!r} is not supported (supported: {TIMELINE_VERSION})"
             )
         fields = {k: v for k, v in data.items() if k not in ("schema", "version")}
+        if not isinstance(fields.get("cuts"), list) or not all(isinstance(c, dict) for c in fields["cuts"]):
+            raise ValueError("'cuts' must be a list of cuts")
         fields["cuts"] = [Cut.from_dict(c) for c in fields["cuts"]]
-        return cls(**fields)
+        timeline = cls(**fields)
+        timeline.check()
+        return timeline
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first field that is not what the renderer can trust:
+        types, ranges, cuts in order and covering the duration, and a grade of colour filters only
+        (a timeline may come from someone else; see :mod:`montage_core.grades`)."""
+        import math
+
+        from .errors import UsageError
+        from .grades import check_grade
+
+        def number(name: str, value: Any, low: float, high: float) -> None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not low <= value <= high:
+                raise ValueError(f"{name} {value!r} must be a number in {low:g}..{high:g}")
+
+        def path(name: str, value: Any) -> None:
+            if not isinstance(value, str) or not value or "\0" in value:
+                raise ValueError(f"{name} {value!r} must be a file path")
+
+        path("music", self.music)
+        number("duration", self.duration, 1e-3, 86400)
+        number("fps", self.fps, 1e-3, 240)
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= 16384 or value % 2:
+                raise ValueError(f"{name} {value!r} must be an even whole number in 2..16384")
+        if not isinstance(self.grade, str):
+            raise ValueError("grade must be a string of ffmpeg colour filters")
+        try:
+            check_grade(self.grade)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        if not self.cuts:
+            raise ValueError("the timeline has no cuts")
+        slack = 1.0 / self.fps
+        position = 0.0
+        for cut in self.cuts:
+            what = f"cut {cut.index}"
+            path(f"{what}: source", cut.source)
+            for name in ("source_in", "source_out", "start", "end"):
+                number(f"{what}: {name}", getattr(cut, name), 0, 86400)
+            if cut.source_out <= cut.source_in or cut.end <= cut.start:
+                raise ValueError(f"{what}: ends before it starts")
+            if abs(cut.start - position) > slack:
+                raise ValueError(f"{what}: starts at {cut.start:g} s, not where the cut before ends ({position:g} s)")
+            if cut.transition.kind not in ("cut", "crossfade"):
+                raise ValueError(f"{what}: unknown transition {cut.transition.kind!r} (known: crossfade, cut)")
+            number(f"{what}: transition duration", cut.transition.duration, 0, cut.end - cut.start + slack)
+            position = cut.end
+        if abs(position - self.duration) > slack:
+            raise ValueError(f"the cuts end at {position:g} s, not at the duration {self.duration:g} s")
 
     @classmethod
     def load(cls, path: str | Path) -> Timeline:

@@ -65,6 +65,26 @@ class MediaFactory:
         return path, json.loads(beats_file.read_text())
 
 
+def child_venv(path: Path) -> str:
+    """A new virtual environment at ``path`` that sees every package this interpreter sees (montage
+    and its dependencies), also when this interpreter runs in a virtualenv itself, where
+    ``--system-site-packages`` would only reach the base interpreter's. Returns its python."""
+    import site
+    import subprocess
+    import sys
+
+    # no pip of its own: this interpreter's pip (and its setuptools) work there, with no download
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(path)], check=True)
+    python = str(path / "bin" / "python")
+    child_site = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    # A .pth file's lines are added to sys.path after the venv's own site-packages: the venv's own
+    # installs win, and everything installed here is still importable there.
+    Path(child_site, "_montage_parent_env.pth").write_text(
+        "\n".join([*site.getsitepackages(), site.getusersitepackages()]) + "\n", encoding="utf-8")
+    return python
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Share compiled kernels across tests: each test has its own ``MONTAGE_CACHE_DIR``, and a
     JIT cache per test would compile every kernel again. A ``NUMBA_CACHE_DIR`` set by the user

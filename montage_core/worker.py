@@ -6,8 +6,10 @@ picks the task (``--index`` or ``$JOB_COMPLETION_INDEX``) and the spec's kind pi
 function: a worker runs only montage's own stages, never a function named by the file. A spec
 marked ``resolve_on_node`` gets this node's encoder chain or analysis decoder first (the
 coordinator cannot see a node's GPU). Progress events go to stdout as JSON lines (a coordinator
-follows the pod's log); the result is written atomically to ``<results>/<task id>.pickle``, one file
-per shard, so no two workers ever write the same file.
+follows the pod's log); the result is written atomically to ``<results>/<task id>.json``, one file
+per shard, so no two workers ever write the same file. Results are plain data (JSON; arrays as
+typed lists), never pickles, and carry the shard file's random token: a coordinator reading a
+shared folder accepts only results of its own run, and nothing it reads can run code.
 
 Exit status: 0 done, 3 the shard's own input is bad (retrying cannot help), 1 anything else.
 """
@@ -18,7 +20,6 @@ import importlib
 import json
 import logging
 import os
-import pickle
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -37,11 +38,50 @@ EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 3
 SHARD_FILE_VERSION = 1
 
 
-def write_shard_file(path: str | Path, tasks: list[ShardTask], results: str | Path) -> None:
-    """The file a cluster backend hands to ``montage worker``: typed tasks and where results go."""
+def write_shard_file(path: str | Path, tasks: list[ShardTask], results: str | Path, token: str) -> None:
+    """The file a cluster backend hands to ``montage worker``: typed tasks, where results go, and
+    the run's random ``token`` that every result must carry back."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps({"version": SHARD_FILE_VERSION, "results": str(results),
+    write_atomic(path, json.dumps({"version": SHARD_FILE_VERSION, "results": str(results), "token": token,
                                    "tasks": [task_to_json(t) for t in tasks]}, indent=1))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON data: NumPy arrays and scalars as typed lists and numbers."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.dtype.str, "shape": list(value.shape), "data": value.ravel().tolist()}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _from_plain(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            dtype = np.dtype(value["__ndarray__"])
+            if dtype.kind not in "biuf":  # numbers only: an object array is how pickles get in
+                raise ValueError(f"array of {dtype} in a shard result")
+            return np.asarray(value["data"], dtype=dtype).reshape(value["shape"])
+        return {k: _from_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_plain(v) for v in value]
+    return value
+
+
+def write_result(results: str | Path, task_id: str, token: str, result: Any) -> None:
+    """A shard's result as the coordinator reads it back (:func:`load_result`)."""
+    folder = Path(results)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / f"{task_id}.json", json.dumps({"version": SHARD_FILE_VERSION, "task": task_id,
+                                                         "token": token, "result": _plain(result)}))
 
 
 def task_to_json(task: ShardTask) -> dict[str, Any]:
@@ -93,9 +133,18 @@ def for_this_node(spec: ShardSpec) -> ShardSpec:
     return spec
 
 
-def load_result(results: str | Path, task_id: str) -> Any:
-    with open(Path(results) / f"{task_id}.pickle", "rb") as fh:
-        return pickle.load(fh)
+def load_result(results: str | Path, task_id: str, token: str) -> Any:
+    """The result of shard ``task_id``, if it is this run's (``token``): plain data only.
+    Raises ``ValueError`` for a file that is not one (forged, stale, another run's, damaged)."""
+    import hmac
+
+    path = Path(results) / f"{task_id}.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or data.get("version") != SHARD_FILE_VERSION or data.get("task") != task_id:
+        raise ValueError(f"{path}: not a result of shard {task_id}")
+    if not hmac.compare_digest(str(data.get("token", "")), token):
+        raise ValueError(f"{path}: not written by this run (its token does not match)")
+    return _from_plain(data.get("result"))
 
 
 def run_worker(shard_file: str | Path, index: int | None = None) -> int:
@@ -136,7 +185,5 @@ def run_worker(shard_file: str | Path, index: int | None = None) -> int:
     except MontageError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return EXIT_FAILED
-    results = Path(shard_file_data["results"])
-    results.mkdir(parents=True, exist_ok=True)
-    write_atomic(results / f"{task.id}.pickle", pickle.dumps(result))
+    write_result(shard_file_data["results"], task.id, str(shard_file_data.get("token", "")), result)
     return EXIT_DONE

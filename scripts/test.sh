@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite, slow end-to-end tests included.
-# Quick loop while developing: bash scripts/test.sh -m "not slow"
+# Quick loop while developing: bash scripts/test.sh -m "not slow"; set up only: bash scripts/test.sh --install-only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -e ".[test]"
@@ -17,6 +17,9 @@ for plugin in plugins/*/; do
     python3 -m pip install -q -e "$plugin"
   fi
 done
+if [ "${1:-}" = "--install-only" ]; then
+  exit 0
+fi
 paths=(tests)
 for plugin_tests in plugins/*/tests; do
   [ -d "$plugin_tests" ] && paths+=("$plugin_tests")

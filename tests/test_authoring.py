@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from montage_core import hookspecs
-from montage_core.testing import MediaFactory, run_cli
+from montage_core.testing import MediaFactory, child_venv, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ["style", "analyzer", "accelerator", "planner", "backend"]
@@ -65,9 +65,7 @@ def test_tutorial_plugin_installs_outside_the_repository_and_changes_the_cut(med
     for filename, body in files.items():
         (package / filename).write_text(body)
     # A reader's own environment: sees the installed montage-core, gets the plugin with `pip install -e`.
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
+    python = child_venv(tmp_path / "venv")
     install = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "-e", str(package)],
                              capture_output=True, text=True)
     assert install.returncode == 0, install.stderr

@@ -81,6 +81,8 @@ def _run_job_in_the_browser(browser, url: str, backend: str, tmp_path: Path) -> 
     page.select_option("#backend", backend)
     page.select_option("#quality", "preview")
     page.select_option("#resolution", "640x360")
+    page.select_option("#fps", "25")
+    page.fill("#seed", "2")
     assert "unavailable" not in page.inner_text("#style")
     page.click("#submit")
     page.wait_for_url(f"{url}/jobs/*")
@@ -109,8 +111,17 @@ def _run_job_in_the_browser(browser, url: str, backend: str, tmp_path: Path) -> 
     page.wait_for_selector("#thumbs img")
     page.wait_for_function("[...document.querySelectorAll('#thumbs img')].every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=str(ARTIFACTS / f"job-{backend}-finished.png"), full_page=True)
+    # The result plays in the page; finished jobs offer neither Cancel nor Retry; workers' clocks stopped.
+    page.wait_for_function("document.getElementById('player').readyState >= 1")
+    assert abs(page.eval_on_selector("#player", "v => v.duration") - 10) <= 0.1
+    assert page.locator("#cancel").is_hidden() and page.locator("#retry").is_hidden()
+    elapsed = page.locator("tr.worker").all_inner_texts()
+    time.sleep(1.5)
+    assert page.locator("tr.worker").all_inner_texts() == elapsed
+    job_id = page.url.rsplit("/", 1)[-1]
     with page.expect_download() as download:
         page.click("#download-video")
+    assert download.value.suggested_filename == f"{job_id}.mp4"  # named after the job, in a folder of its own
     target = tmp_path / f"downloaded-{backend}.mp4"
     download.value.save_as(target)
     frames, duration = probe_frames(target)
@@ -192,3 +203,20 @@ def test_cluster_pod_logs_and_diagnoses_in_the_log_panel(montage_home: Path, med
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_the_form_gets_the_clis_checks(browser, server: str) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page()
+    page.goto(f"{server}/jobs/new")
+    assert page.eval_on_selector("#music", "s => s.value") == ""  # no music until the user chooses one
+    clip = {"clips": "clips/clip 0.mp4", "music": "song.wav"}
+    for form, status, message in (
+            ({"clips": "clips/clip 0.mp4"}, 400, "choose the music"),
+            ({**clip, "resolution": "abc"}, 400, "resolution 'abc' is not WIDTHxHEIGHT"),
+            ({**clip, "resolution": "641x361"}, 400, "641x361: width and height must be positive even numbers"),
+            ({**clip, "fps": "fast"}, 400, "fps 'fast' is not a number"),
+            ({**clip, "style": "dynamc", "params": "nope=1"}, 400, "did you mean 'dynamic'"),
+            ({**clip, "loudness": "loud"}, 400, "is not a number of LUFS or 'off'")):
+        response = page.request.post(f"{server}/jobs", form=form, headers={"accept": "application/json"})
+        assert response.status == status and message in response.json()["error"], (form, response.text())
+    page.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from montage_core.analysis.analyze import analyzer_versions
 from montage_core.ffmpeg import probe_media
 from montage_core.interfaces import ShardTask
@@ -28,19 +30,19 @@ def test_worker_runs_its_index_and_writes_its_own_result(media: MediaFactory, tm
     shard_file = tmp_path / "shared" / "job" / "analysis.json"
     shard_file.parent.mkdir(parents=True)
     results = tmp_path / "shared" / "job" / "results"
-    write_shard_file(shard_file, tasks, results)
+    write_shard_file(shard_file, tasks, results, token="t0ken")
 
     done = run_cli("worker", "--shards", str(shard_file), env={"JOB_COMPLETION_INDEX": "0"})
     assert done.returncode == 0, done.stderr
     events = [json.loads(line)["montage_event"] for line in done.stdout.splitlines() if line.startswith("{")]
     assert events[0]["state"] == "started" and events[-1]["state"] == "done"
-    analysis = ClipAnalysis.from_dict(load_result(results, "analysis-0000"))
+    analysis = ClipAnalysis.from_dict(load_result(results, "analysis-0000", "t0ken"))
     assert [round(s.start * 25) for s in analysis.shots[1:]] == cuts
 
     failed = run_cli("worker", "--shards", str(shard_file), "--index", "1")
     assert failed.returncode == 3  # bad input: the cluster must not retry it
     assert f"error: {bad}: no decodable video frames" in failed.stderr
-    assert sorted(p.name for p in results.iterdir()) == ["analysis-0000.pickle"]
+    assert sorted(p.name for p in results.iterdir()) == ["analysis-0000.json"]
 
     missing = run_cli("worker", "--shards", str(shard_file), "--index", "7")
     assert missing.returncode == 2 and "shard index 7 is out of range (the file has 2 shards)" in missing.stderr
@@ -102,3 +104,29 @@ def test_render_shards_ask_for_their_encoders_device(pm) -> None:
     assert render_placement([(software, probe)]).resources == {}
     placement = render_placement([(Nvenc(), probe), (software, probe)])
     assert placement.accelerator == "nvenc" and placement.resources == {"accel-nvenc": 1}
+
+
+def test_a_result_on_the_shared_folder_is_plain_data_of_this_run(tmp_path: Path) -> None:
+    """A forged, stale or hostile result file is refused; nothing read from the share can run code."""
+    import numpy as np
+    import pickle
+
+    from montage_core.worker import write_result
+
+    series = {"motion": np.array([0.1, 0.25, 1 / 3]), "cut_score": np.arange(4, dtype=np.float32).reshape(2, 2)}
+    write_result(tmp_path, "analysis-0001-r000", "run-a", {"series": series})
+    back = load_result(tmp_path, "analysis-0001-r000", "run-a")["series"]
+    assert all(np.array_equal(back[k], v) and back[k].dtype == v.dtype for k, v in series.items())  # bit-exact
+    with pytest.raises(ValueError, match="not written by this run"):
+        load_result(tmp_path, "analysis-0001-r000", "run-b")  # another run's (or a stale) file
+    forged = tmp_path / "analysis-0002.json"
+    forged.write_text(json.dumps({"version": 1, "task": "analysis-0003", "token": "run-a", "result": {}}))
+    with pytest.raises(ValueError, match="not a result of shard analysis-0002"):
+        load_result(tmp_path, "analysis-0002", "run-a")
+    forged.write_text(json.dumps({"version": 1, "task": "analysis-0002", "token": "run-a",
+                                  "result": {"__ndarray__": "|O", "shape": [1], "data": ["os.system"]}}))
+    with pytest.raises(ValueError, match="array of object"):
+        load_result(tmp_path, "analysis-0002", "run-a")
+    (tmp_path / "analysis-0004.pickle").write_bytes(pickle.dumps({"a": 1}))  # what an attacker would plant
+    with pytest.raises(FileNotFoundError):
+        load_result(tmp_path, "analysis-0004", "run-a")  # a pickle is never opened

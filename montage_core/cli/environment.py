@@ -57,6 +57,8 @@ def plugins(fmt: str, show_all: bool) -> None:
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
+    if not rows:
+        click.echo("no plugins installed (the built-in ones: montage plugins --all; more: montage install --list)")
     for row in rows:
         status = "ok" if row["available"] else f"unavailable: {row['reason']}"
         registered = "; ".join(f"{k}: {', '.join(v)}" for k, v in row["registered"].items())
@@ -66,6 +68,37 @@ def plugins(fmt: str, show_all: bool) -> None:
         for obj in row.get("objects", []):
             if not obj["available"]:
                 click.echo(f"{'':22s} {obj['kind']} {obj['name']}: unavailable: {obj['reason']}")
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--list", "show_list", is_flag=True, help="List the plugins this project publishes.")
+def install(names: tuple[str, ...], show_list: bool) -> None:
+    """Install plugins into montage's own environment (pip): a catalogue name such as wes_anderson or
+    montage-backend-dask, or anything pip takes."""
+    from ..catalogue import CATALOGUE, pip
+    from ..errors import MontageError, UsageError
+
+    if show_list or not names:
+        for plugin in CATALOGUE:
+            provides = "; ".join(f"{kind}: {', '.join(v)}" for kind, v in plugin.provides.items())
+            click.echo(f"{plugin.distribution:28s} {plugin.summary} ({provides})")
+        if not names and not show_list:
+            raise UsageError("give the plugins to install (the list above)")
+        return
+    if status := pip("install", list(names)):
+        raise MontageError(f"pip could not install {', '.join(names)} (exit status {status})")
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+def uninstall(names: tuple[str, ...]) -> None:
+    """Uninstall plugins from montage's environment (pip)."""
+    from ..catalogue import pip
+    from ..errors import MontageError
+
+    if status := pip("uninstall", list(names)):
+        raise MontageError(f"pip could not uninstall {', '.join(names)} (exit status {status})")
 
 
 @cli.command("check-hw")

@@ -9,7 +9,8 @@ import click
 
 from .app import cli, progress_printer, report
 from ..job import running
-from .options import backend_options, job_options, parse_resolution, parse_sets, render_options
+from .options import (backend_options, fps_option, job_options, parse_resolution, parse_sets, render_options,
+                      resolution_option)
 
 
 @cli.command()
@@ -146,8 +147,8 @@ def render(timeline: str, output: str, backend: str, scheduler: str | None, work
 @click.option("-o", "--output", default="montage-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the demo media and the montage.")
 @click.option("--style", default="dynamic", show_default=True)
-@click.option("--resolution", default="1280x720", show_default=True)
-@click.option("--fps", default=25.0, show_default=True)
+@resolution_option
+@fps_option
 @render_options
 def demo(output: str, style: str, resolution: str, fps: float, backend: str, scheduler: str | None,
          workers: int | None, accel: str, quality: str, loudness: str) -> None:

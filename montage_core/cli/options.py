@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..job import open_backend  # noqa: F401 - the commands' one way to open a backend
+from ..job import DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_WIDTH, open_backend  # noqa: F401 - open_backend: the commands' one way to open a backend
 
 
 def parse_resolution(value: str) -> tuple[int, int]:
@@ -40,6 +40,12 @@ def embedder_option(help: str) -> Any:
     return click.option("--embedder", default="descriptor", show_default=True, help=help)
 
 
+#: the output format options, with the defaults every montage shares (montage_core.job)
+resolution_option = click.option("--resolution", default=f"{DEFAULT_WIDTH}x{DEFAULT_HEIGHT}", show_default=True,
+                                 help="Output WIDTHxHEIGHT (e.g. 1080x1920 for vertical, 1080x1080 square).")
+fps_option = click.option("--fps", default=DEFAULT_FPS, show_default=True, help="Output frame rate.")
+
+
 def job_options(f: Any) -> Any:
     """What a montage is made of: style, planner, pacing inputs and output format."""
     return _apply(f, [
@@ -47,8 +53,7 @@ def job_options(f: Any) -> Any:
         click.option("--set", "style_params", multiple=True, metavar="NAME=VALUE", help="Style parameter."),
         click.option("--planner", default="story_arc", show_default=True, help="Timeline planner."),
         click.option("--seed", default=0, show_default=True, help="Same seed, same inputs → same timeline."),
-        click.option("--resolution", default="1920x1080", show_default=True, help="Output WIDTHxHEIGHT."),
-        click.option("--fps", default=30.0, show_default=True, help="Output frame rate."),
+        resolution_option, fps_option,
         click.option("--duration", type=float, default=None, help="Cut the montage to the first N seconds of music."),
         click.option("--no-cache", is_flag=True, help="Re-analyze even when a cached analysis exists."),
         click.option("--script", default=None, type=click.Path(dir_okay=False),

@@ -22,7 +22,7 @@ from starlette.templating import Jinja2Templates
 from ..errors import MontageError
 from ..jobstore import JobStore
 from ..models import Timeline
-from ..job import Job, JobOptions
+from ..job import DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_WIDTH, Job, JobOptions
 from ..plugins import MontageManager, get_manager
 from . import media
 from .runner import JobRunner
@@ -64,13 +64,49 @@ class TokenMiddleware(BaseHTTPMiddleware):
         return response
 
 
+def form_options(form: Any, media_root: Path) -> JobOptions:
+    """The new-job form as the options ``montage run`` would get; a value that does not parse is a
+    :class:`MontageError` naming the field (the rest is checked by :meth:`Job.prepare`)."""
+    clips = [str(media.confine(media_root, c)) for c in form.getlist("clips")]
+    if not clips:
+        raise MontageError("choose at least one clip")
+    if not form.get("music"):
+        raise MontageError("choose the music")
+    music = str(media.confine(media_root, str(form.get("music", ""))))
+
+    def number(field: str, kind: type, default: Any) -> Any:
+        raw = str(form.get(field) or "").strip()
+        try:
+            return kind(raw) if raw else default
+        except ValueError:
+            raise MontageError(f"{field} {raw!r} is not a number") from None
+
+    resolution = str(form.get("resolution") or f"{DEFAULT_WIDTH}x{DEFAULT_HEIGHT}")
+    try:
+        width, height = (int(v) for v in resolution.lower().split("x"))
+    except ValueError:
+        raise MontageError(f"resolution {resolution!r} is not WIDTHxHEIGHT (e.g. 1920x1080)") from None
+    params = {}
+    for item in filter(None, (p.strip() for p in str(form.get("params") or "").replace("\n", ",").split(","))):
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise MontageError(f"style parameter {item!r} is not NAME=VALUE")
+        params[name.strip()] = value.strip()
+    return JobOptions(
+        clips=clips, music=music, output=str(media_root / "montages" / "montage.mp4"),
+        style=str(form.get("style") or "dynamic"), style_params=params, backend=str(form.get("backend") or "local"),
+        accel=str(form.get("accel") or "auto"), quality=str(form.get("quality") or "standard"), width=width,
+        height=height, fps=number("fps", float, DEFAULT_FPS), seed=number("seed", int, 0),
+        duration=number("duration", float, None), loudness=str(form.get("loudness") or "-14"))
+
+
 def create_app(media_root: Path, *, token: str | None = None, store: JobStore | None = None,
                manager: MontageManager | None = None) -> Starlette:
     """The web UI for jobs in ``store``, with new jobs limited to files under ``media_root``; the
     styles, backends and encoders offered (and checked) are ``manager``'s."""
     manager = manager or get_manager()
     media_root = media_root.resolve()
-    media_root.mkdir(parents=True, exist_ok=True)
+    (media_root / "montages").mkdir(parents=True, exist_ok=True)  # each job's video goes in a folder of its own here
     store = store or JobStore()
     runner = JobRunner(store)
 
@@ -93,7 +129,9 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
         runner.reap()
         job = _job_view(store, job_or_404(job_id))
         now = time.time()
-        workers = [{**w, "elapsed": round(now - (w.get("started") or w["updated"]), 1)} for w in store.workers(job_id)]
+        live = job["state"] in ("queued", "running")
+        workers = [{**w, "elapsed": round((now if live and w.get("state") in ("started", "running") else w["updated"])
+                                          - (w.get("started") or w["updated"]), 1)} for w in store.workers(job_id)]
         failed = [{"clip": s["clip"], "stage": s["stage"], "error": s["error"]}
                   for s in store.shards(job_id) if s["state"] == "failed"]
         return {"state": job["state"], "error": job.get("error") or "", "stages": job["stages"],
@@ -156,7 +194,8 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
         if kind not in DOWNLOADS or not result.get(DOWNLOADS[kind]):
             return PlainTextResponse(f"nothing to download as {kind!r} (known: {', '.join(DOWNLOADS)})", 404)
         path = Path(result[DOWNLOADS[kind]])
-        return FileResponse(path, filename=path.name)
+        inline = bool(request.query_params.get("play"))  # the page's own player, not a download
+        return FileResponse(path, filename=path.name, content_disposition_type="inline" if inline else "attachment")
 
     async def log(request: Request) -> Response:
         job_id = request.path_params["job_id"]
@@ -189,22 +228,10 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
 
     async def create_job(request: Request) -> Response:
         form = await request.form()
-        clips = [str(media.confine(media_root, c)) for c in form.getlist("clips")]
-        music = str(media.confine(media_root, str(form.get("music", ""))))
-        if not clips:
-            raise MontageError("choose at least one clip")
-        width, height = (int(v) for v in str(form.get("resolution", "1280x720")).split("x"))
-        output_dir = media_root / "montages"
-        output_dir.mkdir(exist_ok=True)
-        options = JobOptions(
-            clips=clips, music=music, output=str(output_dir / f"montage-{int(time.time())}.mp4"),
-            style=str(form.get("style", "dynamic")), backend=str(form.get("backend", "local")),
-            accel=str(form.get("accel", "auto")), quality=str(form.get("quality", "standard")), width=width,
-            height=height, fps=float(form.get("fps", 25) or 25), seed=int(form.get("seed", 0) or 0),
-            duration=float(form["duration"]) if form.get("duration") else None)
+        options = form_options(form, media_root)
         # The same checks as `montage run`, every problem at once, before the job exists
         await asyncio.to_thread(Job.prepare, options, manager)
-        job_id = runner.start(options)
+        job_id = runner.start(options, media_root / "montages")
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
     async def upload(request: Request) -> Response:

@@ -26,8 +26,14 @@ class JobRunner:
     def log_path(self, job_id: str) -> Path:
         return self.logs / f"{job_id}.log"
 
-    def start(self, options: JobOptions) -> str:
+    def start(self, options: JobOptions, outputs: Path | None = None) -> str:
+        """Queue a job; with ``outputs`` its video is ``outputs/<job id>/<job id>.mp4``."""
         job_id = self.store.create_job(options.style, options.backend, asdict(options))
+        if outputs is not None:
+            folder = outputs / job_id
+            folder.mkdir(parents=True, exist_ok=True)
+            options.output = str(folder / f"{job_id}.mp4")
+            self.store.set_params(job_id, asdict(options))
         self.store.set_state(job_id, "queued")
         self._spawn(job_id)
         return job_id

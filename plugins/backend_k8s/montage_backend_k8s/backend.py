@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import time
 import uuid
@@ -113,6 +114,8 @@ class _Run:
     final_logs: dict[str, str] = field(default_factory=dict)  # finished pod -> its whole log, read once
     recorded: set[str] = field(default_factory=set)  # pods whose final log is in the job store
     finished: bool = False
+    #: the run's random token: a result without it (forged, stale, another run's) is refused
+    token: str = ""
 
 
 class KubernetesBackend(Backend):
@@ -228,8 +231,9 @@ class KubernetesBackend(Backend):
                 folder = Path(self.settings["local_mount"]) / "jobs" / name
                 shard_tasks = [ShardTask(t.id, t.stage, self.paths.to_pod(t.clip), self._for_pods(t, placement),
                                          t.total) for t in group]
-                write_shard_file(folder / "shards.json", shard_tasks, self.paths.to_pod(str(folder / "results")))
-                run = _Run(name, placement, list(group), folder / "results", memory)
+                token = secrets.token_hex(16)  # results on the shared volume must carry it back
+                write_shard_file(folder / "shards.json", shard_tasks, self.paths.to_pod(str(folder / "results")), token)
+                run = _Run(name, placement, list(group), folder / "results", memory, token=token)
                 self._submit(run, self.paths.to_pod(str(folder / "shards.json")))
                 runs.append(run)
         self._live.extend(runs)
@@ -377,7 +381,7 @@ class KubernetesBackend(Backend):
         node = next((p.spec.node_name for p in pods if pod_index(p) == index and p.status.phase == "Succeeded"), "")
         for wait in (0.2, 0.5, 1.0, 2.0, 0.0):  # an NFS client may not see a new file at once (attribute cache)
             try:
-                result = self.paths.to_local(load_result(run.results, task.id))
+                result = self.paths.to_local(load_result(run.results, task.id, run.token))
                 break
             except (OSError, EOFError, ValueError) as exc:
                 if not wait:
