@@ -133,15 +133,31 @@ def master_music(music: str | Path, fades: Fades, target: float | None, out: Pat
     on the encoded result and turned down when the encoder's overshoot passed the delivery limit."""
     from .ffmpeg import run_ffmpeg
 
+    import os
+
     chain = music_filter(music, fades, target)
-    gain = 0.0
-    for _ in range(3):
+    gain, tries = 0.0, []
+    for attempt in range(4):
+        encoded = out.with_name(f"{out.stem}.{attempt}{out.suffix}")
         run_ffmpeg(["-t", f"{fades.duration:.6f}", "-i", str(music), "-map", "0:a:0",
                     "-af", chain + (f",volume={gain:.2f}dB" if gain else ""), "-c:a", "aac", "-b:a", bitrate,
-                    "-f", "mp4", str(out)], what=f"encoding the music {music}")
-        measured = measure_file(out)
-        if target is None or measured.true_peak <= DELIVERY_PEAK:
+                    "-f", "mp4", str(encoded)], what=f"encoding the music {music}")
+        measured = measure_file(encoded)
+        tries.append((measured, encoded))
+        if target is None or not math.isfinite(measured.integrated):
             break
-        gain -= measured.true_peak - DELIVERY_PEAK + 0.2
+        # What the encoded sound needs: down when its peaks pass the limit; up towards the target
+        # while the peaks leave room. The encoder's peaks do not follow the gain exactly, so the
+        # best of the tries is kept.
+        step = min(target - measured.integrated, DELIVERY_PEAK - 0.2 - measured.true_peak)
+        if measured.true_peak <= DELIVERY_PEAK and abs(step) < 0.3:
+            break
+        gain += step
+    within = [t for t in tries if t[0].true_peak <= DELIVERY_PEAK]
+    measured, best = (min(within, key=lambda t: abs(t[0].integrated - (target or 0.0))) if within
+                      else min(tries, key=lambda t: t[0].true_peak))
+    os.replace(best, out)
+    for _, encoded in tries:
+        encoded.unlink(missing_ok=True)
     log.info("montage sound: %.1f LUFS, true peak %.1f dBTP", measured.integrated, measured.true_peak)
     return measured

@@ -45,6 +45,11 @@ def media_root(media: MediaFactory, tmp_path: Path) -> Path:
     return root
 
 
+def _csrf(page) -> str:  # type: ignore[no-untyped-def]
+    """This browser's CSRF token (the cookie the pages echo in their forms)."""
+    return next(c["value"] for c in page.context.cookies() if c["name"] == "montage_csrf")
+
+
 def _start_server(media_root: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     """`montage serve` on a free port, once it accepts connections."""
     with socket.socket() as s:
@@ -109,10 +114,10 @@ def _run_job_in_the_browser(browser, url: str, backend: str, tmp_path: Path) -> 
     page.wait_for_selector("li.failed-shard")
     assert "broken.mp4: not a media file ffmpeg can read" in page.inner_text("#failed")
     page.wait_for_selector("#thumbs img")
-    page.wait_for_function("[...document.querySelectorAll('#thumbs img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("() => [...document.querySelectorAll('#thumbs img')].every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=str(ARTIFACTS / f"job-{backend}-finished.png"), full_page=True)
     # The result plays in the page; finished jobs offer neither Cancel nor Retry; workers' clocks stopped.
-    page.wait_for_function("document.getElementById('player').readyState >= 1")
+    page.wait_for_function("() => document.getElementById('player').readyState >= 1")
     assert abs(page.eval_on_selector("#player", "v => v.duration") - 10) <= 0.1
     assert page.locator("#cancel").is_hidden() and page.locator("#retry").is_hidden()
     elapsed = page.locator("tr.worker").all_inner_texts()
@@ -151,7 +156,8 @@ def test_paths_outside_the_media_root_are_refused(browser, server: str, media_ro
     for path in ("../secret.mp4", "escape.mp4", "/etc/passwd"):
         response = page.request.get(f"{server}/api/file", params={"path": path})
         assert response.status in (400, 403) and "media root" in response.text(), (path, response.text())
-    response = page.request.post(f"{server}/jobs", form={"clips": "../secret.mp4", "music": "song.wav"})
+    response = page.request.post(f"{server}/jobs", form={"clips": "../secret.mp4", "music": "song.wav",
+                                                          "csrf": _csrf(page)})
     assert response.status == 403 and "outside the media root" in response.text()
     assert "escape.mp4" not in page.request.get(f"{server}/api/media").text()
     page.close()
@@ -172,7 +178,7 @@ def test_token_and_cancel(media_root: Path, tmp_path: Path, browser) -> None:  #
         page.select_option("#quality", "high")
         page.click("#submit")
         page.wait_for_url(f"{url}/jobs/*")
-        page.wait_for_function("document.querySelector('#state').textContent === 'running'", timeout=60000)
+        page.wait_for_function("() => document.querySelector('#state').textContent === 'running'", timeout=60000)
         page.click("#cancel")
         page.wait_for_load_state()
         assert page.inner_text("#state") == "cancelled"
@@ -195,7 +201,7 @@ def test_cluster_pod_logs_and_diagnoses_in_the_log_panel(montage_home: Path, med
     try:
         page = browser.new_page()
         page.goto(f"{url}/jobs/{job_id}")
-        page.wait_for_function("document.getElementById('log').textContent.includes('OOMKilled')")
+        page.wait_for_function("() => document.getElementById('log').textContent.includes('OOMKilled')")
         text = page.inner_text("#log")
         assert "── montage-x-analys-1-ab12-1-f00ba (analysis, node node-2): OOMKilled" in text
         assert "decoding clip 1.mp4" in text
@@ -217,6 +223,116 @@ def test_the_form_gets_the_clis_checks(browser, server: str) -> None:  # type: i
             ({**clip, "fps": "fast"}, 400, "fps 'fast' is not a number"),
             ({**clip, "style": "dynamc", "params": "nope=1"}, 400, "did you mean 'dynamic'"),
             ({**clip, "loudness": "loud"}, 400, "is not a number of LUFS or 'off'")):
-        response = page.request.post(f"{server}/jobs", form=form, headers={"accept": "application/json"})
+        response = page.request.post(f"{server}/jobs", form={**form, "csrf": _csrf(page)},
+                                     headers={"accept": "application/json"})
         assert response.status == status and message in response.json()["error"], (form, response.text())
+    page.close()
+
+
+# ----------------------------------------------------------------------------- attacks
+def _jobs(server: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{server}/") as response:
+        return response.read().decode().count('href="/jobs/2')
+
+
+def test_another_site_cannot_start_cancel_or_upload(browser, server: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A page on another origin, in the same real browser that has the UI open: every attempt refused."""
+    import http.server
+    import threading
+
+    page = browser.new_page()
+    page.goto(f"{server}/jobs/new")  # the user has the UI open: the browser holds its cookies
+    before = _jobs(server)
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "index.html").write_text(f"""<html><body>
+<form id="f" method="post" action="{server}/jobs">
+  <input name="clips" value="clips/clip 0.mp4"><input name="music" value="song.wav"></form>
+<script>
+  fetch("{server}/upload", {{method: "POST", mode: "no-cors", body: new FormData()}});
+  document.getElementById("f").submit();
+</script></body></html>""")
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(evil))  # noqa: E731
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.2", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        attacker = browser.new_page()
+        responses = []
+        attacker.on("response", lambda r: responses.append((r.url, r.status)))
+        attacker.goto(f"http://127.0.0.2:{httpd.server_port}/index.html")
+        attacker.wait_for_url(f"{server}/jobs")
+        assert f"{server}/jobs" in dict(responses) and dict(responses)[f"{server}/jobs"] == 403
+        assert "cross-site request refused" in attacker.content()
+    finally:
+        httpd.shutdown()
+    assert _jobs(server) == before
+    page.close()
+
+
+def test_a_rebound_host_name_and_a_bad_token_are_refused(server: str, media_root: Path) -> None:
+    import http.client
+    from urllib.parse import urlparse
+
+    where = urlparse(server)
+    for host, status in (("evil.example", 400), (f"evil.example:{where.port}", 400), (f"localhost:{where.port}", 200),
+                         (f"127.0.0.1:{where.port}", 200)):
+        connection = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+        connection.request("GET", "/api/media", headers={"Host": host})
+        response = connection.getresponse()
+        assert response.status == status, (host, response.status)
+        body = response.read().decode()
+        if status == 400:
+            assert "is not served here" in body and "song.wav" not in body
+    process, url = _start_server(media_root, "--token", "s3cret")
+    try:
+        import urllib.error
+        import urllib.request
+
+        from urllib.parse import quote
+
+        for token in ("wrong", "sécret", "\x00"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{url}/?token={quote(token)}")
+            assert refused.value.code == 401, token
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_hidden_files_and_other_jobs_files_are_never_served(browser, montage_home: Path,  # type: ignore[no-untyped-def]
+                                                            media_root: Path, tmp_path: Path) -> None:
+    from montage_core.jobstore import JobStore
+
+    process, server = _start_server(media_root)
+    request = browser.new_context().request
+    try:
+        _hidden_and_foreign(browser, server, media_root, tmp_path, JobStore())
+    finally:
+        request.dispose()
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _hidden_and_foreign(browser, server: str, media_root: Path, tmp_path: Path, store) -> None:  # type: ignore[no-untyped-def]
+    (media_root / ".git").mkdir()
+    (media_root / ".git" / "config").write_text("[remote] url = secret")
+    (media_root / "clips" / ".key.mp4").write_text("secret")
+    page = browser.new_page()
+    page.goto(server)
+    for path in (".git/config", "clips/.key.mp4", "clips/../.git/config"):
+        response = page.request.get(f"{server}/api/file", params={"path": path})
+        assert response.status in (400, 403) and "secret" not in response.text(), path
+    assert ".key" not in page.request.get(f"{server}/api/media").text()
+    # A job from the command line, its video outside the media root: not the web's to serve.
+    outside = tmp_path / "private.mp4"
+    outside.write_bytes(b"private")
+    job_id = store.create_job("dynamic", "local", {})
+    store.finish_job(job_id, "done", {"video": str(outside)})
+    response = page.request.get(f"{server}/jobs/{job_id}/download/video")
+    assert response.status == 403 and b"private" not in response.body()
+    headers = page.request.get(f"{server}/").headers
+    assert "'unsafe-inline'" not in headers["content-security-policy"].split("script-src")[1].split(";")[0]
+    assert headers["x-content-type-options"] == "nosniff" and headers["referrer-policy"] == "same-origin"
     page.close()

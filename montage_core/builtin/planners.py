@@ -129,7 +129,7 @@ class StoryArcPlanner(Planner):
         return Timeline(
             music=music.path, duration=duration, fps=fps, width=request.width, height=request.height,
             style=style.name, grade=style.grade, seed=request.seed, cuts=cuts, tempo=round(music.tempo, 3),
-            beats=[b for b in music.beats if b <= duration], planner=self.name,
+            beats=[b for b in music.beats if b <= duration + 0.5 / fps], planner=self.name,  # the end's beat too
         )
 
     @staticmethod
@@ -156,7 +156,7 @@ class StoryArcPlanner(Planner):
             # a remainder too short for a cut of its own would end the piece on a stub: the shorter, the worse
             left = len(usable) - (i + k)
             stub = (low - left) / low if 0 < left < low else 0.0
-            return accents.get(end, 0.5) + (0.5 if end in downbeats else 0.0) + 0.3 * rng.random() - 2.0 * stub
+            return accents.get(end, 0.5) + (0.5 if end in downbeats else 0.0) + 0.15 * rng.random() - 2.0 * stub
 
         return sorted(options, key=merit, reverse=True)
 

@@ -14,22 +14,29 @@ from .app import cli
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True)
-@click.option("--media-root", default=".", show_default=True, type=click.Path(file_okay=False),
-              help="New jobs may only use (and uploads go to) files under this folder.")
+@click.option("--media-root", default=None, type=click.Path(file_okay=False),
+              help="New jobs may only use (and uploads go to) files under this folder "
+                   "[default: a folder of its own, $MONTAGE_HOME/media; never the current folder].")
+@click.option("--allowed-host", "allowed_host", multiple=True, metavar="NAME",
+              help="Another host name the UI may be reached by (a reverse proxy's); the bound address always is.")
 @click.option("--token", envvar="MONTAGE_SERVE_TOKEN", default=None,
               help="Require this access token (?token=… once per browser); also $MONTAGE_SERVE_TOKEN.")
-def serve(host: str, port: int, media_root: str, token: str | None) -> None:
+def serve(host: str, port: int, media_root: str | None, allowed_host: tuple[str, ...], token: str | None) -> None:
     """Web UI: start, watch, inspect and download jobs (the same job store as the CLI)."""
     import uvicorn
 
+    from ..config import state_dir
     from ..web.app import create_app
+
+    media_root = media_root or str(state_dir() / "media")
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("montage").warning(
             "listening on %s: anyone who can reach this address can start jobs%s", host,
             "" if token else " (set --token to require an access token)")
     click.echo(f"montage serve: http://{host}:{port}/ (media root {Path(media_root).resolve()})")
-    uvicorn.run(create_app(Path(media_root), token=token), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(Path(media_root), token=token, host=host, extra_hosts=allowed_host), host=host, port=port,
+                log_level="warning")
 
 
 @cli.command()

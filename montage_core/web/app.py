@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 import time
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import (FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse,
                                  Response, StreamingResponse)
@@ -25,6 +23,7 @@ from ..models import Timeline
 from ..job import DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_WIDTH, Job, JobOptions
 from ..plugins import MontageManager, get_manager
 from . import media
+from .guard import CrossSiteError, GuardMiddleware, allowed_hosts, check_csrf
 from .runner import JobRunner
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -42,26 +41,6 @@ def _job_view(store: JobStore, job: dict[str, Any]) -> dict[str, Any]:
             "progress": 1.0 if job["state"] == "done" else (done / total if total else 0.0),
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created"])),
             "finished_at": time.strftime("%H:%M:%S", time.localtime(job["finished"])) if job.get("finished") else ""}
-
-
-class TokenMiddleware(BaseHTTPMiddleware):
-    """With a token set, every request needs it: ``?token=``, a bearer header, or the cookie ``?token=`` sets."""
-
-    def __init__(self, app: Any, token: str | None):
-        super().__init__(app)
-        self.token = token
-
-    async def dispatch(self, request: Request, call_next: Any) -> Response:
-        if not self.token:
-            return await call_next(request)
-        given = (request.query_params.get("token") or request.cookies.get("montage_token")
-                 or request.headers.get("authorization", "").removeprefix("Bearer "))
-        if not secrets.compare_digest(given or "", self.token):
-            return PlainTextResponse("access token required (?token=…)", status_code=401)
-        response = await call_next(request)
-        if request.query_params.get("token"):
-            response.set_cookie("montage_token", self.token, httponly=True, samesite="strict")
-        return response
 
 
 def form_options(form: Any, media_root: Path) -> JobOptions:
@@ -101,12 +80,15 @@ def form_options(form: Any, media_root: Path) -> JobOptions:
 
 
 def create_app(media_root: Path, *, token: str | None = None, store: JobStore | None = None,
-               manager: MontageManager | None = None) -> Starlette:
+               manager: MontageManager | None = None, host: str = "127.0.0.1",
+               extra_hosts: tuple[str, ...] = ()) -> Starlette:
     """The web UI for jobs in ``store``, with new jobs limited to files under ``media_root``; the
-    styles, backends and encoders offered (and checked) are ``manager``'s."""
+    styles, backends and encoders offered (and checked) are ``manager``'s. Requests must address
+    ``host`` (or one of ``extra_hosts``); see :mod:`montage_core.web.guard`."""
     manager = manager or get_manager()
     media_root = media_root.resolve()
-    (media_root / "montages").mkdir(parents=True, exist_ok=True)  # each job's video goes in a folder of its own here
+    outputs = media_root / "montages"  # each job's video goes in a folder of its own here
+    outputs.mkdir(parents=True, exist_ok=True)
     store = store or JobStore()
     runner = JobRunner(store)
 
@@ -194,6 +176,8 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
         if kind not in DOWNLOADS or not result.get(DOWNLOADS[kind]):
             return PlainTextResponse(f"nothing to download as {kind!r} (known: {', '.join(DOWNLOADS)})", 404)
         path = Path(result[DOWNLOADS[kind]])
+        if not path.resolve().is_relative_to(outputs.resolve()):  # a CLI job's files are not the web's to serve
+            return PlainTextResponse("this job's files were not made through the web UI", status_code=403)
         inline = bool(request.query_params.get("play"))  # the page's own player, not a download
         return FileResponse(path, filename=path.name, content_disposition_type="inline" if inline else "attachment")
 
@@ -207,10 +191,14 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
         return PlainTextResponse("\n\n".join(s for s in sections if s))
 
     async def cancel(request: Request) -> Response:
+        check_csrf(request, await request.form())
+        job_or_404(request.path_params["job_id"])
         runner.cancel(request.path_params["job_id"])
         return RedirectResponse(f"/jobs/{request.path_params['job_id']}", status_code=303)
 
     async def retry(request: Request) -> Response:
+        check_csrf(request, await request.form())
+        job_or_404(request.path_params["job_id"])
         runner.retry(request.path_params["job_id"])
         return RedirectResponse(f"/jobs/{request.path_params['job_id']}", status_code=303)
 
@@ -228,13 +216,15 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
 
     async def create_job(request: Request) -> Response:
         form = await request.form()
+        check_csrf(request, form)
         options = form_options(form, media_root)
         # The same checks as `montage run`, every problem at once, before the job exists
         await asyncio.to_thread(Job.prepare, options, manager)
-        job_id = runner.start(options, media_root / "montages")
+        job_id = runner.start(options, outputs)
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
     async def upload(request: Request) -> Response:
+        check_csrf(request)  # the page's script sends it as X-CSRF-Token
         length = int(request.headers.get("content-length") or 0)
         if length > UPLOAD_LIMIT + (1 << 20):
             raise MontageError(f"upload is larger than the limit of {UPLOAD_LIMIT >> 20} MiB")
@@ -248,12 +238,12 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
 
     async def api_file(request: Request) -> Response:
         path = media.confine(media_root, request.query_params.get("path", ""))
-        if not path.is_file():
+        if not path.is_file() or not media.is_media(path):
             return PlainTextResponse("no such file", status_code=404)
         return FileResponse(path)
 
     async def montage_error(request: Request, exc: Exception) -> Response:
-        status = 403 if "outside the media root" in str(exc) else 400
+        status = 403 if isinstance(exc, CrossSiteError) or "outside the media root" in str(exc) else 400
         if "no job" in str(exc):
             status = 404
         if request.headers.get("accept", "").startswith("application/json"):
@@ -273,7 +263,8 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
         yield
         runner.stop_all()  # jobs started here do not outlive the server
 
-    app = Starlette(routes=routes, middleware=[Middleware(TokenMiddleware, token=token)],
+    app = Starlette(routes=routes, middleware=[Middleware(GuardMiddleware, hosts=allowed_hosts(host, extra_hosts),
+                                                          token=token)],
                     exception_handlers={MontageError: montage_error}, lifespan=lifespan)
     app.state.runner = runner
     return app

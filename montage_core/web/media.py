@@ -20,10 +20,17 @@ def confine(root: Path, relative: str) -> Path:
     """``relative`` resolved inside ``root``; anything that escapes it (``..``, a symlink) is refused."""
     if not relative or "\x00" in relative or Path(relative).is_absolute():
         raise UsageError(f"path {relative!r} is not a path under the media root")
+    if any(part.startswith(".") for part in Path(relative).parts):  # dotfiles, .git, .ssh: never served
+        raise UsageError(f"path {relative!r} is outside the media root (hidden files are not served)")
     path = (root / relative).resolve()
     if not path.is_relative_to(root.resolve()):
         raise UsageError(f"path {relative!r} is outside the media root")
     return path
+
+
+def is_media(path: Path) -> bool:
+    """A video or audio file by its name (the only files the UI shows or serves)."""
+    return path.suffix.lower() in VIDEO_EXTENSIONS | AUDIO_EXTENSIONS
 
 
 def listing(root: Path) -> dict[str, list[str]]:
