@@ -125,11 +125,40 @@ def analyze_music_checked(path: str, duration: float | None = None) -> Any:
     from .jit import distribution_version, ensure_warm
     from .music import analyze_music
 
+    from . import music_cache
+
     ensure_warm(f"librosa-{distribution_version('librosa')}", [str(Path(__file__).with_name("music.py"))], _warm_librosa,
                 group="librosa")
-    return analyze_music(path, duration)
+    music = analyze_music(path, duration)
+    music_cache.store(path, duration, music)
+    return music
 
 
-def start_music_analysis(path: str | Path, duration: float | None = None) -> IsolatedCall:
-    """Start analysing the music in its own process (it overlaps with clip analysis)."""
-    return IsolatedCall(analyze_music_checked, (str(Path(path).absolute()), duration), "music analysis")
+class DoneCall:
+    """A call whose result was at hand (a remembered analysis): the same interface, no process."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+    def cancel(self) -> None:
+        pass
+
+    def __enter__(self) -> DoneCall:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def start_music_analysis(path: str | Path, duration: float | None = None) -> IsolatedCall | DoneCall:
+    """The music's analysis: remembered by the track's content, else started in its own process
+    (it overlaps with clip analysis)."""
+    from . import music_cache
+
+    path = str(Path(path).absolute())
+    if (known := music_cache.load(path, duration)) is not None:
+        return DoneCall(known)
+    return IsolatedCall(analyze_music_checked, (path, duration), "music analysis")

@@ -141,9 +141,15 @@ class Job:
     def analyze(self, on_event: Callable[[ProgressEvent], None] = lambda e: None, *, store: JobStore | None = None,
                 job_id: str = "") -> tuple[list[ClipAnalysis], dict[str, str]]:
         """probe → analyze: the usable clips' analyses, and ``{clip: problem}`` for the others."""
+        from .analysis.analyze import ANALYSIS_WIDTH, analyzer_versions
+        from .analysis.cache import probably_cached
         from .stages import analyze_clips, probe_clips
 
-        self.backend.warm(len(self.clips))  # workers start and import while the clips are probed and hashed
+        versions = analyzer_versions(list(self.manager.analyzers))
+        to_analyze = sum(1 for clip in self.clips if not (self.options.use_cache
+                                                          and probably_cached(clip, versions, ANALYSIS_WIDTH)))
+        if to_analyze:  # workers start and import while the clips are probed and hashed; none for cached clips
+            self.backend.warm(to_analyze)
         probed, failures = probe_clips(self.clips, store=store, job_id=job_id)
         analyses, failed = analyze_clips(probed, self.manager, self.backend, use_cache=self.options.use_cache,
                                          on_event=on_event, store=store, job_id=job_id, input_args=self.decode_args)

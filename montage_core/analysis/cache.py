@@ -23,22 +23,39 @@ def content_digest(path: str | Path, digest_size: int = 20) -> str:
     return h.hexdigest()
 
 
-def file_digest(path: str | Path) -> str:
-    """BLAKE2b of the file's bytes, remembered per (path, size, mtime, inode) to avoid rehashing."""
-    path = Path(path)
+def _digest_memo(path: Path) -> Path:
     st = path.stat()
     stamp = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
     # surrogateescape: a file name that is not UTF-8 (from an old camera, say) still has a key
     key = hashlib.blake2b(stamp.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
-    memo = cache_dir() / "digests" / key
+    return cache_dir() / "digests" / key
+
+
+def remembered_digest(path: str | Path) -> str | None:
+    """The digest :func:`file_digest` remembered for the file as it is now, without reading it."""
     try:
-        return memo.read_text().strip()
+        digest = _digest_memo(Path(path)).read_text().strip()
     except OSError:
-        pass
+        return None
+    return digest if len(digest) == 40 and all(c in "0123456789abcdef" for c in digest) else None
+
+
+def file_digest(path: str | Path) -> str:
+    """BLAKE2b of the file's bytes, remembered per (path, size, mtime, inode) to avoid rehashing."""
+    if (known := remembered_digest(path)) is not None:
+        return known
     digest = content_digest(path)
+    memo = _digest_memo(Path(path))
     memo.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(memo, digest)
     return digest
+
+
+def probably_cached(path: str | Path, analyzers: dict[str, str], width: int) -> bool:
+    """Whether an analysis of the file as it is now is (very likely) cached: a cheap look before
+    starting workers for it; the real lookup still checks the entry."""
+    digest = remembered_digest(path)
+    return digest is not None and _entry(analysis_key(digest, analyzers, width)).is_file()
 
 
 #: the form of a cached analysis (2: flashes kept as shots, long shots' windows); a new form re-analyzes once
