@@ -137,3 +137,16 @@ def test_cache_clear_jit_keeps_analyses(pm, media: MediaFactory, montage_home: P
     proc = run_cli("cache", "--clear-jit", env={"NUMBA_CACHE_DIR": str(montage_home / "jit")})
     assert proc.returncode == 0 and proc.stdout.startswith(f"removed 0 compiled kernel files from {montage_home / 'jit'}")
     assert run_cli("cache").stdout.startswith("analysis        1 files")
+
+
+def test_a_long_clip_is_shared_between_idle_workers() -> None:
+    from montage_core.models import MediaInfo
+    from montage_core.stages.analyze import MIN_RANGE_SECONDS, shard_ranges
+
+    def ranges(seconds: float, pieces: int) -> list[tuple[int, int | None]]:
+        return shard_ranges(MediaInfo("/c.mp4", 1, seconds, True, False, 1920, 1080, 25.0, int(seconds * 25)), pieces)
+
+    assert ranges(318.0, 1) == [(0, None)]  # alone on one worker: one pass
+    assert ranges(318.0, 2) == [(0, 3975), (3975, None)]  # two workers, one clip: half each
+    assert len(ranges(1000.0, 4)) == 4
+    assert ranges(2 * MIN_RANGE_SECONDS * 0.7, 8) == [(0, None)]  # too short to be worth splitting

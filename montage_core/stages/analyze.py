@@ -40,15 +40,21 @@ def analyze_clips(
     analyses: dict[str, ClipAnalysis] = {}
     failures: dict[str, str] = {}
     tasks: list[ShardTask] = []
+    misses = []
     for clip in clips:
         hit = cache.load(cache.analysis_key(clip.digest, versions, ANALYSIS_WIDTH), clip.path) if use_cache else None
         if hit is not None:
             analyses[clip.path] = hit
-            continue
+        else:
+            misses.append(clip)
+    # Fewer clips than workers: long ones are split so that every worker has a share of the decode.
+    workers = getattr(backend, "workers", None) or 1
+    pieces = max(1, workers // max(1, len(misses)))
+    for clip in misses:
         spec = AnalysisSpec(media=clip.media, digest=clip.digest, analyzers=versions, input_args=list(input_args),
                             use_cache=use_cache)
         shard_id = analysis_shard_id(clip.position)
-        ranges = shard_ranges(clip.media)
+        ranges = shard_ranges(clip.media, pieces)
         if len(ranges) == 1:
             tasks.append(ShardTask(shard_id, "analysis", clip.path, spec, clip.media.duration))
             continue
@@ -124,9 +130,17 @@ def analyze_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dic
     return result.to_dict()
 
 
-def shard_ranges(info: MediaInfo) -> list[tuple[int, int | None]]:
-    """(start frame, frame count) ranges of ``$MONTAGE_SHARD_SECONDS`` (the last one runs to the end)."""
+#: a time range shorter than this costs more in start-up than its share of the decode saves
+MIN_RANGE_SECONDS = 60.0
+
+
+def shard_ranges(info: MediaInfo, pieces: int = 1) -> list[tuple[int, int | None]]:
+    """(start frame, frame count) ranges of ``$MONTAGE_SHARD_SECONDS`` (the last one runs to the end);
+    with ``pieces`` > 1 (idle workers to share it), shorter ones: about ``duration / pieces`` seconds,
+    never under ``MIN_RANGE_SECONDS``."""
     seconds = float(os.environ.get("MONTAGE_SHARD_SECONDS", SHARD_SECONDS))
+    if pieces > 1:
+        seconds = min(seconds, max(MIN_RANGE_SECONDS, info.duration / pieces))
     if info.duration <= 1.5 * seconds or not info.fps:
         return [(0, None)]
     step = max(1, int(round(seconds * info.fps)))

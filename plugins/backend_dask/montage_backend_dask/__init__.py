@@ -58,10 +58,11 @@ class DaskBackend(Backend):
         self._warming: threading.Thread | None = None
 
     def availability(self) -> str | None:
-        try:
-            import distributed  # noqa: F401
-        except ImportError as exc:
-            return f"dask.distributed is not installed ({exc}); pip install 'dask[distributed]'"
+        import importlib.util
+
+        # Looked up, not imported: listing plugins must not pay for importing distributed.
+        if importlib.util.find_spec("distributed") is None:
+            return "dask.distributed is not installed; pip install 'dask[distributed]'"
         return None
 
     def configure(self, scheduler: str | None = None, workers: int | None = None) -> None:

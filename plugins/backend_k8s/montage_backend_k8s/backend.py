@@ -138,10 +138,11 @@ class KubernetesBackend(Backend):
 
     # ------------------------------------------------------------------ configuration
     def availability(self) -> str | None:
-        try:
-            import kubernetes  # noqa: F401
-        except ImportError as exc:
-            return f"the kubernetes client is not installed ({exc}); pip install montage-backend-k8s"
+        import importlib.util
+
+        # Looked up, not imported: listing plugins must not pay for importing the whole client.
+        if importlib.util.find_spec("kubernetes") is None:
+            return "the kubernetes client is not installed; pip install montage-backend-k8s"
         from .config import cluster_credentials
 
         return cluster_credentials()
