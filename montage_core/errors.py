@@ -88,3 +88,9 @@ class ShardError(MontageError):
 
 def _shard_error(message: str, transient: bool) -> ShardError:
     return ShardError(message, transient=transient)
+
+
+class BackendLost(KeyboardInterrupt):
+    """The cluster went away under a job (its scheduler stopped, the connection dropped): the job is
+    interrupted, not failed, and no clip is blamed; ``montage resume`` finishes it once the cluster
+    is back. A ``KeyboardInterrupt`` so that the same clean-up runs as for Ctrl-C."""

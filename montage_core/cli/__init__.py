@@ -68,8 +68,12 @@ def _interrupted(exc: KeyboardInterrupt | None) -> None:
     """Exit as a process stopped by that signal conventionally does: 130 for Ctrl-C, 143 for SIGTERM."""
     import signal
 
+    from ..errors import BackendLost
     from ..procs import Terminated
 
+    if isinstance(exc, BackendLost):  # the job's own line says how to resume it
+        click.echo(f"error: interrupted: {exc}", err=True)
+        sys.exit(75)  # EX_TEMPFAIL: try again when the cluster is back
     if isinstance(exc, Terminated):
         click.echo(f"interrupted ({exc})", err=True)
         sys.exit(128 + signal.Signals[str(exc)].value)

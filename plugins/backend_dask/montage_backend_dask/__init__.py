@@ -9,6 +9,8 @@ finished work with it. Progress events travel over Dask's event topics
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
 import uuid
@@ -16,12 +18,28 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
+from montage_core.errors import BackendLost, MontageError
 from montage_core.hookspecs import hookimpl
 from montage_core.interfaces import (Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask,
                                      outcome_from_exception)
 from montage_core.specs import ShardSpec
 
 SCHEDULER_ENV = "MONTAGE_DASK_SCHEDULER"
+
+
+def _lost(exc: BaseException) -> BackendLost:
+    reason = (str(exc).strip().splitlines() or [""])[0]
+    return BackendLost(f"lost the Dask cluster ({type(exc).__name__}: {reason}); finished shards are kept")
+
+
+def _lost_cluster_errors() -> tuple[type[BaseException], ...]:
+    """What a vanished scheduler or connection raises (cancelled futures, closed client or comm)."""
+    from concurrent.futures import CancelledError
+
+    from distributed.client import ClosedClientError, FutureCancelledError
+    from distributed.comm.core import CommClosedError
+
+    return (CancelledError, FutureCancelledError, ClosedClientError, CommClosedError, ConnectionError)
 
 
 def _run_on_worker(fn: ShardFunction, task: ShardTask, topic: str) -> tuple[str, Any]:
@@ -56,6 +74,7 @@ class DaskBackend(Backend):
         self._client: Any = None
         self._cluster: Any = None
         self._warming: threading.Thread | None = None
+        self._aborting = False
 
     def availability(self) -> str | None:
         import importlib.util
@@ -85,8 +104,18 @@ class DaskBackend(Backend):
             from distributed import Client, LocalCluster
 
             address = self.scheduler or os.environ.get(SCHEDULER_ENV)
+            # distributed's own log lines (reconnect attempts, tracebacks of a closed comm) would bury
+            # montage's one line about what happened; they stay available with -v.
+            if not logging.getLogger("montage").isEnabledFor(logging.DEBUG):
+                for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "distributed"]:
+                    logging.getLogger(name).setLevel(logging.CRITICAL)  # distributed sets its children's own
             if address:
-                self._client = Client(address, timeout="30s")
+                timeout = float(os.environ.get("MONTAGE_DASK_CONNECT_TIMEOUT", 10))
+                try:
+                    self._client = Client(address, timeout=f"{timeout}s")
+                except (OSError, TimeoutError) as exc:
+                    raise MontageError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s "
+                                       f"({type(exc).__name__}); is `dask scheduler` running there?") from None
             else:
                 workers = self.workers or int(os.environ.get("MONTAGE_WORKERS", 0)) or (os.cpu_count() or 1)
                 # One single-threaded process per core: shards are CPU-bound and release the GIL only
@@ -125,6 +154,7 @@ class DaskBackend(Backend):
             on_event: Callable[[ProgressEvent], None]) -> Iterator[ShardOutcome]:
         from distributed import as_completed
 
+        lost = _lost_cluster_errors()
         client = self.client
         topic = f"montage-progress-{uuid.uuid4().hex[:8]}"
         client.subscribe_topic(topic, lambda event: on_event(ProgressEvent(**event[1]["montage"])))
@@ -142,11 +172,15 @@ class DaskBackend(Backend):
             for future in as_completed(futures):
                 yield self._outcome(futures[future], future)
                 future.release()  # the result lives here now; a worker dying later cannot lose it
+        except lost as exc:
+            if self._aborting:
+                raise
+            raise _lost(exc) from None
         finally:
-            client.unsubscribe_topic(topic)
+            with contextlib.suppress(*lost):
+                client.unsubscribe_topic(topic)
 
-    @staticmethod
-    def _outcome(task: ShardTask, future: Any) -> ShardOutcome:
+    def _outcome(self, task: ShardTask, future: Any) -> ShardOutcome:
         from distributed import KilledWorker
 
         try:
@@ -154,9 +188,17 @@ class DaskBackend(Backend):
             return ShardOutcome(task, True, result, worker=worker)
         except KilledWorker as exc:
             return ShardOutcome(task, False, error=f"worker died running this shard ({exc})", transient=True)
+        except _lost_cluster_errors() as exc:
+            # Cancelled futures, a closed client, a dropped connection: the cluster is gone, the clip is fine.
+            if not self._aborting:
+                raise _lost(exc) from None
+            raise
         except Exception as exc:
-            # OSError/TimeoutError: the connection to the cluster was lost mid-shard
-            return outcome_from_exception(task, exc, transient=(OSError, TimeoutError))
+            return outcome_from_exception(task, exc, transient=(TimeoutError,))
+
+    def abort(self) -> None:
+        self._aborting = True
+        self.close()
 
     def close(self) -> None:
         if self._client is not None:
@@ -170,3 +212,10 @@ class DaskBackend(Backend):
 @hookimpl
 def montage_register_backends(register: Callable[[Any], None]) -> None:
     register(DaskBackend())
+
+
+@hookimpl
+def montage_register_preflight_checks(register: Callable[[Any], None]) -> None:
+    from .contract import DaskContract
+
+    register(DaskContract())
