@@ -39,6 +39,10 @@ def worker_report(paths: list[str], mark: str) -> dict[str, Any]:
     }
     try:
         report["ffmpeg"] = ffmpeg_binary()
+        from montage_core.accel import probe_all
+
+        report["encoders"] = sorted(n for n, probe in probe_all(list(get_manager().accelerators)).items()
+                                    if probe.available)
     except Exception as exc:  # reported, not raised: the coordinator names this worker
         report["ffmpeg_problem"] = str(exc)
     try:
@@ -51,7 +55,7 @@ def worker_report(paths: list[str], mark: str) -> dict[str, Any]:
     return report
 
 
-def contract_problems(client: Any, paths: list[str]) -> list[str]:
+def contract_problems(client: Any, paths: list[str], accel: str = "auto") -> list[str]:
     """One line per way a worker of ``client``'s cluster breaks the contract."""
     import montage_core
     from montage_core.config import cache_dir
@@ -88,6 +92,10 @@ def contract_problems(client: Any, paths: list[str]) -> list[str]:
                                 "path on every machine")
     finally:
         shared.unlink(missing_ok=True)
+    if accel not in ("auto", "software") and not any(accel in r.get("encoders", ()) for r in reports.values()):
+        found = "; ".join(f"{w}: {', '.join(r.get('encoders', [])) or 'none'}" for w, r in sorted(reports.items()))
+        problems.append(f"--accel {accel}: no Dask worker can encode with it (working encoders: {found}); "
+                        "use --accel auto, or start workers on machines that have it")
     return problems
 
 
@@ -115,4 +123,4 @@ class DaskContract(PreflightCheck):
                     f"`dask worker {backend.scheduler}`"]
         options = context.get("options")
         paths = [*context.get("clips", []), *([options.music] if options is not None and options.music else [])]
-        return contract_problems(client, [str(Path(p)) for p in paths])
+        return contract_problems(client, [str(Path(p)) for p in paths], getattr(options, "accel", "auto"))

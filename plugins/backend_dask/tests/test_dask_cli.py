@@ -155,13 +155,14 @@ def test_a_worker_that_breaks_the_contract_is_named_before_any_work(
         hidden = subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0 and shutil.which("mount")
         cluster.add_workers(1, env=stranger, name="elsewhere", prefix=["unshare", "-m", *hide] if hidden else [])
         proc = run_cli("run", str(clips), "--music", str(music), "-o", str(tmp_path / "x.mp4"), "--backend", "dask",
-                       "--scheduler", cluster.address, *RUN, env=cluster_env)
+                       "--scheduler", cluster.address, "--accel", "nvenc", *RUN, env=cluster_env)
     finally:
         cluster.stop()
+    assert any(e.startswith("error: --accel nvenc: no Dask worker can encode with it") for e in proc.stderr.splitlines())
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 1, proc.stderr  # pre-flight
     assert any("elsewhere" in e and f"caches in {private / 'cache'}" in e for e in errors), errors
     if hidden:
         assert any("elsewhere" in e and f"cannot read {clips / 'clip 0.mp4'}" in e for e in errors), errors
-    assert not any("good" in e for e in errors), errors
+    assert not any(e.startswith("error: Dask worker good") for e in errors), errors  # the good one is not blamed
     assert not JobStore().jobs()
