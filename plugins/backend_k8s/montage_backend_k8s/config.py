@@ -87,7 +87,7 @@ def resolve(flags: dict[str, str | None] | None = None, service_account: Path = 
     pick("image", f"{out['registry'].value}/montage:{__version__}")
     pick("mount_path", "/data")
     pick("local_mount", out["mount_path"].value, "default (= mount_path)")
-    pick("service_account", "montage", "default (deploy/base)")
+    pick("service_account", "montage-worker", "default (deploy/base: no API rights, no token mounted)")
     pick("memory", "2Gi", "default")
     pick("memory_cap", "16Gi", "default")
     pick("cpu", "1", "default")

@@ -17,11 +17,15 @@ from .diagnose import EXIT_BAD_INPUT, EXIT_OOM
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OOM", "job_manifest", "manifest_dict"]
 
 
+#: the uid and gid worker pods run as (the image's montage user); files on the shared volume are theirs
+WORKER_UID = 10001
+
+
 def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path: str, stage: str, shards: int,
                  shard_file: str, parallelism: int = 4, retries_per_index: int = 2, memory: str = "2Gi",
                  cpu: str = "1", accelerator: Any = None, vendor: str | None = None,
                  require_accelerator: bool = False, job_id: str = "", cache_dir: str | None = None,
-                 service_account: str = "montage", command: list[str] | None = None) -> Any:
+                 service_account: str = "montage-worker", command: list[str] | None = None) -> Any:
     """A ``batch/v1`` Indexed Job running ``montage worker`` for each shard of ``stage``.
 
     ``job_id`` (the montage job) labels the Job and its pods, so ``montage logs JOB_ID`` finds
@@ -32,8 +36,15 @@ def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path:
     resources = {"cpu": cpu, "memory": memory}
     limits = {"memory": memory}
     affinity = None
+    tolerations = []
+    env = []
     if accelerator is not None and vendor:
         device = accelerator.placement.get(vendor) or DevicePlacement()
+        # GPU nodes are often tainted with their device resource's name; only pods that want the device tolerate it
+        tolerations = [client.V1Toleration(key=resource, operator="Exists", effect="NoSchedule")
+                       for resource in sorted(device.resources)]
+        if vendor == "nvidia":  # without "video" the NVIDIA runtime injects no encode library: NVENC would fail
+            env.append(client.V1EnvVar(name="NVIDIA_DRIVER_CAPABILITIES", value="compute,video,utility"))
         terms = [client.V1NodeSelectorRequirement(key=k, operator="In", values=[v])
                  for k, v in device.node_labels.items()]
         if require_accelerator and device.resources:
@@ -52,14 +63,22 @@ def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path:
         env=[client.V1EnvVar(name="MONTAGE_CACHE_DIR", value=cache_dir or f"{mount_path}/cache"),
              client.V1EnvVar(name="MONTAGE_HOME", value=f"{mount_path}/state"),
              client.V1EnvVar(name="MONTAGE_NODE_NAME", value_from=client.V1EnvVarSource(
-                 field_ref=client.V1ObjectFieldSelector(field_path="spec.nodeName")))],
+                 field_ref=client.V1ObjectFieldSelector(field_path="spec.nodeName"))), *env],
         resources=client.V1ResourceRequirements(requests=resources, limits=limits),
         volume_mounts=[client.V1VolumeMount(name="data", mount_path=mount_path),
                        client.V1VolumeMount(name="tmp", mount_path="/tmp")],
-        security_context=client.V1SecurityContext(run_as_non_root=True, read_only_root_filesystem=True,
-                                                  allow_privilege_escalation=False))
+        # Pod Security "restricted": no privileges to gain, no capabilities, the runtime's seccomp profile
+        security_context=client.V1SecurityContext(
+            run_as_non_root=True, read_only_root_filesystem=True, allow_privilege_escalation=False,
+            capabilities=client.V1Capabilities(drop=["ALL"]),
+            seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault")))
     pod = client.V1PodSpec(
-        restart_policy="Never", containers=[container], affinity=affinity, service_account_name=service_account,
+        restart_policy="Never", containers=[container], affinity=affinity, tolerations=tolerations or None,
+        # Workers decode untrusted media: they run as an account with no API rights and no token at all.
+        service_account_name=service_account, automount_service_account_token=False,
+        security_context=client.V1PodSecurityContext(
+            run_as_non_root=True, run_as_user=WORKER_UID, run_as_group=WORKER_UID, fs_group=WORKER_UID,
+            fs_group_change_policy="OnRootMismatch", seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault")),
         volumes=[client.V1Volume(name="data", persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
                      claim_name=pvc)),
                  client.V1Volume(name="tmp", empty_dir=client.V1EmptyDirVolumeSource())])

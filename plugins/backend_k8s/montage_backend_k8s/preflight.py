@@ -29,7 +29,8 @@ log = logging.getLogger("montage.k8s.preflight")
 NEEDED = [("create", "batch", "jobs", ""), ("get", "batch", "jobs", ""), ("list", "batch", "jobs", ""),
           ("delete", "batch", "jobs", ""), ("get", "", "pods", ""), ("list", "", "pods", ""),
           ("get", "", "pods", "log")]
-FIX_RBAC = "kubectl apply -k deploy/base (Role montage: jobs, pods, pods/log) and bind it to this user"
+FIX_RBAC = ("kubectl apply -k deploy/base (Role montage: jobs, pods, pods/log) and bind it to this user "
+            "(deploy/user/rolebinding.yaml)")
 PROBE_TIMEOUT = 120.0
 
 

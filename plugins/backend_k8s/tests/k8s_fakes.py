@@ -348,8 +348,9 @@ def kube(kmock: Any, denied: set[tuple[str, str]], montage_home: Path, tmp_path:
         return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "status": {"phase": "Active"}}
 
     kmock["get", re.compile(r"/api/v1/namespaces/[^/]+")] << read_namespace
-    kmock.objects[kmock_resource("v1/serviceaccounts"), "montage", "montage"] = {
-        "metadata": {"name": "montage", "namespace": "montage"}}
+    for account in ("montage", "montage-worker"):
+        kmock.objects[kmock_resource("v1/serviceaccounts"), "montage", account] = {
+            "metadata": {"name": account, "namespace": "montage"}}
     kmock.objects[kmock_resource("v1/persistentvolumeclaims"), "montage", "montage-data"] = {
         "metadata": {"name": "montage-data", "namespace": "montage"},
         "spec": {"accessModes": ["ReadWriteMany"]}, "status": {"phase": "Bound"}}

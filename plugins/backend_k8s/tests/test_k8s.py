@@ -93,7 +93,7 @@ def test_indexed_job_retries_per_index_with_a_failure_policy() -> None:
 @pytest.mark.parametrize("vendor,plugin,resource,label", [
     ("nvidia", "montage_hwaccel_nvenc:NvencAccelerator", "nvidia.com/gpu", "nvidia.com/gpu.present"),
     ("amd", "montage_hwaccel_vaapi:VaapiAccelerator", "amd.com/gpu", "feature.node.kubernetes.io/pci-0300_1002.present"),
-    ("intel", "montage_hwaccel_qsv:QsvAccelerator", "gpu.intel.com/i915", "gpu.intel.com/device-id.0300-present"),
+    ("intel", "montage_hwaccel_qsv:QsvAccelerator", "gpu.intel.com/i915", "intel.feature.node.kubernetes.io/gpu"),
 ])
 def test_gpu_vendor_resources_and_affinity(vendor: str, plugin: str, resource: str, label: str) -> None:
     import importlib
@@ -205,3 +205,29 @@ def test_media_a_shard_reads_must_be_on_the_volume_labels_need_not() -> None:
     assert _sources(ShardTask("segment-0001", "render", "/data/a.mp4", spec)) == ["/data/a.mp4", "/data/b.mp4"]
     score = ScoreSpec(embedder="descriptor", shot_vectors=[], lines=["a"])
     assert _sources(ShardTask("broll-0000", "plan", "lines 1–8", score)) == []
+
+
+
+def test_worker_pods_meet_pod_security_restricted_and_hold_no_api_power() -> None:
+    pod = manifest_dict(_job())["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "montage-worker" and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                                      "fsGroupChangePolicy": "OnRootMismatch",
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
+    container = pod["containers"][0]["securityContext"]
+    assert container["allowPrivilegeEscalation"] is False and container["capabilities"] == {"drop": ["ALL"]}
+    assert container["seccompProfile"] == {"type": "RuntimeDefault"} and container["runAsNonRoot"] is True
+    assert "tolerations" not in pod  # CPU work never lands on tainted GPU nodes
+    deploy = Path(__file__).resolve().parents[3] / "deploy"
+    accounts = (deploy / "base" / "serviceaccount.yaml").read_text()
+    assert "name: montage-worker" in accounts and "automountServiceAccountToken: false" in accounts
+    assert "pod-security.kubernetes.io/enforce: restricted" in (deploy / "base" / "namespace.yaml").read_text()
+    assert "kind: User" in (deploy / "user" / "rolebinding.yaml").read_text()
+
+
+def test_gpu_pods_tolerate_their_devices_taint_and_get_the_video_driver() -> None:
+    accel = pytest.importorskip("montage_hwaccel_nvenc").NvencAccelerator()
+    pod = manifest_dict(_job(accelerator=accel, vendor="nvidia", require_accelerator=True))["spec"]["template"]["spec"]
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,video,utility"

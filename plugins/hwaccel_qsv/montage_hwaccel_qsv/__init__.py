@@ -21,7 +21,9 @@ class QsvAccelerator(VaDeviceAccelerator):
     encoders = {"h264": "h264_qsv", "hevc": "hevc_qsv", "av1": "av1_qsv"}
     hwaccel = "qsv"
     pci_vendors = {"0x8086": "intel"}
-    placement = {"intel": DevicePlacement({"gpu.intel.com/i915": 1}, {"gpu.intel.com/device-id.0300-present": "true"})}
+    # intel.feature.node.kubernetes.io/gpu=true: the label the Intel device plugin's NFD rules put on
+    # nodes with an Intel GPU (gpu.intel.com/device-id.0300-<id>.present names each device id)
+    placement = {"intel": DevicePlacement({"gpu.intel.com/i915": 1}, {"intel.feature.node.kubernetes.io/gpu": "true"})}
     diagnoses = [
         (re.compile(r"unsupported \(-3\)|Error (?:creating|initializing) an? (?:internal )?MFX session|"
                     r"Error creating a MFX session: -9|Device creation failed: -1313558101|"

@@ -21,7 +21,7 @@ class VaapiAccelerator(VaDeviceAccelerator):
     hwaccel = "vaapi"
     pci_vendors = {"0x8086": "intel", "0x1002": "amd"}
     placement = {
-        "intel": DevicePlacement({"gpu.intel.com/i915": 1}, {"gpu.intel.com/device-id.0300-present": "true"}),
+        "intel": DevicePlacement({"gpu.intel.com/i915": 1}, {"intel.feature.node.kubernetes.io/gpu": "true"}),
         "amd": DevicePlacement({"amd.com/gpu": 1}, {"feature.node.kubernetes.io/pci-0300_1002.present": "true"}),
     }
     diagnoses = [
