@@ -115,4 +115,4 @@ def test_demo_command(tmp_path: Path) -> None:
                    env={"MONTAGE_WORKERS": "2"})
     assert proc.returncode == 0, proc.stderr
     frames, duration = probe_frames(tmp_path / "demo" / "montage.mp4")
-    assert frames == 24 * 25 and abs(duration - 24) <= 1 / 25
+    assert frames == 24 * 30 and abs(duration - 24) <= 1 / 30  # the default format: 1920x1080 at 30 fps

@@ -65,7 +65,10 @@ def test_real_footage_cut_on_independently_found_beats(real_clips: list[Path], r
     assert proc.returncode == 0, proc.stderr
     timeline = Timeline.load(out.with_suffix(".timeline.json"))
     frames, duration = probe_frames(out)
-    assert frames == timeline.frame_count and abs(duration - 30) <= 1 / 25
+    # It ends on the bar line nearest 30 s (a phrase's within a bar), never mid-bar.
+    bar = 4 * 60 / timeline.tempo
+    assert frames == timeline.frame_count and abs(duration - timeline.duration) <= 1 / 25
+    assert abs(timeline.duration - 30) <= bar + 1 / 25
 
     # Well past the 30 s used, so the tracker's trimming and end effects stay out of the way.
     y, sr = librosa.load(str(real_music), sr=22050, mono=True, duration=60)

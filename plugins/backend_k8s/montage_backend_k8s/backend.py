@@ -39,6 +39,10 @@ MEMORY_CAP = "16Gi"
 POLL_SECONDS = 0.5
 #: a pod that cannot be scheduled for this long fails its shards with the scheduler's reason
 PENDING_TIMEOUT = 600.0
+#: an image pull error has to last this long before the run is given up (a registry's 429 passes)
+PULL_GRACE = 120.0
+#: pull failures no wait can cure
+PERMANENT_PULL_FAILURES = ("InvalidImageName", "ErrImageNeverPull")
 
 
 def parse_indexes(text: str | None) -> set[int]:
@@ -294,7 +298,14 @@ class KubernetesBackend(Backend):
                     yield from self._fail_unfinished(run, stuck, core, namespace, pods)
                     continue
                 # the Job itself, not its status subresource: "get jobs" is all the Role grants
-                status = batch.read_namespaced_job(run.name, namespace).status
+                try:
+                    status = batch.read_namespaced_job(run.name, namespace).status
+                except client.ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                    yield from self._fail_unfinished(run, f"Job {run.name} was deleted while it ran (by someone "
+                                                          "else, or a namespace clean-up)", core, namespace, pods)
+                    continue
                 if status is None:  # the Job controller has not looked at it yet
                     continue
                 for index in sorted(parse_indexes(status.completed_indexes) - run.done):
@@ -345,15 +356,28 @@ class KubernetesBackend(Backend):
         return text
 
     def _stuck(self, run: _Run, pods: list[Any], pending_since: dict[str, float]) -> str:
-        """Why the run's pods can never start (pull failure, wrong architecture, no node), or ``""``."""
+        """Why the run's pods can never start (pull failure, wrong architecture, no node, no pod
+        created at all), or ``""``. A pull error may be a registry's passing refusal (429, a
+        timeout): it counts only once it has lasted ``MONTAGE_K8S_PULL_GRACE`` seconds."""
         timeout = float(os.environ.get("MONTAGE_K8S_PENDING_TIMEOUT", PENDING_TIMEOUT))
+        grace = float(os.environ.get("MONTAGE_K8S_PULL_GRACE", PULL_GRACE))
+        now = time.monotonic()
+        if not pods and not run.done and not run.failed:
+            first = pending_since.setdefault(f"job:{run.name}", now)
+            if now - first > timeout:
+                return (f"no pod of Job {run.name} was created in {timeout:g} s: a ResourceQuota, Pod Security "
+                        f"admission or a missing service account stops the Job controller; see `kubectl describe "
+                        f"job {run.name} -n {self.settings['namespace']}`")
         for pod in pods:
             kind, text = failure_kind(pod)
-            if kind in ("image", "architecture"):
+            if kind == "architecture" or (kind == "image" and any(r in text for r in PERMANENT_PULL_FAILURES)):
                 return text
+            if kind == "image":
+                if now - pending_since.setdefault(f"pull:{pod.metadata.name}", now) > grace:
+                    return text
             if kind == "unschedulable":
-                first = pending_since.setdefault(pod.metadata.name, time.monotonic())
-                if time.monotonic() - first > timeout:
+                first = pending_since.setdefault(pod.metadata.name, now)
+                if now - first > timeout:
                     return text
         return ""
 

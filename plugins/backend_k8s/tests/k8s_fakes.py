@@ -60,7 +60,8 @@ class Fault:
     """``kind``: ``oom-below`` (OOMKilled while the memory limit is under ``memory``), ``drain``
     (evicted once, mid-shard), ``crash`` (the worker dies with SIGSEGV, every time), ``image``
     (every pod of the stage's Job stuck in ImagePullBackOff), ``unschedulable`` (no node has the
-    ``resource`` a Job asks for), ``read-only`` (the shared volume mounted read-only in the pod)."""
+    ``resource`` a Job asks for), ``read-only`` (the shared volume mounted read-only in the pod),
+    ``no-pods`` (the Job controller cannot create the stage's pods: a quota, Pod Security admission)."""
 
     kind: str
     stage: str
@@ -159,6 +160,8 @@ class FakeCluster:
         for pod_name, (proc, info) in list(self.processes.items()):
             if info["job"] == name and proc.poll() is not None:
                 self._finished(job, state, pod_name, proc.returncode, info, batch, core)
+        if self._fault("no-pods", job, ""):  # pod creation refused (a ResourceQuota, Pod Security admission)
+            return
         running = sum(1 for i in state.indexes.values() if i.state == "running")
         for index, slot in state.indexes.items():
             if slot.state == "pending" and running < (job.spec.parallelism or 1) and name not in self.full:

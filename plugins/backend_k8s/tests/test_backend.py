@@ -157,8 +157,11 @@ async def test_auto_in_a_mixed_cluster_uses_each_vendor_and_falls_back_to_cpu(
 
 
 async def test_image_pull_failure_fails_fast_with_the_diagnosis(kube: Any, volume: Path, tmp_path: Path,
-                                                               registry: tuple[str, str]) -> None:
-    """The registry has the image, yet the nodes cannot pull it (a node-side credential or network problem)."""
+                                                               registry: tuple[str, str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry has the image, yet the nodes cannot pull it (a node-side credential or network problem);
+    once the pull error has outlasted its grace (a registry's passing 429 would not), the run stops."""
+    monkeypatch.setenv("MONTAGE_K8S_PULL_GRACE", "2")
     proc, cluster = await _run_k8s(kube, volume, tmp_path / "out.mp4", [Fault("image", "analysis")])
     assert proc.returncode == 1
     pinned = f"{registry[0]}/{REPO}@{registry[1]}"  # the tag was resolved to its digest before submitting
@@ -210,3 +213,12 @@ async def test_broll_planning_scores_the_script_in_pods(kube: Any, volume: Path,
     stages = {kube.objects[k].last.raw["metadata"]["labels"]["montage/stage"] for k in kube.objects
               if k[0].plural == "jobs"}
     assert stages == {"preflight", "analysis", "plan", "render"}
+
+
+async def test_a_job_whose_pods_are_never_created_is_not_waited_for_forever(
+        kube: Any, volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONTAGE_K8S_PENDING_TIMEOUT", "3")
+    proc, cluster = await _run_k8s(kube, volume, tmp_path / "out.mp4", [Fault("no-pods", "analysis")], timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "was created in 3 s: a ResourceQuota, Pod Security admission or a missing service account" in proc.stderr
+    assert "kubectl describe job montage-" in proc.stderr and not (tmp_path / "out.mp4").exists()
