@@ -79,54 +79,51 @@ def form_options(form: Any, media_root: Path) -> JobOptions:
         duration=number("duration", float, None), loudness=str(form.get("loudness") or "-14"))
 
 
-def create_app(media_root: Path, *, token: str | None = None, store: JobStore | None = None,
-               manager: MontageManager | None = None, host: str = "127.0.0.1",
-               extra_hosts: tuple[str, ...] = ()) -> Starlette:
-    """The web UI for jobs in ``store``, with new jobs limited to files under ``media_root``; the
-    styles, backends and encoders offered (and checked) are ``manager``'s. Requests must address
-    ``host`` (or one of ``extra_hosts``); see :mod:`montage_core.web.guard`."""
-    manager = manager or get_manager()
-    media_root = media_root.resolve()
-    outputs = media_root / "montages"  # each job's video goes in a folder of its own here
-    outputs.mkdir(parents=True, exist_ok=True)
-    store = store or JobStore()
-    runner = JobRunner(store)
+class WebUI:
+    """The web UI's pages and API for one job store, media root and plugin manager (each route a method)."""
 
-    def job_or_404(job_id: str) -> dict[str, Any]:
-        job = store.job(job_id)
+    def __init__(self, media_root: Path, store: JobStore, manager: MontageManager):
+        self.media_root = media_root
+        self.outputs = media_root / "montages"  # each job's video goes in a folder of its own here
+        self.outputs.mkdir(parents=True, exist_ok=True)
+        self.store, self.manager = store, manager
+        self.runner = JobRunner(store)
+
+    def job_or_404(self, job_id: str) -> dict[str, Any]:
+        job = self.store.job(job_id)
         if job is None:
             raise MontageError(f"no job {job_id!r}")
         return job
 
-    async def jobs_page(request: Request) -> Response:
-        runner.reap()
-        jobs = [_job_view(store, j) for j in store.jobs(200)]
+    async def jobs_page(self, request: Request) -> Response:
+        self.runner.reap()
+        jobs = [_job_view(self.store, j) for j in self.store.jobs(200)]
         return TEMPLATES.TemplateResponse(request, "jobs.html", {"jobs": jobs})
 
-    async def job_page(request: Request) -> Response:
-        job = _job_view(store, job_or_404(request.path_params["job_id"]))
+    async def job_page(self, request: Request) -> Response:
+        job = _job_view(self.store, self.job_or_404(request.path_params["job_id"]))
         return TEMPLATES.TemplateResponse(request, "job.html", {"job": job})
 
-    def snapshot(job_id: str) -> dict[str, Any]:
-        runner.reap()
-        job = _job_view(store, job_or_404(job_id))
+    def snapshot(self, job_id: str) -> dict[str, Any]:
+        self.runner.reap()
+        job = _job_view(self.store, self.job_or_404(job_id))
         now = time.time()
         live = job["state"] in ("queued", "running")
         workers = [{**w, "elapsed": round((now if live and w.get("state") in ("started", "running") else w["updated"])
-                                          - (w.get("started") or w["updated"]), 1)} for w in store.workers(job_id)]
+                                          - (w.get("started") or w["updated"]), 1)} for w in self.store.workers(job_id)]
         failed = [{"clip": s["clip"], "stage": s["stage"], "error": s["error"]}
-                  for s in store.shards(job_id) if s["state"] == "failed"]
+                  for s in self.store.shards(job_id) if s["state"] == "failed"]
         return {"state": job["state"], "error": job.get("error") or "", "stages": job["stages"],
                 "progress": job["progress"], "workers": workers, "failed": failed, "result": job["result"]}
 
-    async def events(request: Request) -> Response:
+    async def events(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        job_or_404(job_id)
+        self.job_or_404(job_id)
 
         async def stream() -> Any:
             last: dict[str, Any] = {}
             while True:
-                state = snapshot(job_id)
+                state = self.snapshot(job_id)
                 payloads = {"progress": {k: state[k] for k in ("state", "stages", "progress", "error")},
                             "workers": state["workers"], "failed": state["failed"]}
                 for name, payload in payloads.items():  # only what changed since the last tick
@@ -143,13 +140,13 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    def result_timeline(job: dict[str, Any]) -> Timeline | None:
+    def result_timeline(self, job: dict[str, Any]) -> Timeline | None:
         result = json.loads(job["result"]) if job.get("result") else {}
         return Timeline.load(result["timeline"]) if result.get("timeline") else None
 
-    async def timeline(request: Request) -> Response:
-        job = job_or_404(request.path_params["job_id"])
-        tl = result_timeline(job)
+    async def timeline(self, request: Request) -> Response:
+        job = self.job_or_404(request.path_params["job_id"])
+        tl = self.result_timeline(job)
         if tl is None:
             return JSONResponse({"ready": False})
         wave = await asyncio.to_thread(media.waveform, tl.music, tl.duration)
@@ -158,9 +155,9 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
                                        "source": Path(c.source).name, "transition": c.transition.kind}
                                       for c in tl.cuts]})
 
-    async def thumb(request: Request) -> Response:
-        job = job_or_404(request.path_params["job_id"])
-        tl = result_timeline(job)
+    async def thumb(self, request: Request) -> Response:
+        job = self.job_or_404(request.path_params["job_id"])
+        tl = self.result_timeline(job)
         index = request.path_params["index"]
         if tl is None or not 0 <= index < len(tl.cuts):
             return PlainTextResponse("no such cut", status_code=404)
@@ -169,80 +166,80 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
         data = await asyncio.to_thread(media.thumbnail, video, (cut.start + cut.end) / 2)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
-    async def download(request: Request) -> Response:
-        job = job_or_404(request.path_params["job_id"])
+    async def download(self, request: Request) -> Response:
+        job = self.job_or_404(request.path_params["job_id"])
         kind = request.path_params["kind"]
         result = json.loads(job["result"]) if job.get("result") else {}
         if kind not in DOWNLOADS or not result.get(DOWNLOADS[kind]):
             return PlainTextResponse(f"nothing to download as {kind!r} (known: {', '.join(DOWNLOADS)})", 404)
         path = Path(result[DOWNLOADS[kind]])
-        if not path.resolve().is_relative_to(outputs.resolve()):  # a CLI job's files are not the web's to serve
+        if not path.resolve().is_relative_to(self.outputs.resolve()):  # a CLI job's files are not the web's to serve
             return PlainTextResponse("this job's files were not made through the web UI", status_code=403)
         inline = bool(request.query_params.get("play"))  # the page's own player, not a download
         return FileResponse(path, filename=path.name, content_disposition_type="inline" if inline else "attachment")
 
-    async def log(request: Request) -> Response:
+    async def log(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        job_or_404(job_id)
-        sections = [runner.tail(job_id)]
-        for pod in await asyncio.to_thread(store.worker_logs, job_id):  # cluster pods, kept after they are gone
+        self.job_or_404(job_id)
+        sections = [self.runner.tail(job_id)]
+        for pod in await asyncio.to_thread(self.store.worker_logs, job_id):  # cluster pods, kept after they are gone
             head = f"── {pod['source']} ({pod['stage']}, node {pod['node'] or '?'})"
             sections.append(head + (f": {pod['diagnosis']}" if pod["diagnosis"] else "") + "\n" + pod["log"].rstrip())
         return PlainTextResponse("\n\n".join(s for s in sections if s))
 
-    async def cancel(request: Request) -> Response:
+    async def cancel(self, request: Request) -> Response:
         check_csrf(request, await request.form())
-        job_or_404(request.path_params["job_id"])
-        runner.cancel(request.path_params["job_id"])
+        self.job_or_404(request.path_params["job_id"])
+        self.runner.cancel(request.path_params["job_id"])
         return RedirectResponse(f"/jobs/{request.path_params['job_id']}", status_code=303)
 
-    async def retry(request: Request) -> Response:
+    async def retry(self, request: Request) -> Response:
         check_csrf(request, await request.form())
-        job_or_404(request.path_params["job_id"])
-        runner.retry(request.path_params["job_id"])
+        self.job_or_404(request.path_params["job_id"])
+        self.runner.retry(request.path_params["job_id"])
         return RedirectResponse(f"/jobs/{request.path_params['job_id']}", status_code=303)
 
-    async def new_job_page(request: Request) -> Response:
+    async def new_job_page(self, request: Request) -> Response:
         from ..accel import probe_all
 
-        probes = await asyncio.to_thread(probe_all, list(manager.accelerators))
-        styles = [{"name": s.name, "description": s.description} for s in sorted(manager.styles, key=lambda s: s.name)]
+        probes = await asyncio.to_thread(probe_all, list(self.manager.accelerators))
+        styles = [{"name": s.name, "description": s.description} for s in sorted(self.manager.styles, key=lambda s: s.name)]
         backends = [{"name": b.name, "description": b.description, "reason": b.availability() or ""}
-                    for b in manager.backends]
+                    for b in self.manager.backends]
         accels = [{"name": p.name, "available": p.available, "reason": p.reason} for p in probes.values()]
         return TEMPLATES.TemplateResponse(request, "new.html", {
-            "files": media.listing(media_root), "styles": styles, "backends": backends, "accels": accels,
-            "root": str(media_root)})
+            "files": media.listing(self.media_root), "styles": styles, "backends": backends, "accels": accels,
+            "root": str(self.media_root)})
 
-    async def create_job(request: Request) -> Response:
+    async def create_job(self, request: Request) -> Response:
         form = await request.form()
         check_csrf(request, form)
-        options = form_options(form, media_root)
+        options = form_options(form, self.media_root)
         # The same checks as `montage run`, every problem at once, before the job exists
-        await asyncio.to_thread(Job.prepare, options, manager)
-        job_id = runner.start(options, outputs)
+        await asyncio.to_thread(Job.prepare, options, self.manager)
+        job_id = self.runner.start(options, self.outputs)
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
-    async def upload(request: Request) -> Response:
+    async def upload(self, request: Request) -> Response:
         check_csrf(request)  # the page's script sends it as X-CSRF-Token
         length = int(request.headers.get("content-length") or 0)
         if length > UPLOAD_LIMIT + (1 << 20):
             raise MontageError(f"upload is larger than the limit of {UPLOAD_LIMIT >> 20} MiB")
         form = await request.form(max_part_size=UPLOAD_LIMIT)
-        saved = [str((await media.save_upload(media_root, f, UPLOAD_LIMIT)).relative_to(media_root))
+        saved = [str((await media.save_upload(self.media_root, f, UPLOAD_LIMIT)).relative_to(self.media_root))
                  for f in form.getlist("files")]
         return JSONResponse({"saved": saved})
 
-    async def api_media(request: Request) -> Response:
-        return JSONResponse(media.listing(media_root))
+    async def api_media(self, request: Request) -> Response:
+        return JSONResponse(media.listing(self.media_root))
 
-    async def api_file(request: Request) -> Response:
-        path = media.confine(media_root, request.query_params.get("path", ""))
+    async def api_file(self, request: Request) -> Response:
+        path = media.confine(self.media_root, request.query_params.get("path", ""))
         if not path.is_file() or not media.is_media(path):
             return PlainTextResponse("no such file", status_code=404)
         return FileResponse(path)
 
-    async def montage_error(request: Request, exc: Exception) -> Response:
+    async def montage_error(self, request: Request, exc: Exception) -> Response:
         status = 403 if isinstance(exc, CrossSiteError) or "outside the media root" in str(exc) else 400
         if "no job" in str(exc):
             status = 404
@@ -250,14 +247,24 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
             return JSONResponse({"error": str(exc)}, status_code=status)
         return TEMPLATES.TemplateResponse(request, "error.html", {"message": str(exc)}, status_code=status)
 
+
+def create_app(media_root: Path, *, token: str | None = None, store: JobStore | None = None,
+               manager: MontageManager | None = None, host: str = "127.0.0.1",
+               extra_hosts: tuple[str, ...] = ()) -> Starlette:
+    """The web UI for jobs in ``store``, with new jobs limited to files under ``media_root``; the
+    styles, backends and encoders offered (and checked) are ``manager``'s. Requests must address
+    ``host`` (or one of ``extra_hosts``); see :mod:`montage_core.web.guard`."""
+    ui = WebUI(media_root.resolve(), store or JobStore(), manager or get_manager())
+    runner = ui.runner
     routes = [
-        Route("/", jobs_page), Route("/jobs/new", new_job_page), Route("/jobs", create_job, methods=["POST"]),
-        Route("/jobs/{job_id}", job_page), Route("/jobs/{job_id}/events", events),
-        Route("/jobs/{job_id}/timeline", timeline), Route("/jobs/{job_id}/thumb/{index:int}", thumb),
-        Route("/jobs/{job_id}/download/{kind}", download), Route("/jobs/{job_id}/log", log),
-        Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]), Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
-        Route("/upload", upload, methods=["POST"]), Route("/api/media", api_media), Route("/api/file", api_file),
+        Route("/", ui.jobs_page), Route("/jobs/new", ui.new_job_page), Route("/jobs", ui.create_job, methods=["POST"]),
+        Route("/jobs/{job_id}", ui.job_page), Route("/jobs/{job_id}/events", ui.events),
+        Route("/jobs/{job_id}/timeline", ui.timeline), Route("/jobs/{job_id}/thumb/{index:int}", ui.thumb),
+        Route("/jobs/{job_id}/download/{kind}", ui.download), Route("/jobs/{job_id}/log", ui.log),
+        Route("/jobs/{job_id}/cancel", ui.cancel, methods=["POST"]), Route("/jobs/{job_id}/retry", ui.retry, methods=["POST"]),
+        Route("/upload", ui.upload, methods=["POST"]), Route("/api/media", ui.api_media), Route("/api/file", ui.api_file),
     ]
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
         yield
@@ -265,6 +272,6 @@ def create_app(media_root: Path, *, token: str | None = None, store: JobStore | 
 
     app = Starlette(routes=routes, middleware=[Middleware(GuardMiddleware, hosts=allowed_hosts(host, extra_hosts),
                                                           token=token)],
-                    exception_handlers={MontageError: montage_error}, lifespan=lifespan)
+                    exception_handlers={MontageError: ui.montage_error}, lifespan=lifespan)
     app.state.runner = runner
     return app
