@@ -59,15 +59,20 @@ def install_hint(kind: str, name: str) -> str:
 
 def resolve(name: str) -> tuple[str, CataloguePlugin | None]:
     """What pip should install for ``name``: a catalogue plugin (by distribution, folder or a name it
-    provides) from this checkout's ``plugins/`` folder when montage runs from one, else by name."""
+    provides) from a checkout's ``plugins/`` folder when there is one, else by name."""
     wanted = name.replace("_", "-").lower()
     found = next((p for p in CATALOGUE if wanted in (p.distribution, p.distribution.removeprefix("montage-"),
                                                      p.folder.replace("_", "-"))
                   or name in {n for names in p.provides.values() for n in names}), None)
     if found is None:
         return name, None
-    source = Path(__file__).resolve().parent.parent / "plugins" / found.folder
-    return (str(source) if (source / "pyproject.toml").is_file() else found.distribution), found
+    # This project's checkout: the one montage runs from (an editable install), or the current
+    # folder (a checkout installed with `pip install .`, as the README does); else the index.
+    for checkout in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        source = checkout / "plugins" / found.folder
+        if (source / "pyproject.toml").is_file():
+            return str(source), found
+    return found.distribution, found
 
 
 def pip(action: str, names: list[str]) -> int:

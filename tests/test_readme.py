@@ -47,6 +47,11 @@ def test_the_readme_order_holds_in_a_new_environment(media: MediaFactory, tmp_pa
     step(f"{bin_dir}/montage", "demo", "-o", str(tmp_path / "demo"), "--quality", "preview", cwd=tmp_path)
     frames, _ = probe_frames(tmp_path / "demo" / "montage.mp4")
     assert frames == 24 * 30
+    # the README's Plugins section: a plugin by what it provides, from the checkout, into this environment
+    step(f"{bin_dir}/montage", "install", "wes_anderson", timeout=600)
+    where = step(python, "-c", "import montage_style_wes_anderson as m; print(m.__file__)", cwd=tmp_path).stdout
+    assert str(tmp_path / "venv") in where
+    assert "wes_anderson" in step(f"{bin_dir}/montage", "styles", cwd=tmp_path).stdout
     # 2. the test command's set-up step (editable installs over the installed package)
     step("bash", "scripts/test.sh", "--install-only", timeout=1800)
     assert step(f"{bin_dir}/montage", "--version").stdout.strip()

@@ -156,7 +156,7 @@ class StoryArcPlanner(Planner):
             # a remainder too short for a cut of its own would end the piece on a stub: the shorter, the worse
             left = len(usable) - (i + k)
             stub = (low - left) / low if 0 < left < low else 0.0
-            return accents.get(end, 0.5) + (0.5 if end in downbeats else 0.0) + 0.15 * rng.random() - 2.0 * stub
+            return accents.get(end, 0.5) + (0.25 if end in downbeats else 0.0) + 0.1 * rng.random() - 2.0 * stub
 
         return sorted(options, key=merit, reverse=True)
 
@@ -221,7 +221,7 @@ class ShotPicker:
         """How used a cut from ``start`` to ``end`` of ``shot`` would be: 0 for fresh footage (an
         untouched shot, or an untouched window of a long one), 1 for an unused part of a shot already
         cut from, 1 + n when it shows again what n earlier cuts showed."""
-        slack = 1.0 / self.fps
+        slack = 0.5 / self.fps  # touching ranges are fine; sharing even one frame is not
         used = self.used.get((shot.clip, shot.index), ())
         overlaps = sum(1 for a, b in used if start < b - slack and a + slack < end)
         if overlaps:
