@@ -19,7 +19,9 @@ from .ffmpeg import run_ffmpeg
 SOURCES = (
     "testsrc2=size={w}x{h}:rate={fps}",
     "mandelbrot=size={w}x{h}:rate={fps}",
-    "life=size={w}x{h}:rate={fps}:seed=7:mold=10:ratio=0.1:death_color=#202040:life_color=#f0c040",
+    # life from its second second on: its random first grid collapses in one frame (a flash of its own)
+    "life=size={w}x{h}:rate={fps}:seed=7:mold=10:ratio=0.1:death_color=#202040:life_color=#f0c040,"
+    "trim=start_frame={fps},setpts=PTS-STARTPTS",
     "smptehdbars=size={w}x{h}:rate={fps}",
     "cellauto=size={w}x{h}:rate={fps}:seed=7:rule=30",
     "rgbtestsrc=size={w}x{h}:rate={fps}",

@@ -58,6 +58,24 @@ def test_a_flash_is_a_shot_of_its_own_and_never_offered(pm: Any, media: MediaFac
             assert shot.shot_end <= flash.start + 1e-6 or shot.start >= flash.end - 1e-6, (shot, flash)
 
 
+@pytest.mark.parametrize("source", ["mandelbrot", "smptehdbars"])
+def test_a_punch_in_below_the_cut_threshold_is_still_a_cut(pm: Any, source: str, tmp_path: Path) -> None:
+    from montage_core.analysis.analyze import CUT_THRESHOLD, analyze_clip
+
+    # The same scene, 10 % closer from frame 75 on: the histogram barely changes, so the cut scores
+    # under the threshold that catches ordinary cuts, yet every frame after it jumps.
+    clip = tmp_path / f"{source} punch-in.mp4"
+    graph = ("[0]split[a][b];[a]trim=end_frame=75[wide];"
+             "[b]trim=start_frame=75,setpts=PTS-STARTPTS,scale=352:198,crop=320:180,setsar=1[close];"
+             "[wide][close]concat=n=2:v=1[out]")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"{source}=size=320x180:rate={FPS}",
+                    "-frames:v", "150", "-filter_complex", graph, "-map", "[out]", "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", str(clip)], check=True)
+    analysis = analyze_clip(clip, list(pm.analyzers), use_cache=False)
+    assert [(round(s.start * FPS), round(s.end * FPS)) for s in analysis.shots] == [(0, 75), (75, 150)]
+    assert analysis.shots[1].features["cut_score"] < CUT_THRESHOLD  # the old absolute threshold missed it
+
+
 def test_a_long_single_shot_is_offered_as_windows_scored_on_their_own(pm: Any, media: MediaFactory) -> None:
     from montage_core.analysis.analyze import WINDOW_SECONDS, analyze_clip
 

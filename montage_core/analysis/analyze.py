@@ -28,6 +28,13 @@ BATCH = 32
 #: a frame whose cut score passes both this floor and ``CUT_RATIO`` × its neighbourhood is a cut
 CUT_THRESHOLD = 0.2
 CUT_RATIO = 3.0
+#: a weaker peak is a cut too when it stands out from a calm neighbourhood: a punch-in on the same
+#: scene, a cut between two angles of one set or a small exposure jump keeps the histogram and
+#: changes only part of the picture, scoring 0.08–0.2 against 0.02–0.03 for the frames around it;
+#: it must be the local peak and ``SOFT_CUT_RATIO`` × the neighbourhood's mean (not median: steady
+#: motion raises the mean of every frame around it, so panning footage does not split)
+SOFT_CUT_THRESHOLD = 0.08
+SOFT_CUT_RATIO = 4.0
 #: a clip shorter than this cannot fill a cut; a shot shorter than this is a flash (1–few frames
 #: of something else, a glitch, the mixed frames of a fast dissolve): kept as detected, so that no
 #: neighbouring shot spans it, and never offered for a cut
@@ -116,21 +123,29 @@ def decode_luma(
 
 
 def detect_cuts(score: np.ndarray, fps: float, threshold: float = CUT_THRESHOLD, ratio: float = CUT_RATIO) -> list[int]:
-    """Frames that start a new shot: strong peaks of the cut score, each against its neighbourhood.
+    """Frames that start a new shot: strong peaks of the cut score, each against its neighbourhood,
+    and weaker peaks that stand far above a calm neighbourhood (see ``SOFT_CUT_THRESHOLD``).
 
     Cuts a few frames apart all stay: the frames between them are a flash (or a glitch) that no
     segment of the montage may show, so it must be a shot of its own, not part of a neighbour.
     """
     n = len(score)
     window = max(2, int(round(fps / 2)))
-    candidates: list[int] = []
-    for i in np.flatnonzero(score >= threshold):
+    cuts: list[int] = []
+    for i in np.flatnonzero(score >= min(threshold, SOFT_CUT_THRESHOLD)):
+        if i == 0:
+            continue
         lo, hi = max(0, i - window), min(n, i + window + 1)
+        # The frames right beside a cut are left out: a flash's return frame scores as high.
         neighbourhood = np.concatenate([score[lo : max(lo, i - 1)], score[min(hi, i + 2) : hi]])
-        baseline = float(np.median(neighbourhood)) if len(neighbourhood) else 0.0
-        if score[i] >= ratio * baseline:
-            candidates.append(int(i))
-    return [i for i in candidates if i > 0]
+        if not len(neighbourhood):
+            continue
+        if score[i] >= threshold and score[i] >= ratio * float(np.median(neighbourhood)):
+            cuts.append(int(i))
+        elif (score[i] >= SOFT_CUT_RATIO * max(float(np.mean(neighbourhood)), 0.005)
+              and score[i] >= score[i - 1] and (i + 1 >= n or score[i] >= score[i + 1])):
+            cuts.append(int(i))
+    return cuts
 
 
 def _aggregate(values: np.ndarray, how: str) -> float:

@@ -58,8 +58,9 @@ def probably_cached(path: str | Path, analyzers: dict[str, str], width: int) -> 
     return digest is not None and _entry(analysis_key(digest, analyzers, width)).is_file()
 
 
-#: the form of a cached analysis (2: flashes kept as shots, long shots' windows); a new form re-analyzes once
-ANALYSIS_FORMAT = 2
+#: the form of a cached analysis (2: flashes kept as shots, long shots' windows; 3: weaker cuts against a
+#: calm neighbourhood); a new form re-analyzes once
+ANALYSIS_FORMAT = 3
 
 
 def analysis_key(digest: str, analyzers: dict[str, str], width: int) -> str:
