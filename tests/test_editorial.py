@@ -241,3 +241,32 @@ def test_a_re_encoded_copy_never_follows_its_original(pm: Any, media: MediaFacto
             twins += before.shot.split("#")[1].split("w")[0] == after.shot.split("#")[1].split("w")[0]
     assert twins == 0
     assert {c.source for c in timeline.cuts} == {str(original), str(copy), *map(str, others)}
+
+
+def test_a_copy_counts_as_its_original_footage_for_reuse(pm: Any, media: MediaFactory, tmp_path: Path) -> None:
+    from montage_core.analysis.analyze import analyze_clip
+    from montage_core.builtin.planners import same_footage
+
+    # A copy trimmed by one second and re-encoded smaller: the same footage, shifted in time.
+    original, _ = media.clip([(0, 4.0), (1, 4.0)])
+    copy = tmp_path / "trimmed copy.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-ss", "1", "-i", str(original), "-vf", "scale=240:-2",
+                    "-c:v", "libx264", "-crf", "30", str(copy)], check=True)
+    others = [media.clip([(k, 4.0), (k + 1, 4.0)])[0] for k in (2, 4)]
+    analyses = [analyze_clip(c, list(pm.analyzers)) for c in (original, copy, *others)]
+    shots = [s for a in analyses for s in candidates(a)]
+    aliases = same_footage(shots, FPS)
+    # the copy's two shots are the original's, one second later in the original; nothing else is a copy
+    assert {k: (v[0], round(v[1], 2)) for k, v in aliases.items()} == {
+        (str(copy), 0): ((str(original), 0), 1.0), (str(copy), 1): ((str(original), 1), 1.0)}
+
+    timeline = _plan(pm, shots, _music(16.0), "dynamic")
+    shown: list[tuple[float, float]] = []  # ranges of the original's footage, in the original's time
+    for cut in timeline.cuts:
+        if cut.source in (str(original), str(copy)):
+            shift = 1.0 if cut.source == str(copy) else 0.0
+            shown.append((cut.source_in + shift, cut.source_out + shift))
+    slack = 1 / FPS
+    repeats = [(a, b) for i, a in enumerate(shown) for b in shown[i + 1:] if a[0] < b[1] - slack and b[0] < a[1] - slack]
+    assert shown and repeats == [], "the copy showed footage the original had shown (or the reverse)"
+    assert sum(c.source_out - c.source_in for c in timeline.cuts) < 24 - 2  # unused footage remained

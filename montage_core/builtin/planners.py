@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,8 +197,15 @@ class ShotPicker:
         self.fps = fps
         #: frames kept clear next to a detected cut, in seconds
         self.margin = SHOT_MARGIN_FRAMES / fps
-        #: source ranges used so far, by detected shot (its windows share them)
+        #: source ranges used so far, by detected shot (its windows share them), in the time of the
+        #: shot's original when the shot is a copy of another file's (see :func:`same_footage`)
         self.used: dict[tuple[str, int], list[tuple[float, float]]] = {}
+        self.footage = same_footage([shot for shot, _ in ranked], fps)
+
+    def _used(self, shot: Shot) -> tuple[list[tuple[float, float]], float]:
+        """The ranges already shown of ``shot``'s footage and the offset from its time to theirs."""
+        key, offset = self.footage.get((shot.clip, shot.index), ((shot.clip, shot.index), 0.0))
+        return self.used.setdefault(key, []), offset
 
     def _starts(self, shot: Shot, need: float) -> list[float]:
         """Where a cut of ``need`` seconds could start in ``shot`` (best first); [] when it does not fit.
@@ -212,7 +219,8 @@ class ShotPicker:
         # before any of its frames is shown twice; a whole shot from the middle out.
         tiles = [lo + k * need for k in range(MAX_TILES) if lo + k * need < max(lo + 1e-9, min(shot.end, hi - need))]
         # right after what earlier cuts took from this shot: footage used up without gaps
-        after_used = [b for _, b in sorted(self.used.get((shot.clip, shot.index), ())) if lo <= b <= hi - need]
+        used, offset = self._used(shot)
+        after_used = [b - offset for _, b in sorted(used) if lo <= b - offset <= hi - need]
         if shot.window:
             return (tiles or [lo])[:1] + after_used + tiles[1:]
         return [lo + (hi - lo - need) * position for position in WINDOW_POSITIONS] + after_used + tiles[1:]
@@ -222,7 +230,8 @@ class ShotPicker:
         untouched shot, or an untouched window of a long one), 1 for an unused part of a shot already
         cut from, 1 + n when it shows again what n earlier cuts showed."""
         slack = 0.5 / self.fps  # touching ranges are fine; sharing even one frame is not
-        used = self.used.get((shot.clip, shot.index), ())
+        used_in_original, offset = self._used(shot)
+        used = [(a - offset, b - offset) for a, b in used_in_original]
         overlaps = sum(1 for a, b in used if start < b - slack and a + slack < end)
         if overlaps:
             return 1 + overlaps
@@ -273,7 +282,8 @@ class ShotPicker:
             if previous is None or pick.shot.clip != previous.shot.clip:
                 choice = pick
                 break
-        self.used.setdefault((choice.shot.clip, choice.shot.index), []).append((choice.source_in, choice.source_in + need))
+        used, offset = self._used(choice.shot)
+        used.append((choice.source_in + offset, choice.source_in + need + offset))
         return choice
 
     @staticmethod
@@ -296,6 +306,70 @@ def near_duplicates(a: Shot, b: Shot) -> bool:
         return False
     difference = sum(abs(a.features[c] - b.features[c]) for c in cells) / len(cells)
     return difference < NEAR_DUPLICATE_LAYOUT
+
+
+def same_footage(shots: Sequence[Shot], fps: float) -> dict[tuple[str, int], tuple[tuple[str, int], float]]:
+    """Detected shots that are copies of another file's (a re-encode, a rescaled or trimmed copy),
+    each mapped to ``((clip, index) of the original, offset from the copy's time to the original's)``.
+
+    Two offered shots (or windows in the same place of their shots) are the same footage when they
+    are :func:`near_duplicates`, equally long to a frame, and so is the rest of their shots: then
+    what the copy shows is what the original shows, ``offset`` seconds later. Copies of copies map
+    to one original (the first by clip name), so reuse is counted once for all of them."""
+    tolerance = 1.5 / fps
+    buckets: dict[tuple[int, int, int], list[Shot]] = {}
+    for shot in shots:
+        if all(f"layout_{k}" in shot.features for k in range(16)):
+            key = (shot.window, round((shot.end - shot.start) * fps), round((shot.shot_end - shot.start) * fps))
+            buckets.setdefault(key, []).append(shot)
+    parent: dict[tuple[str, int], tuple[tuple[str, int], float]] = {}
+
+    def root(key: tuple[str, int]) -> tuple[tuple[str, int], float]:
+        offset = 0.0
+        while key in parent:
+            key, step = parent[key]
+            offset += step
+        return key, offset
+
+    # Keys (window, length in frames, rest of the shot in frames) can differ by a rounding step
+    # between a file and its copy, so each bucket is also compared with its neighbours.
+    for (window, length, rest), group in sorted(buckets.items()):
+        neighbours = [s for dl in (-1, 0, 1) for dr in (-1, 0, 1)
+                      for s in buckets.get((window, length + dl, rest + dr), ())]
+        for a in group:
+            for b in neighbours:
+                if (b.clip <= a.clip or abs((a.end - a.start) - (b.end - b.start)) > tolerance
+                        or abs((a.shot_end - a.start) - (b.shot_end - b.start)) > tolerance
+                        or not near_duplicates(a, b)):
+                    continue
+                (ra, oa), (rb, ob) = root((a.clip, a.index)), root((b.clip, b.index))
+                if ra == rb:
+                    continue
+                # b's time + (a.start - b.start) is a's time; a's time + oa is ra's time
+                first, second = sorted([ra, rb])
+                if second == rb:
+                    parent[rb] = (ra, (a.start - b.start) + oa - ob)
+                else:
+                    parent[ra] = (rb, (b.start - a.start) + ob - oa)
+
+    # A trimmed copy starts or ends inside a shot of its original: its first (or last) shot is
+    # shorter, ends (or starts) on the same cut, and is aligned there instead.
+    first = {clip: min(s.start for s in shots if s.clip == clip) for clip in {s.clip for s in shots}}
+    last = {clip: max(s.shot_end for s in shots if s.clip == clip) for clip in first}
+    whole = [s for group in buckets.values() for s in group if s.window == 0]
+    for a in whole:
+        head, tail = a.start <= first[a.clip] + tolerance, a.shot_end >= last[a.clip] - tolerance
+        if not (head or tail):
+            continue
+        for b in whole:
+            if b.clip == a.clip or b.end - b.start < a.end - a.start - tolerance or not near_duplicates(a, b):
+                continue
+            (ra, oa), (rb, ob) = root((a.clip, a.index)), root((b.clip, b.index))
+            if ra != rb:
+                # a's time + (b.end - a.end) is b's time for a head piece, + (b.start - a.start) for a tail
+                step = (b.end - a.end) if head else (b.start - a.start)
+                parent[ra] = (rb, step + ob - oa)
+    return {key: root(key) for key in parent}
 
 
 @hookimpl
