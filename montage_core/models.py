@@ -129,6 +129,8 @@ class MusicAnalysis:
     energy: list[float]
     #: each beat's accent: the percentile (0..1) of its onset strength among all the beats
     beat_strength: list[float] = field(default_factory=list)
+    #: the beats where the music changes section (a chorus, a drop, a breakdown); 0 not counted
+    sections: list[float] = field(default_factory=list)
 
     def accent(self, t: float) -> float:
         """The accent (0..1) of the beat nearest ``t``; 0.5 when the analysis has none."""

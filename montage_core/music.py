@@ -110,7 +110,8 @@ def analyze_music(path: str | Path, duration: float | None = None) -> MusicAnaly
 
     y = decode_audio(path, duration=None if duration is None else duration + MUSIC_CONTEXT_SECONDS)
     duration = len(y) / SAMPLE_RATE
-    onset_env, low_env = onset_envelopes(y, [BROADBAND, LOW_BAND])
+    timbre: list[np.ndarray] = []
+    onset_env, low_env = onset_envelopes(y, [BROADBAND, LOW_BAND], timbre=timbre)
     fine_env = onset_envelopes(y, [FINE], n_fft=FINE_N_FFT, hop=HOP // 2)[0]
     times, energy = _energy(y, duration)
     del y  # everything below works on per-frame envelopes
@@ -129,7 +130,8 @@ def analyze_music(path: str | Path, duration: float | None = None) -> MusicAnaly
         raise InputError(path, "no beat found (is it music with a pulse?)")
     downbeats = _downbeats(onset_env, beat_frames, beats)
     strength = _beat_strength(onset_env, np.asarray(beats) * SAMPLE_RATE / HOP)
-    return MusicAnalysis(str(path), duration, tempo, beats, downbeats, times, energy, strength)
+    parts = sections(timbre[0], TIMBRE_POOL * HOP / SAMPLE_RATE, beats)
+    return MusicAnalysis(str(path), duration, tempo, beats, downbeats, times, energy, strength, parts)
 
 
 #: an accent is looked for this close to its beat (the onset envelope's peak may lead or lag it)
@@ -145,6 +147,53 @@ def _beat_strength(onset_env: np.ndarray, beat_frames: np.ndarray) -> list[float
         return [0.5] * len(peaks)
     order = np.argsort(np.argsort(peaks, kind="stable"), kind="stable")
     return [round(float(r) / (len(peaks) - 1), 4) for r in order]
+
+
+#: mel dB frames averaged into one timbre column (8 × 5.8 ms ≈ 46 ms)
+TIMBRE_POOL = 8
+#: beats on each side of a candidate section change: 4 bars of 4/4 before against 4 bars after
+SECTION_WINDOW_BEATS = 16
+#: a section change stands this many standard deviations above the novelty curve's mean, and at
+#: least this far apart in standardised timbre (a steady loop's bar-to-bar wobble stays near 0.15;
+#: a verse → chorus change, a drop or a breakdown measures 1–2)
+SECTION_NOVELTY_SIGMAS = 1.0
+SECTION_MIN_NOVELTY = 0.5
+
+
+def sections(timbre: np.ndarray, column_seconds: float, beats: list[float]) -> list[float]:
+    """Where the music changes section (verse → chorus, a drop, a breakdown): the beats that start a
+    section, not counting the start of the track.
+
+    Foote's novelty on beat-synchronous timbre, computed locally: each band's mel dB is averaged per
+    beat and standardised, and a beat's novelty is the distance between the mean of the
+    ``SECTION_WINDOW_BEATS`` beats before it and of those after it (a checkerboard kernel along the
+    diagonal, without the track-long self-similarity matrix, so memory stays linear). Peaks that
+    stand out (``SECTION_NOVELTY_SIGMAS``, ``SECTION_MIN_NOVELTY``) and are the largest within a
+    window each side are section changes. They are not moved to the estimated bar lines: a sharp
+    change peaks on its own beat, and the bar estimate can be a beat off where it cannot.
+    """
+    window = SECTION_WINDOW_BEATS
+    if len(beats) < 2 * window + 1 or timbre.size == 0:
+        return []
+    columns = np.clip((np.asarray(beats) / column_seconds).astype(int), 0, timbre.shape[1] - 1)
+    ends = [*columns[1:], timbre.shape[1]]
+    per_beat = np.stack([timbre[:, a : max(a + 1, b)].mean(axis=1) for a, b in zip(columns, ends)])
+    spread = per_beat.std(axis=0)
+    per_beat = (per_beat - per_beat.mean(axis=0)) / np.where(spread > 1e-6, spread, 1.0)
+    sums = np.vstack([np.zeros(per_beat.shape[1]), np.cumsum(per_beat, axis=0)])
+    novelty = np.zeros(len(beats))
+    for k in range(window, len(beats) - window + 1):
+        before = (sums[k] - sums[k - window]) / window
+        after = (sums[k + window] - sums[k]) / window
+        novelty[k] = float(np.sqrt(np.mean((after - before) ** 2)))
+    scored = novelty[window : len(beats) - window + 1]
+    floor = max(SECTION_MIN_NOVELTY, float(scored.mean() + SECTION_NOVELTY_SIGMAS * scored.std()))
+    changes: list[float] = []
+    for k in range(window, len(beats) - window + 1):
+        if novelty[k] < floor or novelty[k] < novelty[max(0, k - window) : k + window + 1].max():
+            continue
+        changes.append(beats[k])
+    return changes
 
 
 def _padded(y: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -164,11 +213,13 @@ def _chunk_frames(hop: int) -> int:
 
 
 def onset_envelopes(y: np.ndarray, specs: list[MelOnset], *, n_fft: int = 2048, hop: int = HOP,
-                    chunk_frames: int | None = None) -> list[np.ndarray]:
+                    chunk_frames: int | None = None, timbre: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """librosa's ``onset_strength(y, n_fft, hop, n_mels, fmax, aggregate)`` for each spec, one STFT shared.
 
     The STFT exists a chunk at a time; only the per-frame mel dB (n_mels floats a frame) spans the
-    track, because librosa clips it at the *global* maximum − 80 dB before taking the flux.
+    track, because librosa clips it at the *global* maximum − 80 dB before taking the flux. Given a
+    ``timbre`` list, the first spec's mel dB averaged over :data:`TIMBRE_POOL` frames (bands × pooled
+    frames, ~20 columns a second) is appended to it, for :func:`sections`.
     """
     import librosa
 
@@ -187,6 +238,9 @@ def onset_envelopes(y: np.ndarray, specs: list[MelOnset], *, n_fft: int = 2048, 
             mel = np.einsum("...ft,mf->...mt", power, basis, optimize=True)  # as librosa's melspectrogram
             db[:, a:b] = 10.0 * np.log10(np.maximum(1e-10, mel))  # power_to_db, before its top_db clip
         del power
+    if timbre is not None:
+        usable = dbs[0].shape[1] // TIMBRE_POOL * TIMBRE_POOL
+        timbre.append(dbs[0][:, :usable].reshape(dbs[0].shape[0], -1, TIMBRE_POOL).mean(axis=2))
     return [_flux(db, spec.aggregate, 1 + n_fft // (2 * hop), chunk) for db, spec in zip(dbs, specs)]
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .models import MusicAnalysis, write_atomic
 
-#: bump when analyze_music's results change (beats, downbeats, energy, accents)
-MUSIC_ANALYSIS_VERSION = 2
+#: bump when analyze_music's results change (beats, downbeats, energy, accents, sections)
+MUSIC_ANALYSIS_VERSION = 3
 
 
 def music_key(path: str | Path, duration: float | None) -> str:

@@ -58,11 +58,14 @@ def make_clip(path: str | Path, shots: Sequence[tuple[int, float]], *, size: tup
 
 
 def make_music(path: str | Path, *, bpm: float = 120.0, seconds: float = 24.0, sample_rate: int = 44100,
-               first_beat: float = 0.5, arc: bool = True, accents: Sequence[int] = ()) -> list[float]:
+               first_beat: float = 0.5, arc: bool = True, accents: Sequence[int] = (),
+               sections: Sequence[int] = ()) -> list[float]:
     """Write a WAV with a kick on every beat (and a bassline); return the beat times.
 
     With ``arc`` the loudness follows a story arc (quiet intro, build, loud climax, fading outro);
-    the beats whose numbers are in ``accents`` get a crash (a burst of noise) over the kick.
+    the beats whose numbers are in ``accents`` get a crash (a burst of noise) over the kick. From
+    each beat number in ``sections`` on, the arrangement alternates between two sounds: the bass
+    an octave and a fifth higher under a sustained chord, and back (a verse → chorus change).
     """
     n = int(seconds * sample_rate)
     t = np.arange(n) / sample_rate
@@ -79,7 +82,9 @@ def make_music(path: str | Path, *, bpm: float = 120.0, seconds: float = 24.0, s
     notes = [55.0, 55.0, 65.41, 73.42]
     accented = set(accents)
     crash = np.random.default_rng(11).standard_normal(kick_len) * np.exp(-kt * 12) * 0.6
+    chord = [220.0, 277.18, 329.63]
     for k, b in enumerate(beats):
+        chorus = sum(1 for start in sections if k >= start) % 2 == 1
         i = int(b * sample_rate)
         seg = slice(i, min(n, i + kick_len))
         y[seg] += (kick + 0.5 * click)[: seg.stop - seg.start]
@@ -90,7 +95,9 @@ def make_music(path: str | Path, *, bpm: float = 120.0, seconds: float = 24.0, s
             y[j : j + hat_len] += hat
         bass_end = min(n, i + int(period * sample_rate))
         bt = t[i:bass_end] - b
-        y[i:bass_end] += 0.25 * np.sin(2 * np.pi * notes[(k // 4) % 4] * bt) * np.exp(-bt * 3)
+        y[i:bass_end] += 0.25 * np.sin(2 * np.pi * notes[(k // 4) % 4] * (3.0 if chorus else 1.0) * bt) * np.exp(-bt * 3)
+        if chorus:
+            y[i:bass_end] += sum(0.08 * np.sin(2 * np.pi * f * bt) for f in chord)
     if arc:
         envelope = np.interp(t, [0, 0.15 * seconds, 0.45 * seconds, 0.55 * seconds, 0.8 * seconds, seconds],
                              [0.25, 0.4, 0.8, 1.0, 1.0, 0.3])

@@ -52,16 +52,18 @@ class MediaFactory:
         return path, cuts
 
     def music(self, *, bpm: float = 120.0, seconds: float = 12.0, arc: bool = True,
-              accents: tuple[int, ...] = ()) -> tuple[Path, list[float]]:
+              accents: tuple[int, ...] = (), sections: tuple[int, ...] = ()) -> tuple[Path, list[float]]:
         """A WAV with a kick on every beat (a crash on the beats numbered in ``accents``); returns its
         path and the beat times."""
         from .synth import make_music
 
-        spec = {"bpm": bpm, "seconds": seconds, "arc": arc, **({"accents": list(accents)} if accents else {})}
+        spec = {"bpm": bpm, "seconds": seconds, "arc": arc, **({"accents": list(accents)} if accents else {}),
+                **({"sections": list(sections)} if sections else {})}
         path = self._path("music", spec, ".wav")
         beats_file = path.with_suffix(".beats.json")
         if not path.exists():
-            beats_file.write_text(json.dumps(make_music(path, bpm=bpm, seconds=seconds, arc=arc, accents=accents)))
+            beats_file.write_text(json.dumps(make_music(path, bpm=bpm, seconds=seconds, arc=arc, accents=accents,
+                                                        sections=sections)))
         return path, json.loads(beats_file.read_text())
 
 

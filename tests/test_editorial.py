@@ -160,6 +160,23 @@ def test_cuts_land_on_accented_beats(pm: Any, media: MediaFactory) -> None:
         assert statistics.median(at_cuts) * 100 >= 65, (style, at_cuts)
 
 
+def test_a_section_change_in_the_music_gets_a_cut(pm: Any, media: MediaFactory) -> None:
+    from montage_core.music import analyze_music
+
+    # Beats 0–31 a bass line, from beat 32 (16.5 s) a higher bass under a held chord; steady loudness.
+    path, beats = media.music(seconds=40.0, arc=False, sections=(32,))
+    music = analyze_music(path)
+    assert len(music.sections) == 1 and abs(music.sections[0] - beats[32]) < 0.03, music.sections
+    steady, _ = media.music(seconds=40.0, arc=False)
+    assert analyze_music(steady).sections == []  # a loop that never changes has no sections
+
+    shots = [Shot(f"/clips/c{k}.mp4", 0, 0.0, 12.0, {"motion": k / 30, "sharpness": 0.02, "brightness": 0.5})
+             for k in range(30)]
+    for style in ("dynamic", "mtv", "documentary"):
+        timeline = _plan(pm, shots, music, style)
+        assert round(music.sections[0] * FPS) in [round(c.start * FPS) for c in timeline.cuts], style
+
+
 def test_a_shortened_montage_ends_on_a_bar_line(pm: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "montage")
     music = _music(60.0)

@@ -79,6 +79,8 @@ class StoryArcPlanner(Planner):
         downbeats = {int(round(b * fps)) for b in music.downbeats}
         accents = {int(round(b * fps)): music.accent(b) for b in music.beats}
         usable = [b for b in beat_frames if b <= total_frames - int(MIN_TAIL_SECONDS * fps)]
+        section_frames = {int(round(t * fps)) for t in music.sections}
+        sections = {k for k, frame in enumerate(usable) if frame in section_frames}
         fade = 0
         if style.transition.kind == "crossfade":
             fade = max(2, int(round(style.transition.duration * fps)))
@@ -92,7 +94,7 @@ class StoryArcPlanner(Planner):
             if i >= len(usable):
                 break
             pacing = style.pacing[arc.phase(boundaries[-1] / fps)]
-            options = self._beats_for_cut(usable, i, downbeats, accents, pacing, rng)
+            options = self._beats_for_cut(usable, i, downbeats, accents, sections, pacing, rng)
             # The best-placed length of the style's range that footage not shown yet can fill, else
             # the best-placed one, reusing footage; shorter than the range only when no shot at all
             # is long enough for it (then the longest length some shot can fill, still on a beat).
@@ -145,18 +147,30 @@ class StoryArcPlanner(Planner):
 
     @staticmethod
     def _beats_for_cut(usable: list[int], i: int, downbeats: set[int], accents: dict[int, float],
-                       pacing: tuple[int, int], rng: random.Random) -> list[int]:
-        """The cut lengths (in beats) of the style's range for the phase, best first: ending on an
-        accented beat, a downbeat above all; a little randomness (per seed) keeps the pace alive."""
+                       sections: set[int], pacing: tuple[int, int], rng: random.Random) -> list[int]:
+        """The cut lengths (in beats) of the style's range for the phase, best first: ending where the
+        music changes section above all, then on an accented beat, a downbeat more than another; a
+        little randomness (per seed) keeps the pace alive. ``sections`` are indexes into ``usable``."""
         low, high = pacing
         options = [k for k in range(low, high + 1) if i + k - 1 < len(usable)] or [max(1, len(usable) - i)]
 
         def merit(k: int) -> float:
-            end = usable[i + k - 1]
+            e = i + k - 1
+            end = usable[e]
             # a remainder too short for a cut of its own would end the piece on a stub: the shorter, the worse
             left = len(usable) - (i + k)
             stub = (low - left) / low if 0 < left < low else 0.0
-            return accents.get(end, 0.5) + (0.25 if end in downbeats else 0.0) + 0.1 * rng.random() - 2.0 * stub
+            # A section change gets a cut of its own: ending on it is best; running over it, or
+            # stopping where no run of cuts in the range can end on it, loses it. (±2 outweighs any
+            # accent, downbeat and randomness together.)
+            section = 2.0 if e in sections else 0.0
+            following = min((j for j in sections if j > e), default=None)
+            if any(j in sections for j in range(i, e)) or (
+                    following is not None and not any(n * low <= following - e <= n * high
+                                                      for n in range(1, (following - e) // low + 1))):
+                section = -2.0
+            return (section + accents.get(end, 0.5) + (0.25 if end in downbeats else 0.0) + 0.1 * rng.random()
+                    - 2.0 * stub)
 
         return sorted(options, key=merit, reverse=True)
 
