@@ -33,6 +33,15 @@ def run_shards(
     jit_cleared = False
 
     def record(event: ProgressEvent) -> None:
+        if event.state == "retrying" and event.shard in attempts:
+            # The backend reruns the shard by itself (Dask reschedules a task whose worker died):
+            # an attempt like the engine's own retries, counted, recorded and said once.
+            attempts[event.shard] += 1
+            log.warning("%s: %s; rerunning the shard (attempt %d)", event.clip or event.shard, event.message,
+                        attempts[event.shard])
+            if store and job_id:
+                store.shard_state(job_id, event.shard, event.stage, event.clip, "retrying", worker=event.worker,
+                                  error=event.message, attempt=True)
         if store and job_id:
             store.worker_state(job_id, event)
         on_event(event)

@@ -168,7 +168,10 @@ class ProgressEvent:
     stage: str
     shard: str
     clip: str
-    state: str  # queued | started | running | done | failed | retrying
+    #: queued | started | running | done | failed | retrying; a backend sends ``retrying`` (with
+    #: ``message`` saying why, ``worker`` the one lost) when it reruns a shard by itself, and the
+    #: engine counts that as an attempt
+    state: str
     position: float = 0.0
     total: float = 0.0
     message: str = ""

@@ -1,9 +1,10 @@
 """Dask backend: shards as Dask tasks on a cluster (or a LocalCluster sized to this machine).
 
 Dask does the scheduling; montage's core engine does classification, bounded retries and
-persistence. A worker lost mid-shard is rescheduled by Dask on another worker; results are
-gathered as each shard finishes and released at once, so a worker dying later never takes
-finished work with it. Progress events travel over Dask's event topics
+persistence. A worker lost mid-shard is rescheduled by Dask on another worker, and the engine is
+told (a ``retrying`` event: one warning line, one more attempt in the job store, see
+:mod:`.deaths`); results are gathered as each shard finishes and released at once, so a worker
+dying later never takes finished work with it. Progress events travel over Dask's event topics
 (``Worker.log_event`` → ``Client.subscribe_topic``).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +26,11 @@ from montage_core.interfaces import (Backend, ProgressEvent, ShardFunction, Shar
                                      outcome_from_exception)
 from montage_core.specs import ShardSpec
 
+from .deaths import DeathWatch, Rerun
+
 SCHEDULER_ENV = "MONTAGE_DASK_SCHEDULER"
+#: the scheduler's own events (workers added and removed), published to every client that asks
+CLUSTER_TOPIC = "all"
 
 
 def _lost(exc: BaseException) -> BackendLost:
@@ -57,6 +63,9 @@ def _run_on_worker(fn: ShardFunction, task: ShardTask, topic: str) -> tuple[str,
         event.worker, event.host = name, host
         worker.log_event(topic, {"montage": asdict(event)})  # nested: Dask adds its own "worker" key
 
+    # Where the shard runs, before it runs: if this worker dies under it, the coordinator knows
+    # the shard was running here (not just queued) and names both.
+    worker.log_event(topic, {"start": task.id, "address": worker.address, "name": name})
     if isinstance(task.payload, ShardSpec) and task.payload.resolve_on_node:
         from montage_core.worker import for_this_node
 
@@ -152,42 +161,65 @@ class DaskBackend(Backend):
 
     def run(self, fn: ShardFunction, tasks: Sequence[ShardTask],
             on_event: Callable[[ProgressEvent], None]) -> Iterator[ShardOutcome]:
-        from distributed import as_completed
-
+        client = self.client  # first: it waits for the warm-up thread, which may be importing distributed
         lost = _lost_cluster_errors()
-        client = self.client
         topic = f"montage-progress-{uuid.uuid4().hex[:8]}"
-        client.subscribe_topic(topic, lambda event: on_event(ProgressEvent(**event[1]["montage"])))
+        # Finished futures and reruns arrive on one queue, so this thread reports both as they
+        # happen (a rerun's line appears when the worker is lost, not when some shard next finishes).
+        inbox: queue.Queue[Any] = queue.Queue()
+        watch = DeathWatch(inbox)
+
+        def on_progress(event: tuple[float, dict[str, Any]]) -> None:
+            message = event[1]
+            if "start" in message:
+                watch.started(message["start"], message["address"], message["name"])
+            else:
+                on_event(ProgressEvent(**message["montage"]))
+
+        client.subscribe_topic(topic, on_progress)
+        client.subscribe_topic(CLUSTER_TOPIC, lambda event: watch.cluster_event(event[1]))
         available = {name for res in self.worker_resources().values() for name in res}
         futures = {}
-        for task in tasks:
-            if self.remote_nodes and isinstance(task.payload, ShardSpec):
-                task = replace(task, payload=replace(task.payload, resolve_on_node=True))
-            wanted = task.payload.placement.resources if isinstance(task.payload, ShardSpec) else {}
-            resources = wanted if set(wanted) <= available else None  # nobody has it: run anywhere
-            future = client.submit(_run_on_worker, fn, task, topic, key=f"{task.id}-{uuid.uuid4().hex[:8]}",
-                                   pure=False, resources=resources)
-            futures[future] = task
         try:
-            for future in as_completed(futures):
-                yield self._outcome(futures[future], future)
-                future.release()  # the result lives here now; a worker dying later cannot lose it
+            for task in tasks:
+                if self.remote_nodes and isinstance(task.payload, ShardSpec):
+                    task = replace(task, payload=replace(task.payload, resolve_on_node=True))
+                wanted = task.payload.placement.resources if isinstance(task.payload, ShardSpec) else {}
+                resources = wanted if set(wanted) <= available else None  # nobody has it: run anywhere
+                future = client.submit(_run_on_worker, fn, task, topic, key=f"{task.id}-{uuid.uuid4().hex[:8]}",
+                                       pure=False, resources=resources)
+                futures[future] = task
+                watch.submitted(task, future)
+                future.add_done_callback(inbox.put)  # called once finished, failed or cancelled
+            reported: set[str] = set()
+            while len(reported) < len(futures):
+                item = inbox.get()
+                if isinstance(item, Rerun):
+                    if item.task.id not in reported:  # a result lost after it was taken is no rerun of ours
+                        on_event(ProgressEvent.of(item.task, "retrying", message=item.message, worker=item.worker))
+                    continue
+                task = futures[item]
+                reported.add(task.id)
+                watch.finished(task.id)
+                yield self._outcome(task, item, watch)
+                item.release()  # the result lives here now; a worker dying later cannot lose it
         except lost as exc:
             if self._aborting:
                 raise
             raise _lost(exc) from None
         finally:
-            with contextlib.suppress(*lost):
-                client.unsubscribe_topic(topic)
+            for name in (topic, CLUSTER_TOPIC):
+                with contextlib.suppress(*lost, ValueError):
+                    client.unsubscribe_topic(name)
 
-    def _outcome(self, task: ShardTask, future: Any) -> ShardOutcome:
+    def _outcome(self, task: ShardTask, future: Any, watch: DeathWatch) -> ShardOutcome:
         from distributed import KilledWorker
 
         try:
             worker, result = future.result()
             return ShardOutcome(task, True, result, worker=worker)
         except KilledWorker as exc:
-            return ShardOutcome(task, False, error=f"worker died running this shard ({exc})", transient=True)
+            return watch.killed(task, exc)
         except _lost_cluster_errors() as exc:
             # Cancelled futures, a closed client, a dropped connection: the cluster is gone, the clip is fine.
             if not self._aborting:

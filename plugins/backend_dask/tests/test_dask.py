@@ -74,7 +74,7 @@ def _record_and_maybe_die(task: ShardTask, emit) -> str:  # type: ignore[no-unty
     return f"{task.id} done"
 
 
-def test_killed_worker_costs_only_its_shard(backend, tmp_path: Path) -> None:
+def test_killed_worker_costs_only_its_shard(backend, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     log = tmp_path / "starts.log"
     tasks = [ShardTask(f"s{i}", "analysis", f"c{i}.mp4", {"log": str(log), "victim": i == 2}) for i in range(6)]
     store = JobStore()
@@ -85,6 +85,11 @@ def test_killed_worker_costs_only_its_shard(backend, tmp_path: Path) -> None:
     assert all(starts.count(f"s{i}") == 1 for i in (0, 1, 3, 4, 5)), starts  # ... and nothing else redone
     pids = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("s2 ")]
     assert pids[0] != pids[1]
+    attempts = {s["shard_id"]: s["attempts"] for s in store.shards("k")}
+    assert attempts == {"s0": 1, "s1": 1, "s2": 2, "s3": 1, "s4": 1, "s5": 1}  # the rerun is an attempt
+    [line] = [r.getMessage() for r in caplog.records if "lost Dask worker" in r.getMessage()]
+    assert line.startswith("c2.mp4: lost Dask worker ") and line.endswith(
+        " while it ran shard s2; rerunning the shard (attempt 2)"), line
 
 
 def test_corrupt_clip_fails_alone_with_its_message(backend, media: MediaFactory, tmp_path: Path, pm) -> None:

@@ -1,5 +1,6 @@
 """Dask as users run it across machines: `dask scheduler` and `dask worker` started from the Dask CLI as
-processes of their own; the scheduler killed mid-run, an unreachable address, a worker that breaks the contract."""
+processes of their own; the scheduler killed mid-run, an unreachable address, a worker that breaks the contract,
+a worker killed under a shard, a shard that kills every worker that runs it."""
 
 from __future__ import annotations
 
@@ -75,6 +76,21 @@ class Cluster:
 @pytest.fixture
 def cluster_env(montage_home: Path) -> dict[str, str]:
     return {**os.environ, "MONTAGE_DASK_CONNECT_TIMEOUT": "10"}
+
+
+@pytest.fixture
+def tripwire_env(cluster_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """``cluster_env`` with the test-only tripwire analyzer installed (see tripwire_plugin.py): a real
+    distribution on the PYTHONPATH of the coordinator and of every worker, loaded by entry point."""
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(Path(__file__).with_name("tripwire_plugin.py"), site / "montage_tripwire.py")
+    info = site / "montage_tripwire-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: montage-tripwire\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[montage]\ntripwire = montage_tripwire\n")
+    path = os.pathsep.join(p for p in (str(site), cluster_env.get("PYTHONPATH", "")) if p)
+    return {**cluster_env, "PYTHONPATH": path}
 
 
 @pytest.fixture
@@ -166,3 +182,80 @@ def test_a_worker_that_breaks_the_contract_is_named_before_any_work(
         assert any("elsewhere" in e and f"cannot read {clips / 'clip 0.mp4'}" in e for e in errors), errors
     assert not any(e.startswith("error: Dask worker good") for e in errors), errors  # the good one is not blamed
     assert not JobStore().jobs()
+
+
+def _lost_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "lost Dask worker" in line]
+
+
+def test_a_worker_killed_under_a_shard_is_named_and_the_shard_rerun(
+        clips: Path, media: MediaFactory, tmp_path: Path, tripwire_env: dict[str, str]) -> None:
+    from distributed import Client
+
+    music, _ = media.music(seconds=12)
+    hold = tmp_path / "held shard.pid"
+    cluster = Cluster(_free_port(), {**tripwire_env, "MONTAGE_TEST_HOLD_FILE": str(hold)})
+    try:
+        cluster.add_workers(2)
+        run = subprocess.Popen([sys.executable, "-m", "montage_core", "run", str(clips), "--music", str(music), "-o",
+                                str(tmp_path / "on the cluster.mp4"), "--backend", "dask", "--scheduler",
+                                cluster.address, "--no-cache", *RUN],
+                               env=tripwire_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 180
+        while not hold.exists() and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.1)
+        assert hold.exists(), run.communicate(timeout=60)[1]
+        pid = int(hold.read_text())  # a worker process, inside a shard, waiting to be killed
+        with Client(cluster.address, timeout="30s") as client:
+            [address] = [a for a, p in client.run(os.getpid).items() if p == pid]
+        os.kill(pid, signal.SIGKILL)
+        _, stderr = run.communicate(timeout=300)
+    finally:
+        cluster.stop()
+    assert run.returncode == 0, stderr
+    [job] = JobStore().jobs()
+    shards = JobStore().shards(job["id"])
+    [rerun] = [s for s in shards if s["attempts"] > 1]  # the killed worker's shard, and only it
+    assert rerun["attempts"] == 2 and rerun["state"] == "done" and rerun["stage"] == "analysis", shards
+    assert all(s["attempts"] == 1 for s in shards if s is not rerun), shards
+    [line] = _lost_lines(stderr)
+    assert line.startswith(f"warning: {rerun['clip']}: lost Dask worker worker-w-"), line
+    assert f"({address}) while it ran shard {rerun['shard_id']}; rerunning the shard (attempt 2)" in line, line
+    assert "Traceback" not in stderr
+    local = run_cli("run", str(clips), "--music", str(music), "-o", str(tmp_path / "here.mp4"), *RUN, env=tripwire_env)
+    assert local.returncode == 0, local.stderr
+    cuts = [json.loads(p.read_text())["cuts"] for p in (tmp_path / "on the cluster.timeline.json",
+                                                        tmp_path / "here.timeline.json")]
+    assert cuts[0] == cuts[1]
+
+
+def test_a_shard_that_kills_every_worker_fails_alone_with_the_reason(
+        clips: Path, media: MediaFactory, tmp_path: Path, tripwire_env: dict[str, str]) -> None:
+    import dask
+    import distributed  # noqa: F401  (its defaults join dask's configuration on import)
+
+    music, _ = media.music(seconds=8)
+    square = clips / "clip 9 square.mp4"
+    media.clip([(2, 2.0), (5, 2.0)], size=(320, 320), name=str(square))  # its worker dies on its first batch
+    deaths = dask.config.get("distributed.scheduler.allowed-failures") + 1  # what `dask scheduler` will allow
+    cluster = Cluster(_free_port(), {**tripwire_env, "MONTAGE_TEST_KILL_SQUARE": "1"})
+    try:
+        cluster.add_workers(2)  # each a nanny that starts its worker again after a death
+        proc = run_cli("run", str(clips), "--music", str(music), "-o", str(tmp_path / "x.mp4"), "--backend", "dask",
+                       "--scheduler", cluster.address, "--no-cache", *RUN, env=tripwire_env, timeout=600)
+    finally:
+        cluster.stop()
+    assert proc.returncode == 0, proc.stderr  # a montage of the other clips
+    [job] = JobStore().jobs()
+    shards = {s["clip"]: s for s in JobStore().shards(job["id"]) if s["stage"] == "analysis"}
+    bad = shards.pop(str(square))
+    assert bad["state"] == "failed" and bad["attempts"] == deaths, bad
+    assert bad["error"].startswith(f"shard {bad['shard_id']} killed {deaths} Dask workers (last: tcp://127.0.0.1:"), bad
+    assert "KilledWorker" in bad["error"]
+    assert len(shards) == 6 and all(s["state"] == "done" for s in shards.values()), shards
+    lines = _lost_lines(proc.stderr)
+    assert len(lines) == deaths - 1, proc.stderr  # every rerun said once; the last death is the failure
+    assert all(f"while it ran shard {bad['shard_id']}; rerunning" in line for line in lines), lines
+    skipped = [line for line in proc.stderr.splitlines() if line.startswith("warning: skipping")]
+    assert skipped == [f"warning: skipping {square}: {bad['error']}"], proc.stderr
+    assert job["state"] == "done" and "Traceback" not in proc.stderr
