@@ -26,7 +26,7 @@ from montage_core.interfaces import (Backend, ProgressEvent, ShardFunction, Shar
                                      outcome_from_exception)
 from montage_core.specs import ShardSpec
 
-from .deaths import DeathWatch, Rerun
+from .deaths import DeathWatch, GaveUp, Rerun
 
 SCHEDULER_ENV = "MONTAGE_DASK_SCHEDULER"
 #: the scheduler's own events (workers added and removed), published to every client that asks
@@ -198,7 +198,18 @@ class DaskBackend(Backend):
                     if item.task.id not in reported:  # a result lost after it was taken is no rerun of ours
                         on_event(ProgressEvent.of(item.task, "retrying", message=item.message, worker=item.worker))
                     continue
+                if isinstance(item, GaveUp):
+                    # Cancelled here (the event handler runs on the client's loop, where a blocking
+                    # cancel would wait on itself); its cancellation arrives later and is skipped.
+                    reported.add(item.task.id)
+                    watch.finished(item.task.id)
+                    with contextlib.suppress(*lost):
+                        item.future.cancel()
+                    yield item.outcome
+                    continue
                 task = futures[item]
+                if task.id in reported:
+                    continue
                 reported.add(task.id)
                 watch.finished(task.id)
                 yield self._outcome(task, item, watch)

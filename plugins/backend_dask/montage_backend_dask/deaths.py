@@ -9,9 +9,11 @@ nothing installed on the scheduler host:
 
 A shard that was *running* on the lost worker is being rerun (an attempt, one warning line); a
 key that was only queued there is requeued by Dask and not worth a line. After
-``distributed.scheduler.allowed-failures`` deaths Dask fails the task with ``KilledWorker``:
-for a shard seen running at those deaths that is final (it kills its workers); for one that was
-only ever queued behind such a shard it is not its fault, and a retry may help.
+:data:`MAX_WORKER_DEATHS` deaths under the same shard montage cancels it and fails it alone with
+the reason (it kills its workers), whatever the scheduler's own
+``distributed.scheduler.allowed-failures``, which montage cannot set on a remote scheduler. Should
+the scheduler give up first (``KilledWorker``), the same holds; for a shard only ever queued
+behind such a shard it is not its fault, and a retry may help.
 """
 
 from __future__ import annotations
@@ -22,6 +24,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from montage_core.interfaces import ShardOutcome, ShardTask
+
+
+#: deaths of workers running the same shard after which the shard fails (the third death ends it)
+MAX_WORKER_DEATHS = 3
+
+
+@dataclass
+class GaveUp:
+    """A shard under which ``MAX_WORKER_DEATHS`` workers died: cancelled, it fails alone."""
+
+    task: ShardTask
+    future: Any
+    addresses: list[str]
+    worker: str
+
+    @property
+    def outcome(self) -> ShardOutcome:
+        return ShardOutcome(self.task, False, worker=self.worker, error=(
+            f"shard {self.task.id} killed {len(self.addresses)} Dask workers (last: {self.addresses[-1]}, "
+            f"{self.worker}): each died while running it; montage gives a shard up after {MAX_WORKER_DEATHS} "
+            f"(KilledWorker)"))
 
 
 @dataclass
@@ -86,6 +109,9 @@ class DeathWatch:
                 _, worker = self._running.pop(task.id)
                 if key in running:
                     self.deaths.setdefault(task.id, []).append(address)
+                    if len(self.deaths[task.id]) >= MAX_WORKER_DEATHS and future.status not in ("error", "cancelled"):
+                        self.inbox.put(GaveUp(task, future, list(self.deaths[task.id]), worker))
+                        continue
                 # Past allowed-failures the scheduler has already failed the task (that message
                 # precedes this event on the same stream): no rerun, its outcome says why.
                 if future.status not in ("error", "cancelled"):
