@@ -77,27 +77,39 @@ def measure(music: str | Path, fades: Fades, target: float) -> dict[str, float]:
     return {key: float(raw[key]) for key in ("input_i", "input_tp", "input_lra", "input_thresh", "target_offset")}
 
 
-def music_filter(music: str | Path, fades: Fades, target: float | None) -> str:
+def music_filter(music: str | Path, fades: Fades, target: float | None, *, gain: float = 0.0,
+                 ceiling: float = TRUE_PEAK, measured: dict[str, float] | None = None) -> str:
     """The ``-af`` chain for the montage's music: fades, then (with a ``target``) two-pass loudness
-    normalisation, resampled back to 48 kHz (loudnorm works at 192 kHz)."""
+    normalisation, resampled back to 48 kHz (loudnorm works at 192 kHz). ``gain`` (dB) is added
+    before the true-peak limiter at ``ceiling`` dBTP: a correction that raises the loudness while
+    the limiter still holds the peaks. ``measured`` is :func:`measure`'s result when already known."""
     chain = fades.filters()
     if target is None:
         return ",".join(chain)
-    measured = measure(music, fades, target)
+    if measured is None:
+        measured = measure(music, fades, target)
+        log_measured(music, measured, target)
     if not math.isfinite(measured["input_i"]) or measured["input_i"] < SILENCE_LUFS:
-        log.info("%s: silent (%.1f LUFS); left as it is", music, measured["input_i"])
         return ",".join(chain)
-    log.info("music loudness %.1f LUFS, true peak %.1f dBTP → %g LUFS", measured["input_i"], measured["input_tp"],
-             target)
     chain.append(
         f"loudnorm=I={target:g}:TP={TRUE_PEAK:g}:LRA={LOUDNESS_RANGE:g}:measured_I={measured['input_i']:.2f}"
         f":measured_TP={measured['input_tp']:.2f}:measured_LRA={measured['input_lra']:.2f}"
         f":measured_thresh={measured['input_thresh']:.2f}:offset={measured['target_offset']:.2f}:linear=true")
+    if gain:
+        chain.append(f"volume={gain:.2f}dB")
     # loudnorm's own limiter lets true peaks through on dense masters: limit at its 192 kHz rate,
     # where sample peaks are true peaks, before going back to 48 kHz
-    chain.append(f"alimiter=limit={10 ** (TRUE_PEAK / 20):.4f}:attack=1:release=50:level=disabled")
+    chain.append(f"alimiter=limit={10 ** (ceiling / 20):.4f}:attack=1:release=50:level=disabled")
     chain.append("aformat=sample_rates=48000:channel_layouts=stereo|mono")  # an unnamed layout (a mono WAV) too
     return ",".join(chain)
+
+
+def log_measured(music: str | Path, measured: dict[str, float], target: float) -> None:
+    if not math.isfinite(measured["input_i"]) or measured["input_i"] < SILENCE_LUFS:
+        log.info("%s: silent (%.1f LUFS); left as it is", music, measured["input_i"])
+    else:
+        log.info("music loudness %.1f LUFS, true peak %.1f dBTP → %g LUFS", measured["input_i"],
+                 measured["input_tp"], target)
 
 
 @dataclass(frozen=True)
@@ -135,24 +147,31 @@ def master_music(music: str | Path, fades: Fades, target: float | None, out: Pat
 
     import os
 
-    chain = music_filter(music, fades, target)
-    gain, tries = 0.0, []
+    measured_music = None if target is None else measure(music, fades, target)
+    if target is not None and measured_music is not None:
+        log_measured(music, measured_music, target)
+    gain, ceiling, tries = 0.0, TRUE_PEAK, []
     for attempt in range(4):
+        chain = music_filter(music, fades, target, gain=gain, ceiling=ceiling, measured=measured_music)
         encoded = out.with_name(f"{out.stem}.{attempt}{out.suffix}")
         run_ffmpeg(["-t", f"{fades.duration:.6f}", "-i", str(music), "-map", "0:a:0",
-                    "-af", chain + (f",volume={gain:.2f}dB" if gain else ""), "-c:a", "aac", "-b:a", bitrate,
-                    "-f", "mp4", str(encoded)], what=f"encoding the music {music}")
+                    "-af", chain, "-c:a", "aac", "-b:a", bitrate, "-f", "mp4", str(encoded)],
+                   what=f"encoding the music {music}")
         measured = measure_file(encoded)
         tries.append((measured, encoded))
-        if target is None or not math.isfinite(measured.integrated):
+        if target is None or not math.isfinite(measured.integrated) or "loudnorm" not in chain:
             break
-        # What the encoded sound needs: down when its peaks pass the limit; up towards the target
-        # while the peaks leave room. The encoder's peaks do not follow the gain exactly, so the
-        # best of the tries is kept.
-        step = min(target - measured.integrated, DELIVERY_PEAK - 0.2 - measured.true_peak)
-        if measured.true_peak <= DELIVERY_PEAK and abs(step) < 0.3:
+        # What the encoded sound needs: the limiter lower when the encoder's overshoot passed the
+        # delivery limit; more gain into the limiter while the loudness falls short (a dense track
+        # whose linear gain loudnorm had to cap at its peaks), less when it overshoots. The
+        # encoder's peaks do not follow exactly, so the best of the tries is kept.
+        short = target - measured.integrated
+        if measured.true_peak <= DELIVERY_PEAK and abs(short) < 0.3:
             break
-        gain += step
+        if measured.true_peak > DELIVERY_PEAK:
+            ceiling -= measured.true_peak - DELIVERY_PEAK + 0.1
+        if abs(short) >= 0.3:
+            gain += short
     within = [t for t in tries if t[0].true_peak <= DELIVERY_PEAK]
     measured, best = (min(within, key=lambda t: abs(t[0].integrated - (target or 0.0))) if within
                       else min(tries, key=lambda t: t[0].true_peak))
