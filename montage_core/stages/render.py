@@ -99,19 +99,25 @@ def _segment_key(spec: RenderSpec) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+#: source decoded past a segment's end, in output frames: the fps filter may want the next frame
+#: to place the last one; anything short is held by tpad, so more would only be decoded and dropped
+DECODE_MARGIN_FRAMES = 3
+
+
 def _segment_command(spec: RenderSpec, encoder: dict[str, Any], out: str) -> list[str]:
     fps, frames = spec.fps, spec.frames
     seconds = frames / fps
-    norm = normalise_filter(spec.width, spec.height, fps, seconds + 1)
+    margin = DECODE_MARGIN_FRAMES / fps
+    norm = normalise_filter(spec.width, spec.height, fps, seconds + margin)
     args = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
     main, blend = spec.main, spec.blend
-    args += [*encoder["input_args"], "-ss", f"{main.start:.6f}", "-t", f"{seconds + 1:.6f}", "-i", main.source]
+    args += [*encoder["input_args"], "-ss", f"{main.start:.6f}", "-t", f"{seconds + margin:.6f}", "-i", main.source]
     graph = f"[0:v]{norm}[a]"
     last = "[a]"
     if blend:
         blend_seconds = blend.frames / fps
-        args += ["-ss", f"{blend.start:.6f}", "-t", f"{blend_seconds + 1:.6f}", "-i", blend.source]
-        graph += (f";[1:v]{normalise_filter(spec.width, spec.height, fps, blend_seconds + 1)}[b]"
+        args += ["-ss", f"{blend.start:.6f}", "-t", f"{blend_seconds + margin:.6f}", "-i", blend.source]
+        graph += (f";[1:v]{normalise_filter(spec.width, spec.height, fps, blend_seconds + margin)}[b]"
                   f";[a][b]xfade=transition=fade:duration={blend_seconds:.6f}"
                   f":offset={(frames - blend.frames) / fps:.6f}[x]")
         last = "[x]"
