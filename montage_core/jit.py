@@ -145,6 +145,26 @@ def ensure_warm(name: str, sources: Sequence[str], warm: Callable[[], None], gro
         _warm_sets.add(stamp)
 
 
+#: the Numba threads a worker's current shard may use (set per shard by the backend)
+SHARD_THREADS = "MONTAGE_SHARD_THREADS"
+
+
+def thread_share(cores: int, workers: int, shards: int) -> int:
+    """Cores per running shard: a job with fewer shards than workers gives each the idle ones."""
+    return max(1, cores // max(1, min(workers, shards)))
+
+
+def use_thread_share() -> None:
+    """Run this process's Numba kernels on the threads its shard was given (``SHARD_THREADS``),
+    at most the pool Numba started with; nothing when no share was set."""
+    share = os.environ.get(SHARD_THREADS, "")
+    if not share.isdigit():
+        return
+    import numba
+
+    numba.set_num_threads(max(1, min(int(share), numba.config.NUMBA_NUM_THREADS)))
+
+
 def clear_jit_cache() -> int:
     """Delete every cached kernel and warm marker (holding every group's lock); return the count.
 

@@ -148,6 +148,32 @@ def _crash_once(task: ShardTask, emit: object) -> str:
     return f"{task.id} ok"
 
 
+def _numba_threads(task: ShardTask, emit: object) -> int:
+    import numba
+
+    from montage_core.jit import use_thread_share
+
+    use_thread_share()  # what the analysis decode pass does before its kernels run
+    return int(numba.get_num_threads())
+
+
+def test_a_shard_alone_on_idle_workers_gets_their_cores(pm) -> None:
+    from montage_core.jit import thread_share
+
+    cores = os.cpu_count() or 1
+    assert (thread_share(8, 4, 1), thread_share(8, 4, 2), thread_share(8, 4, 9), thread_share(2, 4, 9)) == (8, 4, 2, 1)
+    backend = pm.new_backend("local", workers=2)
+    try:
+        alone = run_shards(backend, _numba_threads, [ShardTask("s0", "analysis", "a.mp4", {})], on_event=lambda e: None)
+        pair = run_shards(backend, _numba_threads, [ShardTask(f"s{i}", "analysis", f"{i}.mp4", {}) for i in range(2)],
+                          on_event=lambda e: None)
+    finally:
+        backend.close()
+    pool = int(os.environ.get("NUMBA_NUM_THREADS") or cores)  # Numba's own ceiling in the workers
+    assert alone["s0"].result == min(pool, cores)
+    assert [pair[f"s{i}"].result for i in range(2)] == [min(pool, max(1, cores // 2))] * 2
+
+
 def _poisoned_jit_cache(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     index = folder / "kernels.cut_score-84.py311.nbi"

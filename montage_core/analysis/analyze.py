@@ -192,6 +192,9 @@ def _decode_pass(path: str, info: MediaInfo, size: tuple[int, int], analyzers: S
                  input_args: Sequence[str], fps: float, progress: Progress | None, start_frame: int = 0,
                  frame_count: int | None = None) -> dict[str, np.ndarray]:
     """Decode once and run every analyzer on each batch; the per-frame series."""
+    from ..jit import use_thread_share
+
+    use_thread_share()
     outputs: dict[str, list[np.ndarray]] = {name: [] for a in analyzers for name in a.outputs}
     previous = np.empty((0, 0), np.uint8)
     frames_done = 0

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..hookspecs import hookimpl
 from ..interfaces import Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask, outcome_from_exception
+from ..jit import SHARD_THREADS, thread_share
 
 _events: Any = None  # the progress queue, set in each worker by _init_worker
 
@@ -34,10 +35,11 @@ def _init_worker(events: Any, threads: int, job: tuple[str, str] | None = None) 
     root.handlers[:] = [_ForwardLogs(events)]
     root.setLevel(logging.INFO)
     root.propagate = False
-    # Each worker's Numba kernels get an equal share of the cores. ffmpeg keeps its own thread
-    # count: a job with fewer clips than workers would otherwise decode on a fraction of the machine
-    # (MONTAGE_DECODE_THREADS pins it when wanted).
-    os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
+    # Numba's pool may use every core; each shard is then given its share of them (jit.thread_share:
+    # an equal share while all workers are busy, more when a job has fewer shards than workers).
+    # ffmpeg keeps its own thread count (MONTAGE_DECODE_THREADS pins it when wanted).
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(os.cpu_count() or 1))
+    os.environ[SHARD_THREADS] = str(threads)
 
 
 def _record_orphaned(store_path: str, job_id: str) -> None:
@@ -95,8 +97,10 @@ def warm_up() -> None:
     warm_analyzers(list(get_manager().analyzers))
 
 
-def _run(fn: ShardFunction, task: ShardTask) -> tuple[str, Any]:
+def _run(fn: ShardFunction, task: ShardTask, threads: int | None = None) -> tuple[str, Any]:
     worker, host = _worker_name(), socket.gethostname()
+    if threads:
+        os.environ[SHARD_THREADS] = str(threads)
 
     def emit(event: ProgressEvent) -> None:
         event.worker, event.host = worker, host
@@ -168,8 +172,9 @@ class LocalBackend(Backend):
         listener.start()
         futures: dict[Future[tuple[str, Any]], ShardTask] = {}
         try:
+            threads = thread_share(os.cpu_count() or 1, self.workers, len(tasks))
             for task in tasks:
-                futures[pool.submit(_run, fn, task)] = task
+                futures[pool.submit(_run, fn, task, threads)] = task
             remaining = set(futures)
             while remaining:
                 done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
