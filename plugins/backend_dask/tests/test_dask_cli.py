@@ -150,7 +150,12 @@ def test_a_lost_scheduler_interrupts_and_resume_finishes_with_the_same_timeline(
         assert resumed.returncode == 0, resumed.stderr
     finally:
         cluster.stop()
-    local = run_cli("run", str(clips), "--music", str(music), "-o", str(tmp_path / "here.mp4"), *RUN, env=cluster_env)
+    _assert_same_cuts_as_a_local_run(clips, music, tmp_path, cluster_env)
+
+
+def _assert_same_cuts_as_a_local_run(clips: Path, music: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """The timeline written to ``on the cluster.timeline.json`` cuts exactly as a local run's."""
+    local = run_cli("run", str(clips), "--music", str(music), "-o", str(tmp_path / "here.mp4"), *RUN, env=env)
     assert local.returncode == 0, local.stderr
     cuts = [json.loads(p.read_text())["cuts"] for p in (tmp_path / "on the cluster.timeline.json",
                                                         tmp_path / "here.timeline.json")]
@@ -222,11 +227,7 @@ def test_a_worker_killed_under_a_shard_is_named_and_the_shard_rerun(
     assert line.startswith(f"warning: {rerun['clip']}: lost Dask worker worker-w-"), line
     assert f"({address}) while it ran shard {rerun['shard_id']}; rerunning the shard (attempt 2)" in line, line
     assert "Traceback" not in stderr
-    local = run_cli("run", str(clips), "--music", str(music), "-o", str(tmp_path / "here.mp4"), *RUN, env=tripwire_env)
-    assert local.returncode == 0, local.stderr
-    cuts = [json.loads(p.read_text())["cuts"] for p in (tmp_path / "on the cluster.timeline.json",
-                                                        tmp_path / "here.timeline.json")]
-    assert cuts[0] == cuts[1]
+    _assert_same_cuts_as_a_local_run(clips, music, tmp_path, tripwire_env)
 
 
 def test_a_shard_that_kills_every_worker_fails_alone_with_the_reason(
