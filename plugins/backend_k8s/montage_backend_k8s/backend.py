@@ -255,6 +255,8 @@ class KubernetesBackend(Backend):
     def _submit(self, run: _Run, shard_file: str) -> None:
         from kubernetes import client
 
+        from .config import device_groups
+
         s = self.settings
         cache = os.environ.get("MONTAGE_CACHE_DIR")
         job = job_manifest(
@@ -264,7 +266,7 @@ class KubernetesBackend(Backend):
             memory=run.memory, cpu=s["cpu"], accelerator=run.placement.accelerator, vendor=run.placement.vendor,
             require_accelerator=run.placement.required, job_id=self.job_id,
             cache_dir=self.paths.to_pod(cache) if cache and self.paths.on_volume(cache) else None,
-            service_account=s["service_account"])
+            service_account=s["service_account"], device_groups=device_groups(s["device_groups"]))
         client.BatchV1Api(self.api).create_namespaced_job(s["namespace"], job)
         vendor = run.placement.vendor
         where = f" on {vendor} GPU nodes ({run.placement.accelerator.name})" if vendor else ""

@@ -333,7 +333,8 @@ def kube(kmock: Any, denied: set[tuple[str, str]], montage_home: Path, tmp_path:
         "users: [{name: tester, user: {token: test-token}}]\n"
         "contexts: [{name: test, context: {cluster: test, user: tester, namespace: montage}}]\n")
     monkeypatch.setenv("KUBECONFIG", str(config))
-    for name in ("KUBERNETES_SERVICE_HOST", "REGISTRY", "PVC_NAME", "MONTAGE_K8S_NAMESPACE", "MONTAGE_IMAGE"):
+    for name in ("KUBERNETES_SERVICE_HOST", "REGISTRY", "PVC_NAME", "MONTAGE_K8S_NAMESPACE", "MONTAGE_IMAGE",
+                 "MONTAGE_PUSH_REGISTRY", "MONTAGE_K8S_DEVICE_GROUPS", "MONTAGE_K8S_NODES_RESOLVE_CLUSTER_DNS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MONTAGE_K8S_CONFIG", str(tmp_path / "k8s.json"))
     monkeypatch.setenv("MONTAGE_K8S_POLL", "0.2")
