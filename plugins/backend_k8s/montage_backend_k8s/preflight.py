@@ -146,7 +146,7 @@ def check_volume_in_cluster(api: Any, settings: dict[str, Any], timeout: float =
     """A one-pod Job writes, reads and deletes a probe file at the mount path, as the workers will."""
     from kubernetes import client
 
-    from .backend import job_pods, read_pod_log
+    from .backend import job_pods, permanent_pull_failure, pull_grace, read_pod_log
     from .diagnose import failure_kind
     from .jobs import job_manifest
 
@@ -159,16 +159,27 @@ def check_volume_in_cluster(api: Any, settings: dict[str, Any], timeout: float =
                        command=["k8s-probe-storage", settings["mount_path"]])
     batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
     batch.create_namespaced_job(namespace, job)
+    pull_failing: dict[str, float] = {}  # pod -> when its image pull was first seen failing
+    pull_error = ""  # the last poll's pull failure, if any
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            pull_error = ""
             for pod in job_pods(core, namespace, name):
                 kind, why = failure_kind(pod)
+                # a pull error may be a registry's passing refusal (429): the workers' grace applies here too
+                if kind == "image" and not permanent_pull_failure(why):
+                    first = pull_failing.setdefault(pod.metadata.name, time.monotonic())
+                    pull_error = f"storage probe pod {pod.metadata.name} cannot run: {why}"
+                    if time.monotonic() - first <= pull_grace():
+                        continue
                 if kind in ("image", "architecture"):
                     return [f"storage probe pod {pod.metadata.name} cannot run: {why}"]
                 if pod.status and pod.status.phase in ("Succeeded", "Failed"):
                     return _probe_answer(read_pod_log(core, namespace, pod.metadata.name), pod, settings)
             time.sleep(0.5)
+        if pull_error:  # still failing to pull when time ran out: that is the reason
+            return [pull_error]
         return [f"storage probe Job {name} did not finish in {timeout:.0f} s: "
                 f"kubectl describe job {name} -n {namespace}"]
     finally:

@@ -79,6 +79,19 @@ async def test_registry_down(kube: Any, settings: Path, tmp_path: Path) -> None:
     assert "connection refused" in errors[0] and _jobs(kube) == []
 
 
+async def test_the_storage_probe_waits_out_a_passing_pull_error(kube: Any, settings: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONTAGE_K8S_PULL_GRACE", "20")
+    proc, cluster = await _preflight(kube, tmp_path, [Fault("image", "preflight", seconds=2)])
+    assert proc.returncode == 0, proc.stderr
+    assert len(cluster.pull_failures) == 1 and "shared volume in the cluster" in proc.stderr
+    # the same error lasting past the grace is the answer, with its diagnosis
+    monkeypatch.setenv("MONTAGE_K8S_PULL_GRACE", "1")
+    proc, _ = await _preflight(kube, tmp_path, [Fault("image", "preflight", seconds=60)])
+    assert proc.returncode == 1
+    assert "cannot run: cannot pull image " in proc.stderr and ": ErrImagePull (failed to pull" in proc.stderr
+
+
 async def test_mount_path_missing_in_the_pod(kube: Any, settings: Path, tmp_path: Path) -> None:
     missing = tmp_path / "not mounted"
     proc, _ = await _preflight(kube, tmp_path, env={"MONTAGE_MOUNT_PATH": str(missing),
