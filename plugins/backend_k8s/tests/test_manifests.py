@@ -44,9 +44,10 @@ def _validate(obj: dict[str, Any], version: str) -> None:
 
 def _jobs() -> dict[str, dict[str, Any]]:
     """A Job of every shape the backend submits: CPU, each GPU vendor required and preferred, the probe."""
-    base = dict(namespace="montage", image="localhost:30500/montage@sha256:" + "0" * 64, pvc="montage-data",
-                mount_path="/data", shards=4, shard_file="/data/jobs/x/shards.json", job_id="20300101-000000-ab12",
-                cache_dir="/data/cache", device_groups=device_groups(resolve()["device_groups"].value))
+    base: dict[str, Any] = {
+        "namespace": "montage", "image": "localhost:30500/montage@sha256:" + "0" * 64, "pvc": "montage-data",
+        "mount_path": "/data", "shards": 4, "shard_file": "/data/jobs/x/shards.json", "job_id": "20300101-000000-ab12",
+        "cache_dir": "/data/cache", "device_groups": device_groups(resolve()["device_groups"].value)}
     jobs = {"cpu": manifest_dict(job_manifest(name="montage-x-analys-1", stage="analysis", **base)),
             "probe": manifest_dict(job_manifest(name="montage-preflight-1", stage="preflight", retries_per_index=0,
                                                 command=["k8s-probe-storage", "/data"], **{**base, "shards": 1}))}
