@@ -30,6 +30,7 @@ from montage_core.specs import RenderSpec, ShardSpec
 
 from .diagnose import diagnose_pod, failure_kind, last_error, pod_index
 from .jobs import job_manifest
+from .logfollow import LogCursor, follow_pod_log
 from .placement import Placement, place_tasks
 
 log = logging.getLogger("montage.k8s")
@@ -43,6 +44,15 @@ PENDING_TIMEOUT = 600.0
 PULL_GRACE = 120.0
 #: pull failures no wait can cure
 PERMANENT_PULL_FAILURES = ("InvalidImageName", "ErrImageNeverPull")
+
+
+def permanent_pull_failure(diagnosis: str) -> bool:
+    """An image pull failure (``failure_kind``'s one line) that no wait cures: a bad name, pulling forbidden."""
+    return any(reason in diagnosis for reason in PERMANENT_PULL_FAILURES)
+
+
+def pull_grace() -> float:
+    return float(os.environ.get("MONTAGE_K8S_PULL_GRACE", PULL_GRACE))
 
 
 def parse_indexes(text: str | None) -> set[int]:
@@ -114,8 +124,8 @@ class _Run:
     memory: str
     done: set[int] = field(default_factory=set)
     failed: set[int] = field(default_factory=set)
-    log_lines: dict[str, int] = field(default_factory=dict)  # running pod -> log lines already read
-    final_logs: dict[str, str] = field(default_factory=dict)  # finished pod -> its whole log, read once
+    logs: dict[str, LogCursor] = field(default_factory=dict)  # pod -> how far its log is read, and the lines
+    final_logs: dict[str, str] = field(default_factory=dict)  # finished pod -> its whole log, as followed
     recorded: set[str] = field(default_factory=set)  # pods whose final log is in the job store
     finished: bool = False
     #: the run's random token: a result without it (forged, stale, another run's) is refused
@@ -255,6 +265,8 @@ class KubernetesBackend(Backend):
     def _submit(self, run: _Run, shard_file: str) -> None:
         from kubernetes import client
 
+        from .config import device_groups
+
         s = self.settings
         cache = os.environ.get("MONTAGE_CACHE_DIR")
         job = job_manifest(
@@ -264,7 +276,7 @@ class KubernetesBackend(Backend):
             memory=run.memory, cpu=s["cpu"], accelerator=run.placement.accelerator, vendor=run.placement.vendor,
             require_accelerator=run.placement.required, job_id=self.job_id,
             cache_dir=self.paths.to_pod(cache) if cache and self.paths.on_volume(cache) else None,
-            service_account=s["service_account"])
+            service_account=s["service_account"], device_groups=device_groups(s["device_groups"]))
         client.BatchV1Api(self.api).create_namespaced_job(s["namespace"], job)
         vendor = run.placement.vendor
         where = f" on {vendor} GPU nodes ({run.placement.accelerator.name})" if vendor else ""
@@ -328,12 +340,10 @@ class KubernetesBackend(Backend):
         name = pod.metadata.name
         if phase not in ("Running", "Succeeded", "Failed") or name in run.final_logs:
             return  # not started, or finished and its last lines already read (_follow reads events first)
-        text = self._log(core, namespace, run, pod)
-        lines = text.splitlines()
         node = pod.spec.node_name or name
         same_node = [p for p in pods if p.spec.node_name == node and (p.status.phase == "Running")]
         worker = node if len(same_node) <= 1 else f"{node}/{pod_index(pod)}"
-        for line in lines[run.log_lines.get(name, 0):]:
+        for line in self._new_lines(core, namespace, run, pod):
             if line.startswith('{"montage_event"'):
                 try:
                     event = ProgressEvent(**json.loads(line)["montage_event"])
@@ -342,25 +352,36 @@ class KubernetesBackend(Backend):
                 event.worker, event.host = worker, name
                 event.clip = self.paths.to_local(event.clip)
                 on_event(event)
-        run.log_lines[name] = len(lines)
 
     @staticmethod
-    def _log(core: Any, namespace: str, run: _Run, pod: Any) -> str:
-        """A pod's log; a finished pod's is read once and kept (events, diagnosis and job store share it)."""
+    def _new_lines(core: Any, namespace: str, run: _Run, pod: Any) -> list[str]:
+        """The pod's log lines not read before (only those cross the network); a finished pod's
+        whole log, as followed, is kept for its diagnosis and the job store."""
+        from kubernetes.client import ApiException
+
         name = pod.metadata.name
-        if name in run.final_logs:
-            return run.final_logs[name]
-        text = read_pod_log(core, namespace, name)
+        cursor = run.logs.setdefault(name, LogCursor())
+        try:
+            lines = follow_pod_log(core, namespace, name, cursor)
+        except ApiException:  # not started yet, or already gone: nothing new
+            lines = []
         if pod.status and pod.status.phase in ("Succeeded", "Failed"):
-            run.final_logs[name] = text
-        return text
+            run.final_logs[name] = cursor.text()
+        return lines
+
+    def _log(self, core: Any, namespace: str, run: _Run, pod: Any) -> str:
+        """A pod's log (all of it read so far); a finished pod's is complete and kept."""
+        name = pod.metadata.name
+        if name not in run.final_logs:
+            self._new_lines(core, namespace, run, pod)
+        return run.final_logs.get(name) or run.logs[name].text()
 
     def _stuck(self, run: _Run, pods: list[Any], pending_since: dict[str, float]) -> str:
         """Why the run's pods can never start (pull failure, wrong architecture, no node, no pod
         created at all), or ``""``. A pull error may be a registry's passing refusal (429, a
         timeout): it counts only once it has lasted ``MONTAGE_K8S_PULL_GRACE`` seconds."""
         timeout = float(os.environ.get("MONTAGE_K8S_PENDING_TIMEOUT", PENDING_TIMEOUT))
-        grace = float(os.environ.get("MONTAGE_K8S_PULL_GRACE", PULL_GRACE))
+        grace = pull_grace()
         now = time.monotonic()
         if not pods and not run.done and not run.failed:
             first = pending_since.setdefault(f"job:{run.name}", now)
@@ -370,10 +391,14 @@ class KubernetesBackend(Backend):
                         f"job {run.name} -n {self.settings['namespace']}`")
         for pod in pods:
             kind, text = failure_kind(pod)
-            if kind == "architecture" or (kind == "image" and any(r in text for r in PERMANENT_PULL_FAILURES)):
+            if kind == "architecture" or (kind == "image" and permanent_pull_failure(text)):
                 return text
             if kind == "image":
-                if now - pending_since.setdefault(f"pull:{pod.metadata.name}", now) > grace:
+                key = f"pull:{pod.metadata.name}"
+                if key not in pending_since:
+                    log.warning("pod %s: %s; waiting up to %g s for the pull to succeed (MONTAGE_K8S_PULL_GRACE)",
+                                pod.metadata.name, text, grace)
+                if now - pending_since.setdefault(key, now) > grace:
                     return text
             if kind == "unschedulable":
                 first = pending_since.setdefault(pod.metadata.name, now)

@@ -5,10 +5,20 @@ a job would go to a namespace or pull an image.
 
 Default pattern (one namespace per deployment, the registry in its own namespace)::
 
-    namespace  = the pod's own namespace in the cluster, else "montage"
-    registry   = registry.<registry namespace>.svc.cluster.local:5000   (registry namespace: "registry")
-    pvc        = <namespace>-data
-    image      = <registry>/montage:<montage version>
+    namespace      = the pod's own namespace in the cluster, else "montage"
+    registry       = localhost:30500   (what nodes pull from: deploy/registry's NodePort)
+    push_registry  = registry.<registry namespace>.svc.cluster.local:5000 in a pod, else = registry
+    pvc            = <namespace>-data
+    image          = <registry>/montage:<montage version>
+
+Two registry addresses, because pods and the coordinator reach the registry differently. The
+kubelet and its container runtime pull with the *node's* DNS, which knows nothing of cluster
+Service names, so an image named ``registry.<ns>.svc.cluster.local:5000/...`` never pulls on a
+real cluster. deploy/registry exposes the registry as a NodePort instead: every node forwards
+``localhost:30500`` to it (kube-proxy serves NodePorts on localhost), and containerd and Docker
+allow plain HTTP to localhost. The coordinator checks (and a user pushes) the same images through
+``push_registry``: the Service's cluster name from inside a pod, else ``localhost:30500`` too
+(``kubectl port-forward -n registry svc/registry 30500:5000``, or on a node).
 
 The coordinator reaches the shared volume at ``local_mount`` (default: the pods' ``mount_path``,
 which is right when it runs in a pod itself); clips and the cache live there.
@@ -23,14 +33,25 @@ from pathlib import Path
 from typing import Any
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-SETTINGS = ("context", "namespace", "registry_namespace", "registry", "pvc", "image", "mount_path", "local_mount",
-            "service_account", "memory", "memory_cap", "cpu", "parallelism", "retries_per_index", "gpu_vendors")
+SETTINGS = ("context", "namespace", "registry_namespace", "registry", "push_registry", "pvc", "image", "mount_path",
+            "local_mount", "service_account", "memory", "memory_cap", "cpu", "parallelism", "retries_per_index",
+            "gpu_vendors", "device_groups")
 ENV = {"context": "MONTAGE_K8S_CONTEXT", "namespace": "MONTAGE_K8S_NAMESPACE",
-       "registry_namespace": "MONTAGE_REGISTRY_NAMESPACE", "registry": "REGISTRY", "pvc": "PVC_NAME",
+       "registry_namespace": "MONTAGE_REGISTRY_NAMESPACE", "registry": "REGISTRY",
+       "push_registry": "MONTAGE_PUSH_REGISTRY", "pvc": "PVC_NAME",
        "image": "MONTAGE_IMAGE", "mount_path": "MONTAGE_MOUNT_PATH", "local_mount": "MONTAGE_LOCAL_MOUNT",
        "service_account": "MONTAGE_SERVICE_ACCOUNT", "memory": "MONTAGE_K8S_MEMORY",
        "memory_cap": "MONTAGE_K8S_MEMORY_CAP", "cpu": "MONTAGE_K8S_CPU", "parallelism": "MONTAGE_K8S_PARALLELISM",
-       "retries_per_index": "MONTAGE_K8S_RETRIES", "gpu_vendors": "MONTAGE_GPU_VENDORS"}
+       "retries_per_index": "MONTAGE_K8S_RETRIES", "gpu_vendors": "MONTAGE_GPU_VENDORS",
+       "device_groups": "MONTAGE_K8S_DEVICE_GROUPS"}
+#: the registry Service's fixed nodePort in deploy/registry/service.yaml; nodes pull from localhost:<it>
+REGISTRY_NODE_PORT = 30500
+#: the registry Service's port inside the cluster (deploy/registry/service.yaml)
+REGISTRY_SERVICE_PORT = 5000
+#: GIDs a pod with a /dev/dri device (Intel, AMD) joins: the groups owning /dev/dri/card* and renderD*
+#: on the node. video is 44 on Debian and Ubuntu; render is allocated per install: 109 on Ubuntu,
+#: 105, 107 or 110 on other distributions. A GID no group has on the node grants nothing.
+DEVICE_GROUPS = "44,105,107,109,110"
 
 
 @dataclass(frozen=True)
@@ -82,7 +103,18 @@ def resolve(flags: dict[str, str | None] | None = None, service_account: Path = 
     else:
         pick("namespace", "montage")
     pick("registry_namespace", "registry")
-    pick("registry", f"registry.{out['registry_namespace'].value}.svc.cluster.local:5000")
+    pick("registry", f"localhost:{REGISTRY_NODE_PORT}")
+    if out["registry"].source == "default pattern":
+        # localhost:30500 is the registry only on a node (or through a port-forward); a pod has its own
+        # localhost and reaches the Service by its cluster name
+        service = f"registry.{out['registry_namespace'].value}.svc.cluster.local:{REGISTRY_SERVICE_PORT}"
+        if in_cluster():
+            pick("push_registry", service, "default (the registry Service, from this pod)")
+        else:
+            pick("push_registry", out["registry"].value,
+                 "default (= registry: kubectl port-forward -n registry svc/registry 30500:5000)")
+    else:  # one registry everyone reaches by the same name
+        pick("push_registry", out["registry"].value, "default (= registry)")
     pick("pvc", f"{out['namespace'].value}-data")
     pick("image", f"{out['registry'].value}/montage:{__version__}")
     pick("mount_path", "/data")
@@ -94,7 +126,32 @@ def resolve(flags: dict[str, str | None] | None = None, service_account: Path = 
     pick("parallelism", "8", "default")
     pick("retries_per_index", "2", "default")
     pick("gpu_vendors", "", "default (CPU-only cluster)")
+    pick("device_groups", DEVICE_GROUPS, "default (video 44; render 105, 107, 109, 110: see config.py)")
+    device_groups(out["device_groups"].value)  # a typo fails here, not as a Job the API server refuses
     return out
+
+
+def device_groups(text: str) -> list[int]:
+    """``"44,109"`` → ``[44, 109]``; the supplemental groups of pods that get a /dev/dri device.
+    ``none`` is no group (the runtime gives devices the pod's own ids: containerd's
+    ``device_ownership_from_security_context``)."""
+    from montage_core.errors import UsageError
+
+    groups = []
+    for part in ("" if text.strip().lower() == "none" else text).split(","):
+        if not part.strip():
+            continue
+        if not part.strip().isdigit():
+            raise UsageError(f"device_groups {text!r}: not a list of numeric group ids (e.g. 44,109); the "
+                             "groups owning /dev/dri on the GPU nodes (getent group video render)")
+        groups.append(int(part))
+    return sorted(set(groups))
+
+
+def cluster_dns_name(host: str) -> bool:
+    """A Service's cluster DNS name (``NAME.NS.svc.cluster.local``, ``NAME.NS.svc``), with or without port."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name.lower().rstrip(".").endswith((".svc.cluster.local", ".svc"))
 
 
 def kubeconfig_paths() -> list[str]:

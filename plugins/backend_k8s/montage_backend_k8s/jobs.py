@@ -19,17 +19,23 @@ __all__ = ["EXIT_BAD_INPUT", "EXIT_OOM", "job_manifest", "manifest_dict"]
 
 #: the uid and gid worker pods run as (the image's montage user); files on the shared volume are theirs
 WORKER_UID = 10001
+#: vendors whose device plugin hands the pod DRM nodes (/dev/dri/card*, renderD*) for VA-API and QSV,
+#: owned by the node's video and render groups (mode 0660): a uid-10001 pod must be in those groups.
+#: NVIDIA's container runtime injects /dev/nvidia* readable by everyone, so NVIDIA pods need no group.
+DRI_VENDORS = ("amd", "intel")
 
 
 def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path: str, stage: str, shards: int,
                  shard_file: str, parallelism: int = 4, retries_per_index: int = 2, memory: str = "2Gi",
                  cpu: str = "1", accelerator: Any = None, vendor: str | None = None,
                  require_accelerator: bool = False, job_id: str = "", cache_dir: str | None = None,
-                 service_account: str = "montage-worker", command: list[str] | None = None) -> Any:
+                 service_account: str = "montage-worker", command: list[str] | None = None,
+                 device_groups: list[int] | None = None) -> Any:
     """A ``batch/v1`` Indexed Job running ``montage worker`` for each shard of ``stage``.
 
     ``job_id`` (the montage job) labels the Job and its pods, so ``montage logs JOB_ID`` finds
     every pod of every stage and retry. ``command`` replaces the worker (the storage probe).
+    ``device_groups``: the node's video/render GIDs, joined by pods that get a /dev/dri device.
     """
     from kubernetes import client
 
@@ -38,6 +44,7 @@ def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path:
     affinity = None
     tolerations = []
     env = []
+    supplemental: list[int] = []
     if accelerator is not None and vendor:
         device = accelerator.placement.get(vendor) or DevicePlacement()
         # GPU nodes are often tainted with their device resource's name; only pods that want the device tolerate it
@@ -50,6 +57,8 @@ def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path:
         if require_accelerator and device.resources:
             # extended resources are requested through limits
             limits.update((resource, str(count)) for resource, count in device.resources.items())
+            if vendor in DRI_VENDORS:  # the GIDs differ per node OS, hence configurable (device_groups)
+                supplemental = sorted(set(device_groups or []))
             affinity = client.V1Affinity(node_affinity=client.V1NodeAffinity(
                 required_during_scheduling_ignored_during_execution=client.V1NodeSelector(
                     node_selector_terms=[client.V1NodeSelectorTerm(match_expressions=terms)])))
@@ -78,7 +87,7 @@ def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path:
         service_account_name=service_account, automount_service_account_token=False,
         security_context=client.V1PodSecurityContext(
             run_as_non_root=True, run_as_user=WORKER_UID, run_as_group=WORKER_UID, fs_group=WORKER_UID,
-            fs_group_change_policy="OnRootMismatch", seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault")),
+            fs_group_change_policy="OnRootMismatch", supplemental_groups=supplemental or None, seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault")),
         volumes=[client.V1Volume(name="data", persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
                      claim_name=pvc)),
                  client.V1Volume(name="tmp", empty_dir=client.V1EmptyDirVolumeSource())])

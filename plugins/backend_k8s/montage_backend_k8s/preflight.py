@@ -5,8 +5,9 @@ Run by ``montage preflight --backend k8s`` and, through the pre-flight hook, bef
 1. the API answers; the namespace, service account and PVC exist (where this user may read
    them), the PVC is ReadWriteMany; RBAC allows every verb the backend uses (one
    ``SelfSubjectAccessReview`` per verb, which every authenticated user may ask);
-2. the registry answers its ``/v2/`` API and has the image; a tag is resolved to its digest now,
-   so every Job of the run pulls the same image even if the tag moves;
+2. the nodes can resolve the image's registry (not a cluster DNS name: kubelets pull with the
+   node's DNS); the registry answers its ``/v2/`` API and has the image; a tag is resolved to
+   its digest now, so every Job of the run pulls the same image even if the tag moves;
 3. the shared volume, from the coordinator and from inside the cluster: a one-pod Job writes,
    reads and deletes a probe file at the mount path and reports the mount's type and free space.
 
@@ -17,11 +18,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from typing import Any
 
 from montage_core.interfaces import PreflightCheck
+
+from .config import REGISTRY_NODE_PORT
 
 log = logging.getLogger("montage.k8s.preflight")
 
@@ -95,14 +99,36 @@ def check_access(api: Any, settings: dict[str, Any]) -> list[str]:
 
 
 def check_registry(settings: dict[str, Any]) -> list[str]:
-    """The image is in the registry; pins ``image_pinned`` to its digest for the run's Jobs."""
-    from .registry import check_image
+    """The nodes can pull the image and it is in the registry; pins ``image_pinned`` to its digest.
 
-    check = check_image(settings["image"])
-    if check.ok and check.pinned:
-        settings["image_pinned"] = check.pinned
-        log.info("image %s is %s", settings["image"], check.pinned)
-    return check.problems
+    Pods pull ``image`` by its name; this machine asks the registry through ``push_registry``
+    when the image is on the pull ``registry`` and the two addresses differ (the NodePort's
+    ``localhost:30500`` is the registry only on a node)."""
+    from .config import cluster_dns_name
+    from .registry import check_image, parse_image
+
+    image = settings["image"]
+    ref = parse_image(image)
+    problems = []
+    if cluster_dns_name(ref.registry) and not os.environ.get("MONTAGE_K8S_NODES_RESOLVE_CLUSTER_DNS"):
+        # the kubelet and containerd resolve with the node's DNS, not the cluster's: such a pull fails on every node
+        problems.append(
+            f"image registry {ref.registry} is a cluster DNS name that nodes cannot resolve when they pull: "
+            f"kubectl apply -k deploy/registry and unset REGISTRY (nodes pull from localhost:{REGISTRY_NODE_PORT}), "
+            "or set REGISTRY to a name the nodes resolve (MONTAGE_K8S_NODES_RESOLVE_CLUSTER_DNS=1 if their "
+            "runtime maps this one)")
+    reach = settings.get("push_registry") or settings["registry"]
+    if ref.registry == settings["registry"] and reach != ref.registry:
+        tag = f":{ref.tag}" if ref.tag else ""
+        check = check_image(f"{reach}/{ref.repository}{tag}{'@' + ref.digest if ref.digest else ''}")
+        pinned = ref.pinned(check.digest) if check.digest else None  # by the name the nodes pull it by
+    else:
+        check = check_image(image)
+        pinned = check.pinned
+    if check.ok and pinned:
+        settings["image_pinned"] = pinned
+        log.info("image %s is %s", image, pinned)
+    return problems + check.problems
 
 
 def check_local_volume(settings: dict[str, Any]) -> list[str]:
@@ -120,7 +146,7 @@ def check_volume_in_cluster(api: Any, settings: dict[str, Any], timeout: float =
     """A one-pod Job writes, reads and deletes a probe file at the mount path, as the workers will."""
     from kubernetes import client
 
-    from .backend import job_pods, read_pod_log
+    from .backend import job_pods, permanent_pull_failure, pull_grace, read_pod_log
     from .diagnose import failure_kind
     from .jobs import job_manifest
 
@@ -133,16 +159,27 @@ def check_volume_in_cluster(api: Any, settings: dict[str, Any], timeout: float =
                        command=["k8s-probe-storage", settings["mount_path"]])
     batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
     batch.create_namespaced_job(namespace, job)
+    pull_failing: dict[str, float] = {}  # pod -> when its image pull was first seen failing
+    pull_error = ""  # the last poll's pull failure, if any
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            pull_error = ""
             for pod in job_pods(core, namespace, name):
                 kind, why = failure_kind(pod)
+                # a pull error may be a registry's passing refusal (429): the workers' grace applies here too
+                if kind == "image" and not permanent_pull_failure(why):
+                    first = pull_failing.setdefault(pod.metadata.name, time.monotonic())
+                    pull_error = f"storage probe pod {pod.metadata.name} cannot run: {why}"
+                    if time.monotonic() - first <= pull_grace():
+                        continue
                 if kind in ("image", "architecture"):
                     return [f"storage probe pod {pod.metadata.name} cannot run: {why}"]
                 if pod.status and pod.status.phase in ("Succeeded", "Failed"):
                     return _probe_answer(read_pod_log(core, namespace, pod.metadata.name), pod, settings)
             time.sleep(0.5)
+        if pull_error:  # still failing to pull when time ran out: that is the reason
+            return [pull_error]
         return [f"storage probe Job {name} did not finish in {timeout:.0f} s: "
                 f"kubectl describe job {name} -n {namespace}"]
     finally:

@@ -55,13 +55,75 @@ def read_only_mounts_work() -> bool:
     return probe.returncode == 0
 
 
+class KubeletLog:
+    """One container's log as the kubelet keeps and serves it.
+
+    The container runtime stamps each line as it reads it from the container (RFC 3339, to the
+    nanosecond); the kubelet serves the current log file only (``rotate`` starts a new one, as
+    ``containerLogMaxSize`` does), with ``timestamps=true`` prefixing each line with its stamp and
+    ``sinceTime`` leaving out the lines before it. The API server passes ``sinceTime`` on to the
+    kubelet at whole seconds (``Format(time.RFC3339)``), so that is what is compared.
+    """
+
+    def __init__(self, raw: Path | None = None) -> None:
+        self.raw = raw  # the container's stdout and stderr, as the process wrote them
+        self.current: list[tuple[int, str]] = []  # (stamp in ns since the epoch, line) of the current file
+        self.rotated: list[tuple[int, str]] = []
+        self.served: list[bytes] = []  # every answer, for tests that count what crossed the network
+        self._offset = 0
+        self._lock = threading.Lock()
+
+    def write(self, line: str, at: int) -> None:
+        with self._lock:
+            self.current.append((at, line))
+
+    def sync(self, final: bool = False) -> None:
+        """Stamp the lines the container wrote since the last sync (``final``: its last, unfinished one too)."""
+        if self.raw is None or not self.raw.exists():
+            return
+        with self._lock, self.raw.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+            end = len(data) if final else data.rfind(b"\n") + 1
+            for line in data[:end].decode("utf-8", "replace").splitlines():
+                self.current.append((time.time_ns(), line))
+            self._offset += end
+
+    def rotate(self) -> None:
+        self.sync()
+        with self._lock:
+            self.rotated += self.current
+            self.current = []
+
+    def serve(self, params: dict[str, str]) -> bytes:
+        self.sync()
+        since = -1
+        if params.get("sinceTime"):
+            moment = datetime.datetime.fromisoformat(params["sinceTime"].replace("Z", "+00:00"))
+            since = int(moment.timestamp()) * 10**9  # whole seconds, as the API server passes it on
+        stamps = params.get("timestamps") == "true"
+        with self._lock:
+            lines = [(stamp_text(at) + " " if stamps else "") + line for at, line in self.current if at >= since]
+        answer = "".join(f"{line}\n" for line in lines).encode()
+        self.served.append(answer)
+        return answer
+
+
+def stamp_text(nanos: int) -> str:
+    """The kubelet's timestamp: RFC 3339 in UTC with nine fraction digits (``RFC3339NanoFixed``)."""
+    moment = datetime.datetime.fromtimestamp(nanos // 10**9, tz=datetime.timezone.utc)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{nanos % 10**9:09d}Z"
+
+
 @dataclass
 class Fault:
     """``kind``: ``oom-below`` (OOMKilled while the memory limit is under ``memory``), ``drain``
     (evicted once, mid-shard), ``crash`` (the worker dies with SIGSEGV, every time), ``image``
     (every pod of the stage's Job stuck in ImagePullBackOff), ``unschedulable`` (no node has the
     ``resource`` a Job asks for), ``read-only`` (the shared volume mounted read-only in the pod),
-    ``no-pods`` (the Job controller cannot create the stage's pods: a quota, Pod Security admission)."""
+    ``no-pods`` (the Job controller cannot create the stage's pods: a quota, Pod Security admission).
+    An ``image`` fault with ``seconds`` passes: each pod fails to pull (``ErrImagePull``, then
+    ``ImagePullBackOff``) for that long after it is created, then pulls and runs (a registry's 429)."""
 
     kind: str
     stage: str
@@ -69,6 +131,7 @@ class Fault:
     memory: str = "4Gi"
     times: int = 1  # drains: how many times it happens
     resource: str = ""  # unschedulable: the extended resource no node has
+    seconds: float = 0.0  # image: how long each pod's pull fails (0: for ever)
 
 
 @dataclass
@@ -103,6 +166,11 @@ class FakeCluster:
         self.evicted_nodes: list[str] = []
         self.succeeded: list[str] = []  # shard ids, in the order their pods succeeded
         self.full: set[str] = set()  # Jobs whose pending pods find no room (the cluster is full for them)
+        self.pod_logs: dict[str, KubeletLog] = {}
+        #: pods whose image pull fails for now: pod -> (when it succeeds, monotonic; job, index, node)
+        self.pulling: dict[str, tuple[float, str, int, str]] = {}
+        self.pull_failures: set[str] = set()  # pods that were seen failing to pull
+        self.backing_off: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fake-cluster", daemon=True)
         self._node = 0
@@ -120,9 +188,8 @@ class FakeCluster:
             if proc.poll() is None:
                 proc.kill()
 
-    def log_of(self, pod: str) -> bytes:
-        path = self.logs / f"{pod}.log"
-        return path.read_bytes() if path.exists() else b""
+    def log_of(self, pod: str) -> KubeletLog:
+        return self.pod_logs.get(pod) or KubeletLog()
 
     def _loop(self) -> None:
         from kubernetes import client
@@ -133,6 +200,8 @@ class FakeCluster:
                 jobs = batch.list_namespaced_job(self.namespace).items
                 for job in jobs:
                     self._reconcile(job, batch, core)
+                for pod in list(self.processes):  # the runtime stamps lines as the containers write them
+                    self.log_of(pod).sync()
                 self._collect_garbage({job.metadata.name for job in jobs})
             except Exception as exc:  # keep the cluster alive; the test's assertions will tell
                 print(f"fake cluster: {type(exc).__name__}: {str(exc).splitlines()[0]} "
@@ -141,6 +210,9 @@ class FakeCluster:
 
     def _collect_garbage(self, live: set[str]) -> None:
         """A deleted Job's pods go with it (propagationPolicy Background)."""
+        for pod, (_, job, _, _) in list(self.pulling.items()):
+            if job not in live:
+                del self.pulling[pod]
         for pod, (proc, info) in list(self.processes.items()):
             if info["job"] not in live:
                 proc.kill()
@@ -160,6 +232,14 @@ class FakeCluster:
         for pod_name, (proc, info) in list(self.processes.items()):
             if info["job"] == name and proc.poll() is not None:
                 self._finished(job, state, pod_name, proc.returncode, info, batch, core)
+        for pod, (ready, job_name, index, node) in list(self.pulling.items()):
+            if job_name == name and time.monotonic() >= ready:  # the registry answers again: the pull succeeds
+                del self.pulling[pod]
+                self._run_container(job, index, pod, node, core)
+            elif job_name == name and pod not in self.backing_off and \
+                    time.monotonic() >= ready - self._pull_fault(job, index).seconds / 2:
+                self.backing_off.add(pod)
+                self._pull_failed(job, pod, core, "ImagePullBackOff")  # the kubelet backs off between tries
         if self._fault("no-pods", job, ""):  # pod creation refused (a ResourceQuota, Pod Security admission)
             return
         running = sum(1 for i in state.indexes.values() if i.state == "running")
@@ -202,12 +282,36 @@ class FakeCluster:
                  "message": f"0/{len(self.nodes)} nodes are available: {len(self.nodes)} Insufficient "
                             f"{missing.resource}. preemption: 0/{len(self.nodes)} nodes are available"}]}})
             return
-        if self._fault("image", job, shard):
-            core.patch_namespaced_pod_status(pod, self.namespace, {"status": {"phase": "Pending", "containerStatuses": [
-                {"name": "worker", "image": container.image, "imageID": "", "ready": False, "restartCount": 0,
-                 "state": {"waiting": {"reason": "ImagePullBackOff", "message":
-                           f'Back-off pulling image "{container.image}"'}}}]}})
+        pull = self._fault("image", job, shard)
+        if pull and pull.seconds:
+            self.pulling[pod] = (time.monotonic() + pull.seconds, job.metadata.name, index, node)
+            self._pull_failed(job, pod, core, "ErrImagePull")
             return
+        if pull:
+            self._pull_failed(job, pod, core, "ImagePullBackOff")
+            return
+        self._run_container(job, index, pod, node, core)
+
+    def _pull_fault(self, job: Any, index: int) -> Fault:
+        fault = self._fault("image", job, self._shard_id(job.spec.template.spec.containers[0].args, index))
+        assert fault is not None
+        return fault
+
+    def _pull_failed(self, job: Any, pod: str, core: Any, reason: str) -> None:
+        image = job.spec.template.spec.containers[0].image
+        message = (f'Back-off pulling image "{image}"' if reason == "ImagePullBackOff" else
+                   f'failed to pull and unpack image "{image}": unexpected status from HEAD request: 429 Too Many '
+                   'Requests')
+        self.pull_failures.add(pod)
+        core.patch_namespaced_pod_status(pod, self.namespace, {"status": {"phase": "Pending", "containerStatuses": [
+            {"name": "worker", "image": image, "imageID": "", "ready": False, "restartCount": 0,
+             "state": {"waiting": {"reason": reason, "message": message}}}]}})
+
+    def _run_container(self, job: Any, index: int, pod: str, node: str, core: Any) -> None:
+        """The image is there: the container starts, as a local ``montage`` process."""
+        container = job.spec.template.spec.containers[0]
+        shard = self._shard_id(container.args, index)
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
         env = {**os.environ, "JOB_COMPLETION_INDEX": str(index), "HOSTNAME": pod}
         for var in container.env or []:
             env[var.name] = node if var.value_from else var.value
@@ -219,6 +323,7 @@ class FakeCluster:
             command = ["unshare", "-m", "--", sys.executable, "-c", READ_ONLY_MOUNT, mount, *command]
         with (self.logs / f"{pod}.log").open("wb") as log:  # the pod's log: stdout and stderr, as the kubelet keeps it
             proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.pod_logs[pod] = KubeletLog(self.logs / f"{pod}.log")
         self.processes[pod] = (proc, {"job": job.metadata.name, "index": index, "node": node, "shard": shard,
                                       "memory": memory, "killed": ""})
         self._inject(job, proc, self.processes[pod][1])
@@ -252,6 +357,7 @@ class FakeCluster:
     def _finished(self, job: Any, state: _JobState, pod: str, code: int, info: dict[str, Any],
                   batch: Any, core: Any) -> None:
         del self.processes[pod]
+        self.log_of(pod).sync(final=True)  # the whole log is there by the time the pod shows as finished
         slot = state.indexes[info["index"]]
         now = datetime.datetime.now(datetime.timezone.utc).isoformat()
         image = job.spec.template.spec.containers[0].image
@@ -333,7 +439,8 @@ def kube(kmock: Any, denied: set[tuple[str, str]], montage_home: Path, tmp_path:
         "users: [{name: tester, user: {token: test-token}}]\n"
         "contexts: [{name: test, context: {cluster: test, user: tester, namespace: montage}}]\n")
     monkeypatch.setenv("KUBECONFIG", str(config))
-    for name in ("KUBERNETES_SERVICE_HOST", "REGISTRY", "PVC_NAME", "MONTAGE_K8S_NAMESPACE", "MONTAGE_IMAGE"):
+    for name in ("KUBERNETES_SERVICE_HOST", "REGISTRY", "PVC_NAME", "MONTAGE_K8S_NAMESPACE", "MONTAGE_IMAGE",
+                 "MONTAGE_PUSH_REGISTRY", "MONTAGE_K8S_DEVICE_GROUPS", "MONTAGE_K8S_NODES_RESOLVE_CLUSTER_DNS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MONTAGE_K8S_CONFIG", str(tmp_path / "k8s.json"))
     monkeypatch.setenv("MONTAGE_K8S_POLL", "0.2")
@@ -370,11 +477,24 @@ def kube(kmock: Any, denied: set[tuple[str, str]], montage_home: Path, tmp_path:
     return kmock
 
 
+#: the kmock server pod logs are served by, and its clusters (a test may run one cluster after another)
+_LOG_SOURCES: list[tuple[Any, list[FakeCluster]]] = []
+
+
 def serve_pod_logs(kmock: Any, cluster: FakeCluster) -> None:
-    """``GET …/pods/NAME/log`` answers with the pod process's output, as text (the kubelet's job)."""
+    """``GET …/pods/NAME/log`` answers with the pod process's output, as text (the kubelet's job),
+    honouring ``timestamps`` and ``sinceTime`` as the API server and the kubelet do."""
+    if _LOG_SOURCES and _LOG_SOURCES[0][0] is kmock:
+        _LOG_SOURCES[0][1].append(cluster)  # kmock answers with the first matching handler: it looks in every cluster
+        return
+    clusters = [cluster]
+    _LOG_SOURCES[:] = [(kmock, clusters)]  # a new test's server: the last one's clusters are done with
 
     def log(request: Any) -> bytes:
-        return cluster.log_of(request.name)
+        found = next((c.pod_logs[request.name] for c in reversed(clusters) if request.name in c.pod_logs), None)
+        if found is None:  # no such pod, or its container never started (the API server answers 400 then)
+            raise KubernetesObjectNotFoundError()
+        return found.serve(dict(request.params))
 
     kmock["get", re.compile(r"/api/v1/namespaces/[^/]+/pods/[^/]+/log")] << {"Content-Type": "text/plain"} << log
 

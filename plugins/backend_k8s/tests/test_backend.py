@@ -175,6 +175,27 @@ async def test_image_pull_failure_fails_fast_with_the_diagnosis(kube: Any, volum
     assert not [shard for _, shard, _ in cluster.started if shard]  # no worker ran: nothing to wait for
 
 
+async def test_an_image_pull_error_that_clears_within_the_grace_is_waited_out(
+        kube: Any, volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry's passing refusal (429): every analysis pod fails to pull for 3 s (ErrImagePull, then
+    ImagePullBackOff), then pulls and runs. The run waits, and no shard fails or runs twice."""
+    monkeypatch.setenv("MONTAGE_K8S_PULL_GRACE", "30")
+    proc, cluster = await _run_k8s(kube, volume, tmp_path / "out.mp4", [Fault("image", "analysis", seconds=3)])
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out.mp4").exists()
+    analysis = [shard for _, shard, _ in cluster.started if shard.startswith("analysis-")]
+    assert sorted(analysis) == [f"analysis-{k:04d}" for k in range(len(SHOTS))]  # each ran, once
+    failing = {pod for pod in cluster.pull_failures if "-analys-" in pod}
+    assert len(failing) == len(SHOTS)  # every analysis pod did fail to pull first
+    waited = [line for line in proc.stderr.splitlines() if "waiting up to 30 s for the pull to succeed" in line]
+    assert waited and all("ErrImagePull" in line or "ImagePullBackOff" in line for line in waited), proc.stderr
+    assert {line.split("pod ", 1)[1].split(":", 1)[0] for line in waited} <= failing
+    # no shard failed, none was retried: every one is done at its first attempt
+    shards = JobStore().shards(_last_job_id())
+    assert shards and {(row["state"], row["attempts"], row["error"]) for row in shards} == {("done", 1, "")}, shards
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("error:") or "; retrying" in line]
+
+
 async def test_resume_after_the_coordinator_died_reaps_its_jobs_and_redoes_nothing_finished(
         kube: Any, volume: Path, tmp_path: Path) -> None:
     import signal

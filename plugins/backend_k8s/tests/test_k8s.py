@@ -26,7 +26,7 @@ def _deserialize(data: dict, kind: str):  # type: ignore[no-untyped-def]
 @pytest.fixture(autouse=True)
 def _no_cluster_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("KUBERNETES_SERVICE_HOST", "REGISTRY", "PVC_NAME", "MONTAGE_K8S_NAMESPACE", "MONTAGE_IMAGE",
-                 "MONTAGE_REGISTRY_NAMESPACE"):
+                 "MONTAGE_REGISTRY_NAMESPACE", "MONTAGE_PUSH_REGISTRY", "MONTAGE_K8S_DEVICE_GROUPS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MONTAGE_K8S_CONFIG", str(tmp_path / "k8s.json"))
 
@@ -36,10 +36,53 @@ def test_defaults_follow_one_pattern() -> None:
 
     s = resolve()
     assert (s["namespace"].value, s["pvc"].value) == ("montage", "montage-data")
-    assert s["registry"].value == "registry.registry.svc.cluster.local:5000"
-    assert s["image"].value == f"registry.registry.svc.cluster.local:5000/montage:{__version__}"
+    # nodes pull through deploy/registry's NodePort on their own localhost, not by a cluster DNS name
+    assert s["registry"].value == "localhost:30500"
+    assert s["image"].value == f"localhost:30500/montage:{__version__}"
     assert all(s[n].source == "default pattern" for n in ("namespace", "registry", "pvc", "image", "mount_path"))
     assert (s["local_mount"].value, s["local_mount"].source) == ("/data", "default (= mount_path)")
+    # outside the cluster this machine reaches the registry at the same address (a port-forward, or a node)
+    assert s["push_registry"].value == "localhost:30500" and "port-forward" in s["push_registry"].source
+
+
+def test_push_registry_is_the_service_from_a_pod_and_the_registry_when_one_is_named(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "namespace").write_text("montage\n")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("MONTAGE_REGISTRY_NAMESPACE", "infra")
+    s = resolve(service_account=account)
+    assert s["registry"].value == "localhost:30500"  # what the nodes pull from: the same everywhere
+    assert s["push_registry"].value == "registry.infra.svc.cluster.local:5000"  # a pod has its own localhost
+    monkeypatch.setenv("REGISTRY", "harbor.example.com")
+    s = resolve(service_account=account)
+    assert (s["push_registry"].value, s["push_registry"].source) == ("harbor.example.com", "default (= registry)")
+    monkeypatch.setenv("MONTAGE_PUSH_REGISTRY", "10.1.2.3:5000")
+    assert resolve(service_account=account)["push_registry"].value == "10.1.2.3:5000"
+
+
+def test_registry_manifests_expose_the_default_registry_port_on_every_node() -> None:
+    import yaml
+
+    from montage_backend_k8s.config import REGISTRY_NODE_PORT, REGISTRY_SERVICE_PORT
+
+    folder = ROOT / "deploy" / "registry"
+    service = yaml.safe_load((folder / "service.yaml").read_text())
+    assert service["spec"]["type"] == "NodePort"
+    (port,) = service["spec"]["ports"]
+    assert (port["nodePort"], port["port"]) == (REGISTRY_NODE_PORT, REGISTRY_SERVICE_PORT)
+    assert resolve()["registry"].value == f"localhost:{port['nodePort']}"
+    # the coordinator in a pod reaches the Service by name: its name and namespace are the default pattern's
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    assert (service["metadata"]["name"], kustomization["namespace"]) == ("registry", resolve()["registry_namespace"].value)
+    deployment = yaml.safe_load((folder / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    container = pod["spec"]["containers"][0]
+    assert container["ports"][0] == {"name": port["targetPort"], "containerPort": REGISTRY_SERVICE_PORT}
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in folder.glob("*.yaml")
+                                                        if p.name != "kustomization.yaml")
 
 
 def test_sources_in_order_flag_env_file_in_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -223,6 +266,47 @@ def test_worker_pods_meet_pod_security_restricted_and_hold_no_api_power() -> Non
     assert "name: montage-worker" in accounts and "automountServiceAccountToken: false" in accounts
     assert "pod-security.kubernetes.io/enforce: restricted" in (deploy / "base" / "namespace.yaml").read_text()
     assert "kind: User" in (deploy / "user" / "rolebinding.yaml").read_text()
+
+
+@pytest.mark.parametrize("vendor,plugin,groups", [
+    ("intel", "montage_hwaccel_qsv:QsvAccelerator", [44, 105, 107, 109, 110]),
+    ("intel", "montage_hwaccel_vaapi:VaapiAccelerator", [44, 105, 107, 109, 110]),
+    ("amd", "montage_hwaccel_vaapi:VaapiAccelerator", [44, 105, 107, 109, 110]),
+    ("nvidia", "montage_hwaccel_nvenc:NvencAccelerator", None),  # its runtime's device nodes need no group
+])
+def test_pods_with_a_dri_device_join_the_nodes_video_and_render_groups(
+        vendor: str, plugin: str, groups: list[int] | None) -> None:
+    from montage_backend_k8s.config import device_groups
+
+    module, cls = plugin.split(":")
+    accel = getattr(pytest.importorskip(module), cls)()
+    configured = device_groups(resolve()["device_groups"].value)
+    pod = manifest_dict(_job(accelerator=accel, vendor=vendor, require_accelerator=True,
+                             device_groups=configured))["spec"]["template"]["spec"]
+    assert pod["securityContext"].get("supplementalGroups") == groups
+    assert pod["securityContext"]["runAsUser"] == 10001 and pod["securityContext"]["fsGroup"] == 10001
+    # no device requested (--accel auto's preference, a CPU Job): no groups
+    preferred = manifest_dict(_job(accelerator=accel, vendor=vendor, device_groups=configured))
+    assert "supplementalGroups" not in preferred["spec"]["template"]["spec"]["securityContext"]
+    assert "supplementalGroups" not in manifest_dict(_job(device_groups=configured))["spec"]["template"]["spec"][
+        "securityContext"]
+
+
+def test_device_groups_come_from_the_environment_and_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from montage_backend_k8s.config import device_groups
+    from montage_core.errors import UsageError
+
+    monkeypatch.setenv("MONTAGE_K8S_DEVICE_GROUPS", "44, 992,44")
+    setting = resolve()["device_groups"]
+    assert setting.source == "environment ($MONTAGE_K8S_DEVICE_GROUPS)" and device_groups(setting.value) == [44, 992]
+    accel = pytest.importorskip("montage_hwaccel_qsv").QsvAccelerator()
+    pod = manifest_dict(_job(accelerator=accel, vendor="intel", require_accelerator=True,
+                             device_groups=device_groups(setting.value)))["spec"]["template"]["spec"]
+    assert pod["securityContext"]["supplementalGroups"] == [44, 992]
+    assert device_groups("none") == []
+    monkeypatch.setenv("MONTAGE_K8S_DEVICE_GROUPS", "video,render")
+    with pytest.raises(UsageError, match="not a list of numeric group ids"):
+        resolve()
 
 
 def test_gpu_pods_tolerate_their_devices_taint_and_get_the_video_driver() -> None:

@@ -79,6 +79,19 @@ async def test_registry_down(kube: Any, settings: Path, tmp_path: Path) -> None:
     assert "connection refused" in errors[0] and _jobs(kube) == []
 
 
+async def test_the_storage_probe_waits_out_a_passing_pull_error(kube: Any, settings: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONTAGE_K8S_PULL_GRACE", "20")
+    proc, cluster = await _preflight(kube, tmp_path, [Fault("image", "preflight", seconds=2)])
+    assert proc.returncode == 0, proc.stderr
+    assert len(cluster.pull_failures) == 1 and "shared volume in the cluster" in proc.stderr
+    # the same error lasting past the grace is the answer, with its diagnosis
+    monkeypatch.setenv("MONTAGE_K8S_PULL_GRACE", "1")
+    proc, _ = await _preflight(kube, tmp_path, [Fault("image", "preflight", seconds=60)])
+    assert proc.returncode == 1
+    assert "cannot run: cannot pull image " in proc.stderr and ": ErrImagePull (failed to pull" in proc.stderr
+
+
 async def test_mount_path_missing_in_the_pod(kube: Any, settings: Path, tmp_path: Path) -> None:
     missing = tmp_path / "not mounted"
     proc, _ = await _preflight(kube, tmp_path, env={"MONTAGE_MOUNT_PATH": str(missing),
@@ -141,3 +154,44 @@ async def test_run_stops_before_submitting_when_preflight_fails(kube: Any, setti
     assert proc.returncode == 1
     assert f"error: image {registry[0]}/{REPO}:nope is not in registry" in proc.stderr
     assert _jobs(kube) == [] and not (tmp_path / "o.mp4").exists()
+
+
+def _job_images(kube: Any) -> list[str]:
+    return [kube.objects[key].last.raw["spec"]["template"]["spec"]["containers"][0]["image"]
+            for key in kube.objects if key[0].plural == "jobs"]
+
+
+async def test_nodes_pull_through_the_node_port_while_the_registry_is_checked_where_it_is_reached(
+        kube: Any, settings: Path, tmp_path: Path, registry: tuple[str, str]) -> None:
+    """The default: pods pull localhost:30500/... (the NodePort on their node); this machine asks the
+    registry at push_registry, and the Jobs name the image by the nodes' address, pinned to its digest."""
+    host, digest = registry
+    env = {"MONTAGE_IMAGE": f"localhost:30500/{REPO}:1.0", "MONTAGE_PUSH_REGISTRY": host}
+    proc, _ = await _preflight(kube, tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"image localhost:30500/{REPO}:1.0 is localhost:30500/{REPO}@{digest}" in proc.stderr
+    assert _job_images(kube) == [f"localhost:30500/{REPO}@{digest}"]  # the storage probe's pod
+    # a tag the registry lacks: the fix names the address to push to
+    missing = await asyncio.to_thread(run_cli, "preflight", "--backend", "k8s", timeout=120,
+                                      env={**env, "MONTAGE_IMAGE": f"localhost:30500/{REPO}:2.0"})
+    assert missing.returncode == 1
+    assert (f"error: image {host}/{REPO}:2.0 is not in registry {host}: push it (docker push {host}/{REPO}:2.0)"
+            in missing.stderr), missing.stderr
+
+
+async def test_a_pull_registry_named_by_cluster_dns_is_refused_in_one_line(
+        kube: Any, settings: Path, tmp_path: Path, registry: tuple[str, str]) -> None:
+    """The image is in the registry (reached here through push_registry), yet no node could pull it by that name."""
+    service = "registry.registry.svc.cluster.local:5000"
+    env = {"REGISTRY": service, "MONTAGE_IMAGE": f"{service}/{REPO}:1.0", "MONTAGE_PUSH_REGISTRY": registry[0]}
+    proc, _ = await _preflight(kube, tmp_path, env=env)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: image registry {service} is a cluster DNS name that nodes cannot resolve when they pull: "
+        "kubectl apply -k deploy/registry and unset REGISTRY (nodes pull from localhost:30500), or set REGISTRY to "
+        "a name the nodes resolve (MONTAGE_K8S_NODES_RESOLVE_CLUSTER_DNS=1 if their runtime maps this one)"], proc.stderr
+    assert _jobs(kube) == []  # refused before anything is submitted
+    # nodes whose runtime does map the name (a containerd mirror): the operator says so, and it passes
+    proc, _ = await _preflight(kube, tmp_path, env={**env, "MONTAGE_K8S_NODES_RESOLVE_CLUSTER_DNS": "1"})
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,115 @@
+"""Every manifest montage gives a cluster, checked against the API's own schemas, strictly.
+
+deploy/ and the Jobs the backend builds are validated with kubernetes-validate in strict mode (an
+unknown or misplaced field is an error, as ``kubectl apply --validate=strict`` makes it) for each
+Kubernetes version the backend supports: from 1.29, where ``backoffLimitPerIndex`` and the
+``FailIndex`` pod failure policy are on by default, to the newest the package knows.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from montage_backend_k8s.config import device_groups, resolve
+from montage_backend_k8s.jobs import job_manifest, manifest_dict
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")  # in the plugin's test extras
+
+ROOT = Path(__file__).resolve().parents[3]
+VERSIONS = ["1.29.0", "1.31.0", "1.33.0", str(kubernetes_validate.latest_version())]
+MANIFESTS = sorted(p for p in (ROOT / "deploy").rglob("*.yaml") if p.name != "kustomization.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_from_here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The manifests are built from the defaults, whatever this machine's environment or config file says."""
+    monkeypatch.setenv("MONTAGE_K8S_CONFIG", str(tmp_path / "k8s.json"))
+    monkeypatch.delenv("MONTAGE_K8S_DEVICE_GROUPS", raising=False)
+
+
+def _validate(obj: dict[str, Any], version: str) -> None:
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"{obj['kind']} {obj['metadata'].get('name')} on Kubernetes {version}: {exc.message} "
+                    f"at {'.'.join(str(p) for p in exc.path)}")
+
+
+def _jobs() -> dict[str, dict[str, Any]]:
+    """A Job of every shape the backend submits: CPU, each GPU vendor required and preferred, the probe."""
+    base: dict[str, Any] = {
+        "namespace": "montage", "image": "localhost:30500/montage@sha256:" + "0" * 64, "pvc": "montage-data",
+        "mount_path": "/data", "shards": 4, "shard_file": "/data/jobs/x/shards.json", "job_id": "20300101-000000-ab12",
+        "cache_dir": "/data/cache", "device_groups": device_groups(resolve()["device_groups"].value)}
+    jobs = {"cpu": manifest_dict(job_manifest(name="montage-x-analys-1", stage="analysis", **base)),
+            "probe": manifest_dict(job_manifest(name="montage-preflight-1", stage="preflight", retries_per_index=0,
+                                                command=["k8s-probe-storage", "/data"], **{**base, "shards": 1}))}
+    for vendor, plugin in (("nvidia", "montage_hwaccel_nvenc:NvencAccelerator"),
+                           ("intel", "montage_hwaccel_qsv:QsvAccelerator"),
+                           ("amd", "montage_hwaccel_vaapi:VaapiAccelerator")):
+        module, cls = plugin.split(":")
+        accel = getattr(pytest.importorskip(module), cls)()
+        for required in (True, False):
+            jobs[f"{vendor}-{'required' if required else 'preferred'}"] = manifest_dict(job_manifest(
+                name=f"montage-x-render-{vendor}", stage="render", accelerator=accel, vendor=vendor,
+                require_accelerator=required, **base))
+    return jobs
+
+
+def test_there_are_manifests_to_check() -> None:
+    names = {p.relative_to(ROOT / "deploy").as_posix() for p in MANIFESTS}
+    assert {"base/role.yaml", "base/pvc.yaml", "registry/service.yaml", "registry/deployment.yaml",
+            "user/rolebinding.yaml"} <= names
+    jobs = _jobs()
+    # the fields this check is for: they must be in what is validated
+    assert jobs["intel-required"]["spec"]["template"]["spec"]["securityContext"]["supplementalGroups"]
+    assert jobs["cpu"]["spec"]["backoffLimitPerIndex"] == 2 and jobs["cpu"]["spec"]["podFailurePolicy"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.relative_to(ROOT / "deploy").as_posix())
+def test_deploy_manifests_are_valid(path: Path, version: str) -> None:
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert documents
+    for obj in documents:
+        _validate(obj, version)
+
+
+@pytest.mark.parametrize("folder", ["base", "registry"])
+def test_kustomized_deploy_folders_are_valid(folder: str) -> None:
+    """What ``kubectl apply -k`` sends: the folder's objects with its kustomization applied."""
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        pytest.skip("kubectl is not installed")
+    rendered = subprocess.run([kubectl, "kustomize", str(ROOT / "deploy" / folder)], capture_output=True, text=True,
+                              check=True).stdout
+    objects = [o for o in yaml.safe_load_all(rendered) if o]
+    assert len(objects) >= 4
+    for version in VERSIONS:
+        for obj in objects:
+            _validate(obj, version)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_jobs_the_backend_builds_are_valid(version: str) -> None:
+    for obj in _jobs().values():
+        _validate(obj, version)
+
+
+def test_strict_validation_catches_a_field_the_api_does_not_have() -> None:
+    job = copy.deepcopy(_jobs()["intel-required"])
+    security = job["spec"]["template"]["spec"]["securityContext"]
+    security["supplementalGroup"] = security.pop("supplementalGroups")  # a typo kubectl apply would refuse
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(job, VERSIONS[-1], strict=True)
+    service = yaml.safe_load((ROOT / "deploy" / "registry" / "service.yaml").read_text())
+    service["spec"]["ports"][0]["nodePort"] = "30500"  # a string where the API wants an integer
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(service, VERSIONS[-1], strict=True)
