@@ -80,7 +80,8 @@ class StoryArcPlanner(Planner):
         accents = {int(round(b * fps)): music.accent(b) for b in music.beats}
         usable = [b for b in beat_frames if b <= total_frames - int(MIN_TAIL_SECONDS * fps)]
         section_frames = {int(round(t * fps)) for t in music.sections}
-        sections = {k for k, frame in enumerate(usable) if frame in section_frames}
+        lengths = BeatPlan(usable, downbeats, accents, {k for k, frame in enumerate(usable) if frame in section_frames},
+                           lambda k: style.pacing[arc.phase((usable[k - 1] if k else 0) / fps)])
         fade = 0
         if style.transition.kind == "crossfade":
             fade = max(2, int(round(style.transition.duration * fps)))
@@ -93,8 +94,7 @@ class StoryArcPlanner(Planner):
                 i += 1
             if i >= len(usable):
                 break
-            pacing = style.pacing[arc.phase(boundaries[-1] / fps)]
-            options = self._beats_for_cut(usable, i, downbeats, accents, sections, pacing, rng)
+            options = lengths.options(i, rng)
             # The best-placed length of the style's range that footage not shown yet can fill, else
             # the best-placed one, reusing footage; shorter than the range only when no shot at all
             # is long enough for it (then the longest length some shot can fill, still on a beat).
@@ -145,34 +145,52 @@ class StoryArcPlanner(Planner):
         limit = int(0.4 * min(left[1] - left[0], right[1] - right[0]))
         return min(fade, limit) // 2
 
-    @staticmethod
-    def _beats_for_cut(usable: list[int], i: int, downbeats: set[int], accents: dict[int, float],
-                       sections: set[int], pacing: tuple[int, int], rng: random.Random) -> list[int]:
-        """The cut lengths (in beats) of the style's range for the phase, best first: ending where the
-        music changes section above all, then on an accented beat, a downbeat more than another; a
-        little randomness (per seed) keeps the pace alive. ``sections`` are indexes into ``usable``."""
-        low, high = pacing
-        options = [k for k in range(low, high + 1) if i + k - 1 < len(usable)] or [max(1, len(usable) - i)]
 
-        def merit(k: int) -> float:
-            e = i + k - 1
-            end = usable[e]
-            # a remainder too short for a cut of its own would end the piece on a stub: the shorter, the worse
-            left = len(usable) - (i + k)
-            stub = (low - left) / low if 0 < left < low else 0.0
-            # A section change gets a cut of its own: ending on it is best; running over it, or
-            # stopping where no run of cuts in the range can end on it, loses it. (±2 outweighs any
-            # accent, downbeat and randomness together.)
-            section = 2.0 if e in sections else 0.0
-            following = min((j for j in sections if j > e), default=None)
-            if any(j in sections for j in range(i, e)) or (
-                    following is not None and not any(n * low <= following - e <= n * high
-                                                      for n in range(1, (following - e) // low + 1))):
-                section = -2.0
-            return (section + accents.get(end, 0.5) + (0.25 if end in downbeats else 0.0) + 0.1 * rng.random()
-                    - 2.0 * stub)
+class BeatPlan:
+    """The best cut lengths (in beats) from each beat on, planned a section at a time.
 
-        return sorted(options, key=merit, reverse=True)
+    A cut's merit is how well its end sits: the beat's accent, a downbeat more than another
+    (centred, so a cut on an average beat adds nothing and more cuts are no better than fewer).
+    From each usable beat, the best total merit of cuts in the style's range for their phase that
+    end exactly on the next section change (or on the last usable beat) is found backwards, once:
+    a greedy choice would reach a section change a beat short or over it. Where no cuts in range
+    land there, the one cut before it is shorter or longer than the range.
+    """
+
+    #: what a cut outside the style's range costs: more than any accent gains
+    OUT_OF_RANGE = 2.0
+
+    def __init__(self, usable: list[int], downbeats: set[int], accents: dict[int, float], sections: set[int],
+                 pacing_at: Callable[[int], tuple[int, int]]):
+        self.usable = usable
+        n = len(usable)
+        self.merit = [accents.get(f, 0.5) + (0.25 if f in downbeats else 0.0) - 0.55 for f in usable]
+        self.pacing = [pacing_at(k) for k in range(n)]
+        #: for each beat, the index of the beat the cuts from there must land on
+        self.landing = [0] * n
+        target = n - 1
+        for k in range(n - 1, -1, -1):
+            if k in sections and k < n - 1:
+                target = k
+            self.landing[k] = target
+        self.best = [0.0] * (n + 1)  # best[i]: the best total from "the next cut starts after beat i-1"
+        for i in range(n - 1, -1, -1):
+            self.best[i] = max(value for _, value in self._scored(i))
+
+    def _scored(self, i: int) -> list[tuple[int, float]]:
+        """(length, merit of this cut plus the best of what follows) for the lengths allowed from ``i``."""
+        low, high = self.pacing[i]
+        landing = self.landing[i]
+        inside = [k for k in range(low, high + 1) if i + k - 1 <= landing]
+        if inside:
+            return [(k, self.merit[i + k - 1] + self.best[i + k]) for k in inside]
+        k = landing - i + 1  # no length in range fits before the landing beat: this one cut lands on it
+        return [(k, self.merit[landing] - self.OUT_OF_RANGE + self.best[landing + 1])]
+
+    def options(self, i: int, rng: random.Random) -> list[int]:
+        """The lengths from beat ``i``, best first (a little seeded randomness keeps the pace alive)."""
+        scored = self._scored(i)
+        return [k for k, _ in sorted(scored, key=lambda kv: kv[1] + 0.1 * rng.random(), reverse=True)]
 
 
 def ending(music: MusicAnalysis, requested: float | None) -> float:
