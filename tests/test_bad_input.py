@@ -62,7 +62,7 @@ def test_bad_clips_are_skipped_good_ones_used(bad_clips: dict[str, Path], media:
     assert out.exists()
     used = {Path(line.split("* SOURCE FILE: ")[1]).name for line in out.with_suffix(".edl").read_text().splitlines()
             if line.startswith("* SOURCE FILE: ")}
-    assert used == {"good one.mp4", "good two.mp4"}
+    assert used == {"good one.mp4", "good two.mp4", music.name}  # the clips used, and the music's event
 
 
 def _short_clip(path: Path, frames: int) -> Path:
@@ -85,7 +85,7 @@ def test_a_clip_too_short_to_use_is_named(media: MediaFactory, tmp_path: Path) -
     assert "Traceback" not in proc.stderr
     used = {line.split("* SOURCE FILE: ")[1] for line in out.with_suffix(".edl").read_text().splitlines()
             if line.startswith("* SOURCE FILE: ")}
-    assert used == {str(good)}
+    assert used == {str(good), str(music)}  # the clip used, and the music's event
 
 
 def _assert_clean_failure(proc: subprocess.CompletedProcess[str], message: str, out: Path | None = None) -> None:

@@ -74,7 +74,7 @@ def test_run_renders_a_complete_montage(clips_dir: Path, media: MediaFactory, tm
     otl = otio.adapters.read_from_file(str(out.with_suffix(".otio")))
     assert len(list(otl.video_tracks()[0].find_clips())) == len(timeline.cuts)
     edl = out.with_suffix(".edl").read_text()
-    assert edl.startswith("TITLE:") and edl.count("* FROM CLIP NAME:") == len(timeline.cuts)
+    assert edl.startswith("TITLE:") and edl.count("* FROM CLIP NAME:") == len(timeline.cuts) + 1  # + the music
 
     job = JobStore().jobs()[0]
     assert job["state"] == "done" and json.loads(job["result"])["video"] == str(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -50,4 +51,8 @@ def report(job_id: str, result: Any) -> None:
     encoders = ", ".join(sorted({s.encoder for s in result.segments}))
     click.echo(f"{result.video} ({result.duration:.2f} s, {len(result.segments)} cuts, encoder: {encoders}; "
                f"job {job_id})")
-    click.echo(f"exports: {result.timeline_json}, {result.otio}, {result.edl}")
+    from ..stages.export import export_paths
+
+    # every export beside the video that was written (one that could not be was warned about)
+    written = [str(p) for p in export_paths(Path(result.video)).values() if p.is_file()]
+    click.echo(f"exports: {', '.join(written)}")

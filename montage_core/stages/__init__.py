@@ -8,7 +8,7 @@ analyze     :func:`analyze_clips`       probed clips → :class:`~montage_core.m
 select      :func:`select_shots`        analyses → shots ranked by the style
 plan        :func:`plan_timeline`       ranked shots + music analysis → :class:`~montage_core.models.Timeline`
 render      :func:`render_timeline`     timeline → the video (segments on the backend, joined, checked)
-export      :func:`write_exports`       timeline → timeline.json, OTIO and EDL beside the video
+export      :func:`write_exports`       timeline → timeline.json, OTIO, EDL, FCPXML and FCP 7 XML beside the video
 ==========  ==========================  ====================================================
 
 :class:`montage_core.job.Job` runs them in this order for every command; the music track's
