@@ -149,8 +149,9 @@ class StoryArcPlanner(Planner):
 class BeatPlan:
     """The best cut lengths (in beats) from each beat on, planned a section at a time.
 
-    A cut's merit is how well its end sits: the beat's accent, a downbeat more than another
-    (centred, so a cut on an average beat adds nothing and more cuts are no better than fewer).
+    A cut's merit is how well its end sits: the beat's accent, a downbeat a little more than another
+    beat of the same accent (centred, so a cut on an average beat adds nothing and more cuts are
+    no better than fewer).
     From each usable beat, the best total merit of cuts in the style's range for their phase that
     end exactly on the next section change (or on the last usable beat) is found backwards, once:
     a greedy choice would reach a section change a beat short or over it. Where no cuts in range
@@ -164,7 +165,7 @@ class BeatPlan:
                  pacing_at: Callable[[int], tuple[int, int]]):
         self.usable = usable
         n = len(usable)
-        self.merit = [accents.get(f, 0.5) + (0.25 if f in downbeats else 0.0) - 0.55 for f in usable]
+        self.merit = [accents.get(f, 0.5) + (0.1 if f in downbeats else 0.0) - 0.53 for f in usable]
         self.pacing = [pacing_at(k) for k in range(n)]
         #: for each beat, the index of the beat the cuts from there must land on
         self.landing = [0] * n
