@@ -192,3 +192,19 @@ def test_segment_keys_shift_into_a_dissolve() -> None:
     shifted = reframe.shift_keys(keys, 1.0)
     assert shifted == [[0.0, 0.3, 0.0, 0.3, 1.0], [1.0, 0.6, 0.0, 0.3, 1.0]]
     assert reframe.shift_keys(keys, 3.0) == [[0.0, 0.6, 0.0, 0.3, 1.0]]
+
+
+def test_subject_kernel_matches_its_twin_and_ignores_the_texture() -> None:
+    from montage_core.analysis import kernels, reference
+
+    rng = np.random.default_rng(4)
+    frames = rng.integers(30, 90, (4, 36, 64), dtype=np.uint8)
+    frames[:] = frames[0]  # a still texture
+    frames[:, 12:22, 48:58] = 255  # a bright box right of centre
+    before = rng.integers(30, 90, (36, 64), dtype=np.uint8)
+    for previous in (np.empty((0, 0), np.uint8), before):
+        out = np.empty((len(frames), 2))
+        kernels.subject(frames, previous, out)
+        np.testing.assert_allclose(out, reference.subject(frames, previous), atol=1e-12)
+    # the plain luma centroid barely moves off centre; the subject's is on the box (x 52.5 of 64)
+    assert out[1, 0] == pytest.approx((52.5 - 31.5) / 64, abs=0.02)
