@@ -208,3 +208,27 @@ def test_subject_kernel_matches_its_twin_and_ignores_the_texture() -> None:
         np.testing.assert_allclose(out, reference.subject(frames, previous), atol=1e-12)
     # the plain luma centroid barely moves off centre; the subject's is on the box (x 52.5 of 64)
     assert out[1, 0] == pytest.approx((52.5 - 31.5) / 64, abs=0.02)
+
+
+def test_cli_plans_crops_warns_for_a_small_clip_and_renders_another_mode(media, montage_home, tmp_path: Path) -> None:
+    from montage_core.testing import run_cli
+
+    big, _ = media.clip([(0, 3.0), (1, 3.0)], size=(640, 360), name="reframe/big.mp4")
+    small, _ = media.clip([(2, 3.0), (3, 3.0)], size=(320, 180), name="reframe/small.mp4")
+    music, _ = media.music(seconds=12)
+    plan = tmp_path / "plan.json"
+    proc = run_cli("plan", str(big), str(small), "--music", str(music), "-o", str(plan), "--resolution", "360x640",
+                   "--duration", "6")
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "warning:" in line and "letterbox" in line]
+    assert len(warnings) == 1 and "small.mp4" in warnings[0]
+    cuts = json.loads(plan.read_text())["cuts"]
+    assert {Path(c["source"]).name for c in cuts} == {"big.mp4", "small.mp4"}
+    assert all((c["crop"] is not None) == c["source"].endswith("big.mp4") for c in cuts)
+    out = tmp_path / "centre.mp4"
+    proc = run_cli("render", str(plan), "-o", str(out), "--reframe", "centre", "--quality", "preview")
+    assert proc.returncode == 0, proc.stderr
+    rendered = json.loads((tmp_path / "centre.timeline.json").read_text())["cuts"]
+    assert all(c["crop"] is None or c["crop"][0][1] == pytest.approx((1 - c["crop"][0][3]) / 2, abs=1e-4)
+               for c in rendered)
+    assert sum(c["crop"] is not None for c in rendered) == sum(c["crop"] is not None for c in cuts)
