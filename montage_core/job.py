@@ -68,6 +68,9 @@ class JobOptions:
     embedder: str = "descriptor"
     #: integrated loudness of the montage in LUFS, or "off" to keep the music's own level
     loudness: str = "-14"
+    #: how a clip of another aspect than the output fills it: "auto" (a crop following the subject),
+    #: "centre" (a centred crop) or "letterbox" (the whole frame, with bars); see montage_core.reframe
+    reframe: str = "auto"
 
 
 def resume_options(store: JobStore, job_id: str) -> JobOptions:
@@ -161,6 +164,7 @@ class Job:
 
     def plan(self, analyses: list[ClipAnalysis], music: MusicAnalysis) -> Timeline:
         """select → plan: the style ranks the shots, the planner puts them on the beat grid."""
+        from .reframe import reframe_timeline
         from .stages import plan_timeline, select_shots
         from .stages.select import resolve_style_params
 
@@ -168,9 +172,11 @@ class Job:
         warn_upscaled(analyses, o.width, o.height)
         style = self.manager.styles.get(o.style)
         ranked = select_shots(analyses, style, resolve_style_params(style, o.style_params), self.manager)
-        return plan_timeline(ranked, music, self.manager, style=style, planner=o.planner, width=o.width,
-                             height=o.height, fps=o.fps, seed=o.seed, duration=o.duration, backend=self.backend,
-                             options={"script": o.script, "embedder": o.embedder})
+        timeline = plan_timeline(ranked, music, self.manager, style=style, planner=o.planner, width=o.width,
+                                 height=o.height, fps=o.fps, seed=o.seed, duration=o.duration, backend=self.backend,
+                                 options={"script": o.script, "embedder": o.embedder})
+        return reframe_timeline(timeline, o.reframe, {a.media.path: a.media for a in analyses},
+                                {a.media.path: a.track for a in analyses})
 
     def render(self, timeline: Timeline, on_event: Callable[[ProgressEvent], None] = lambda e: None, *,
                store: JobStore | None = None, job_id: str = "",
@@ -222,6 +228,10 @@ def _check_choices(options: JobOptions, manager: MontageManager, steps: frozense
         if options.planner == "broll" and not options.script:
             problem("--planner broll needs --script FILE (plain text or SRT)")
     attempt(lambda: manager.embedders.get(options.embedder))
+    if {"plan", "render"} & steps:
+        from .reframe import check_mode
+
+        attempt(lambda: check_mode(options.reframe))
     backend = attempt(lambda: manager.new_backend(options.backend, scheduler=options.scheduler,
                                                   workers=options.workers))
     if backend is not None and (reason := attempt(backend.availability)):

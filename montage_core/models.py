@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 TIMELINE_SCHEMA = "montage.timeline"
-TIMELINE_VERSION = 1
+TIMELINE_VERSION = 2
+#: versions this release still reads (1: no ``crop`` on the cuts, every cut letterboxed)
+TIMELINE_READABLE = (1, 2)
 PHASES = ("intro", "build", "climax", "outro")
 Phase = Literal["intro", "build", "climax", "outro"]
 
@@ -92,6 +94,9 @@ class ClipAnalysis:
     frame_count: int = 0
     #: the long shots' windows (see :class:`Shot`), in time order
     windows: list[Shot] = field(default_factory=list)
+    #: a few per-frame series kept compactly over the whole clip: ``{"fps": samples per second,
+    #: NAME: [mean of each sample's frames, ...]}`` (the subject's position, motion), for reframing
+    track: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +111,7 @@ class ClipAnalysis:
             shots=[Shot.from_dict(s) for s in data["shots"]],
             frame_count=data.get("frame_count", 0),
             windows=[Shot.from_dict(w) for w in data.get("windows", [])],
+            track=dict(data.get("track", {})),
         )
 
     def with_clip_path(self, path: str) -> ClipAnalysis:
@@ -113,7 +119,8 @@ class ClipAnalysis:
         media = MediaInfo.from_dict({**asdict(self.media), "path": path})
         shots = [replace(s, clip=path, features=dict(s.features)) for s in self.shots]
         windows = [replace(w, clip=path, features=dict(w.features)) for w in self.windows]
-        return ClipAnalysis(media, self.digest, self.analyzers, self.analysis_fps, shots, self.frame_count, windows)
+        return ClipAnalysis(media, self.digest, self.analyzers, self.analysis_fps, shots, self.frame_count, windows,
+                            self.track)
 
 
 @dataclass
@@ -194,6 +201,11 @@ class Cut:
     transition: Transition = field(default_factory=Transition)
     #: what the cut is for (the script line, for B-roll)
     note: str = ""
+    #: the part of the source frame shown, when it is reframed rather than letterboxed: keyframes
+    #: ``[t, x, y, w, h]``, ``t`` seconds after ``source_in``, the box normalised to the source
+    #: frame (0..1), linearly interpolated between keyframes and held before the first / after
+    #: the last; ``None``: the whole frame, letterboxed
+    crop: list[list[float]] | None = None
 
     @property
     def duration(self) -> float:
@@ -243,10 +255,9 @@ class Timeline:
     def from_dict(cls, data: dict[str, Any]) -> Timeline:
         if data.get("schema") != TIMELINE_SCHEMA:
             raise ValueError(f"not a montage timeline (schema {data.get('schema')!r})")
-        if data.get("version") != TIMELINE_VERSION:
-            raise ValueError(
-                f"timeline version {data.get('version')!r} is not supported (supported: {TIMELINE_VERSION})"
-            )
+        if data.get("version") not in TIMELINE_READABLE:
+            raise ValueError(f"timeline version {data.get('version')!r} is not supported "
+                             f"(supported: {', '.join(map(str, TIMELINE_READABLE))})")
         fields = {k: v for k, v in data.items() if k not in ("schema", "version")}
         if not isinstance(fields.get("cuts"), list) or not all(isinstance(c, dict) for c in fields["cuts"]):
             raise ValueError("'cuts' must be a list of cuts")
@@ -302,6 +313,8 @@ class Timeline:
             if cut.transition.kind not in ("cut", "crossfade"):
                 raise ValueError(f"{what}: unknown transition {cut.transition.kind!r} (known: crossfade, cut)")
             number(f"{what}: transition duration", cut.transition.duration, 0, cut.end - cut.start + slack)
+            if cut.crop is not None:
+                check_crop(what, cut.crop, number)
             position = cut.end
         if abs(position - self.duration) > slack:
             raise ValueError(f"the cuts end at {position:g} s, not at the duration {self.duration:g} s")
@@ -316,6 +329,30 @@ class Timeline:
             raise InputError(path, "no such file") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(path, f"not a valid timeline: {exc}") from None
+
+
+def check_crop(what: str, crop: Any, number: Any) -> None:
+    """A cut's crop keyframes are what the renderer can trust: ``[t, x, y, w, h]`` lists, times
+    rising from 0, each box inside the frame (they become ffmpeg expressions)."""
+    if not isinstance(crop, list) or not crop:
+        raise ValueError(f"{what}: crop must be a non-empty list of [t, x, y, w, h] keyframes")
+    before = -1.0
+    for k, key in enumerate(crop):
+        if not isinstance(key, list) or len(key) != 5:
+            raise ValueError(f"{what}: crop keyframe {k} must be [t, x, y, w, h]")
+        t, x, y, w, h = key
+        number(f"{what}: crop keyframe {k} time", t, 0, 86400)
+        for name, value in (("x", x), ("y", y)):
+            number(f"{what}: crop keyframe {k} {name}", value, 0, 1)
+        for name, value in (("w", w), ("h", h)):
+            number(f"{what}: crop keyframe {k} {name}", value, 1e-3, 1)
+        if x + w > 1 + 1e-6 or y + h > 1 + 1e-6:
+            raise ValueError(f"{what}: crop keyframe {k} reaches outside the frame")
+        if t <= before:
+            raise ValueError(f"{what}: crop keyframe {k} is not after the one before")
+        before = t
+    if any(key[3:] != crop[0][3:] for key in crop):
+        raise ValueError(f"{what}: every crop keyframe must have the same size (a crop pans, it does not zoom)")
 
 
 @dataclass

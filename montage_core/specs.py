@@ -114,6 +114,9 @@ class SegmentSource:
     source: str
     start: float
     frames: int = 0
+    #: the reframing box's keyframes, times from ``start`` (see :attr:`montage_core.models.Cut.crop`);
+    #: ``None``: the whole frame, letterboxed
+    crop: list[list[float]] | None = None
 
 
 @dataclass(kw_only=True)

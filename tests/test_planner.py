@@ -99,7 +99,7 @@ def test_deterministic_for_a_seed(pm) -> None:
 def test_timeline_json_round_trip_and_version(pm, tmp_path) -> None:
     tl = _plan(pm, "documentary")
     data = json.loads(tl.to_json())
-    assert data["schema"] == "montage.timeline" and data["version"] == 1
+    assert data["schema"] == "montage.timeline" and data["version"] == 2
     assert Timeline.from_dict(data) == tl
     data["version"] = 99
     with pytest.raises(ValueError, match="timeline version 99 is not supported"):

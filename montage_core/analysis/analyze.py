@@ -42,6 +42,11 @@ MIN_SHOT_SECONDS = 0.25
 #: long shots are also described as windows of about this length, each scored on its own frames
 WINDOW_SECONDS = 4.0
 
+#: the per-frame series kept (compactly, see ``TRACK_FPS``) over the whole clip, for reframing
+TRACK_SERIES = ("subject_x", "subject_y", "motion")
+#: samples per second of the kept series: enough to follow a subject, a few kB per minute of clip
+TRACK_FPS = 5.0
+
 Progress = Callable[[float, float], None]
 
 
@@ -188,6 +193,22 @@ def build_shots(path: str, series: dict[str, np.ndarray], aggregates: dict[str, 
     return shots, windows
 
 
+def build_track(series: dict[str, np.ndarray], fps: float) -> dict[str, Any]:
+    """``TRACK_SERIES`` averaged over consecutive runs of frames, ``TRACK_FPS`` runs a second;
+    ``{}`` when the analyzers gave none of them."""
+    kept = [name for name in TRACK_SERIES if name in series and len(series[name])]
+    if not kept:
+        return {}
+    step = max(1, int(round(fps / TRACK_FPS)))
+    track: dict[str, Any] = {"fps": fps / step}
+    for name in kept:
+        values = series[name]
+        count = -(-len(values) // step)
+        padded = np.concatenate([values, np.full(count * step - len(values), values[-1])])
+        track[name] = [round(float(v), 4) for v in padded.reshape(count, step).mean(axis=1)]
+    return track
+
+
 def _decode_pass(path: str, info: MediaInfo, size: tuple[int, int], analyzers: Sequence[Analyzer],
                  input_args: Sequence[str], fps: float, progress: Progress | None, start_frame: int = 0,
                  frame_count: int | None = None) -> dict[str, np.ndarray]:
@@ -308,7 +329,8 @@ def clip_from_series(path: str, info: MediaInfo, digest: str, analyzers: Sequenc
         raise InputError(path, f"too short to use ({frames_done} frame{'' if frames_done == 1 else 's'}, "
                                f"{decoded_seconds:.2f} s; shots need at least {MIN_SHOT_SECONDS:g} s)")
     shots, windows = build_shots(path, series, aggregates, fps)
-    return ClipAnalysis(info, digest, analyzer_versions(analyzers), fps, shots, frames_done, windows)
+    return ClipAnalysis(info, digest, analyzer_versions(analyzers), fps, shots, frames_done, windows,
+                        build_track(series, fps))
 
 
 def analyze_clip(

@@ -59,8 +59,9 @@ def probably_cached(path: str | Path, analyzers: dict[str, str], width: int) -> 
 
 
 #: the form of a cached analysis (2: flashes kept as shots, long shots' windows; 3: weaker cuts against a
-#: calm neighbourhood); a new form re-analyzes once
-ANALYSIS_FORMAT = 3
+#: calm neighbourhood; 4: the ``track`` of the subject's position and motion for reframing); a new form
+#: re-analyzes once
+ANALYSIS_FORMAT = 4
 
 
 def analysis_key(digest: str, analyzers: dict[str, str], width: int) -> str:

@@ -135,6 +135,52 @@ def centre_of_gravity(frames: np.ndarray, previous: np.ndarray, out: np.ndarray)
 
 
 @njit(**_OPTS)
+def subject(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None:
+    """Where the subject is: the centroid of what stands out (luma beyond the frame's mean plus one
+    standard deviation, squared) and of what moves (the change from the frame before, squared), as
+    offsets from the frame centre like :func:`centre_of_gravity`; the centre when nothing does.
+
+    The plain luma centroid is pulled to the middle by the background (a small bright subject
+    moves it a tenth of its own offset); the squared excess follows the subject itself.
+    """
+    n, h, w = frames.shape
+    has_previous = previous.shape[0] == h and previous.shape[1] == w
+    for i in prange(n):
+        s1 = 0.0
+        s2 = 0.0
+        for y in range(h):
+            for x in range(w):
+                v = np.float64(frames[i, y, x])
+                s1 += v
+                s2 += v * v
+        mean = s1 / (h * w)
+        # A textured background sits within about a standard deviation of the mean; a subject
+        # stands out beyond it.
+        level = mean + np.sqrt(max(0.0, s2 / (h * w) - mean * mean))
+        total = 0.0
+        sx = 0.0
+        sy = 0.0
+        for y in range(h):
+            for x in range(w):
+                v = np.float64(frames[i, y, x])
+                e = v - level if v > level else 0.0
+                weight = e * e
+                if i > 0 or has_previous:
+                    before = np.float64(frames[i - 1, y, x]) if i > 0 else np.float64(previous[y, x])
+                    d = v - before
+                    weight += d * d
+                total += weight
+                sx += x * weight
+                sy += y * weight
+        if total <= 0.0:
+            out[i, 0] = 0.0
+            out[i, 1] = 0.0
+        else:
+            out[i, 0] = (sx / total - (w - 1) / 2.0) / w
+            out[i, 1] = (sy / total - (h - 1) / 2.0) / h
+
+
+@njit(**_OPTS)
 def layout(frames: np.ndarray, previous: np.ndarray, out: np.ndarray) -> None:
     """Mean luma (0..1) of each cell of a 4×4 grid: a tiny picture of the composition, out[:, 16]."""
     n, h, w = frames.shape

@@ -64,6 +64,23 @@ def centre_of_gravity(frames: np.ndarray, previous: np.ndarray) -> np.ndarray:
     return out
 
 
+def subject(frames: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    n, h, w = frames.shape
+    f = frames.astype(np.float64)
+    level = (f.reshape(n, -1).mean(axis=1) + f.reshape(n, -1).std(axis=1))[:, None, None]
+    weight = np.maximum(f - level, 0.0) ** 2
+    before = np.concatenate([previous[None].astype(np.float64), f[:-1]]) if previous.shape == (h, w) else \
+        np.concatenate([f[:1], f[:-1]])
+    weight += (f - before) ** 2
+    total = weight.reshape(n, -1).sum(axis=1)
+    safe = np.where(total <= 0, 1.0, total)
+    cx = (weight.sum(axis=1) * np.arange(w)).sum(axis=1) / safe
+    cy = (weight.sum(axis=2) * np.arange(h)).sum(axis=1) / safe
+    out = np.stack([(cx - (w - 1) / 2) / w, (cy - (h - 1) / 2) / h], axis=1)
+    out[total <= 0] = 0.0
+    return out
+
+
 def layout(frames: np.ndarray, previous: np.ndarray) -> np.ndarray:
     n, h, w = frames.shape
     out = np.empty((n, 16))

@@ -1,4 +1,4 @@
-"""Built-in analyzers: cuts, motion, sharpness, brightness, centre of gravity."""
+"""Built-in analyzers: cuts, motion, sharpness, brightness, centre of gravity, subject, layout."""
 
 from __future__ import annotations
 
@@ -65,6 +65,16 @@ class CentreOfGravityAnalyzer(KernelAnalyzer):
     kernel_name = "centre_of_gravity"
 
 
+class SubjectAnalyzer(KernelAnalyzer):
+    """Where the subject is (what stands out and what moves): reframing follows it."""
+
+    name = "subject"
+    version = "1"
+    outputs = ("subject_x", "subject_y")
+    aggregate = "median"
+    kernel_name = "subject"
+
+
 class LayoutAnalyzer(KernelAnalyzer):
     name = "layout"
     version = "1"
@@ -75,5 +85,5 @@ class LayoutAnalyzer(KernelAnalyzer):
 @hookimpl
 def montage_register_analyzers(register: Callable[[Any], None]) -> None:
     for cls in (CutsAnalyzer, MotionAnalyzer, SharpnessAnalyzer, BrightnessAnalyzer, CentreOfGravityAnalyzer,
-                LayoutAnalyzer):
+                SubjectAnalyzer, LayoutAnalyzer):
         register(cls())

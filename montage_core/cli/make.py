@@ -9,8 +9,8 @@ import click
 
 from .app import cli, progress_printer, report
 from ..job import running
-from .options import (backend_options, fps_option, job_options, parse_resolution, parse_sets, render_options,
-                      resolution_option)
+from .options import (backend_options, fps_option, job_options, parse_resolution, parse_sets, reframe_option,
+                      render_options, resolution_option)
 
 
 @cli.command()
@@ -20,9 +20,9 @@ from .options import (backend_options, fps_option, job_options, parse_resolution
 @job_options
 @render_options
 def run(clips: tuple[str, ...], music: str, output: str, style: str, style_params: tuple[str, ...], planner: str,
-        seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool, script: str | None,
-        embedder: str, backend: str, scheduler: str | None, workers: int | None, accel: str, quality: str,
-        loudness: str) -> None:
+        seed: int, resolution: str, fps: float, reframe: str, duration: float | None, no_cache: bool,
+        script: str | None, embedder: str, backend: str, scheduler: str | None, workers: int | None, accel: str,
+        quality: str, loudness: str) -> None:
     """Analyze CLIPS (files or folders), plan on the beat of --music, render to --output."""
     from ..pipeline import JobOptions, run_job
 
@@ -32,7 +32,8 @@ def run(clips: tuple[str, ...], music: str, output: str, style: str, style_param
         output=str(Path(output).absolute()), style=style, style_params=parse_sets(style_params), planner=planner,
         backend=backend, accel=accel, quality=quality, width=width, height=height, fps=fps, seed=seed,
         duration=duration, use_cache=not no_cache, scheduler=scheduler, workers=workers,
-        script=str(Path(script).absolute()) if script else None, embedder=embedder, loudness=loudness)
+        script=str(Path(script).absolute()) if script else None, embedder=embedder, loudness=loudness,
+        reframe=reframe)
     job_id, result = run_job(options, on_event=progress_printer())
     report(job_id, result)
 
@@ -99,7 +100,7 @@ def analyze(clips: tuple[str, ...], no_cache: bool, backend: str, scheduler: str
 @job_options
 @backend_options
 def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_params: tuple[str, ...],
-         planner: str, seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool,
+         planner: str, seed: int, resolution: str, fps: float, reframe: str, duration: float | None, no_cache: bool,
          script: str | None, embedder: str, backend: str, scheduler: str | None, workers: int | None) -> None:
     """Analyze and plan only: write the timeline JSON (render it later with `montage render`)."""
     from ..isolated import start_music_analysis
@@ -112,7 +113,7 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
         output=str(Path(output).absolute()), style=style, style_params=parse_sets(style_params), planner=planner,
         backend=backend, width=width, height=height, fps=fps, seed=seed, duration=duration,
         use_cache=not no_cache, scheduler=scheduler, workers=workers,
-        script=str(Path(script).absolute()) if script else None, embedder=embedder)
+        script=str(Path(script).absolute()) if script else None, embedder=embedder, reframe=reframe)
     job = Job.prepare(options, steps={"analyze", "plan"})
     printer = progress_printer()
     with running(job.backend), start_music_analysis(options.music, duration) as music_call:
@@ -125,14 +126,21 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
 @cli.command()
 @click.argument("timeline", type=click.Path())
 @click.option("-o", "--output", default="montage.mp4", show_default=True, type=click.Path())
+@reframe_option("auto", "auto: each cut as the timeline crops it (as planned); centre: every cut of another "
+                        "aspect than the timeline's cropped in the middle; letterbox: every cut whole, with bars.")
 @render_options
-def render(timeline: str, output: str, backend: str, scheduler: str | None, workers: int | None, accel: str,
-           quality: str, loudness: str) -> None:
+def render(timeline: str, output: str, reframe: str, backend: str, scheduler: str | None, workers: int | None,
+           accel: str, quality: str, loudness: str) -> None:
     """Render a TIMELINE.json (from `montage plan` or a previous run) without re-analysis."""
     from ..job import Job, JobOptions
     from ..models import Timeline
 
     tl = Timeline.load(timeline)
+    if reframe != "auto":  # auto keeps the planned crops: following the subject needs the analysis
+        from ..reframe import reframe_timeline
+        from ..stages.export import probe_sources
+
+        tl = reframe_timeline(tl, reframe, probe_sources(tl))
     options = JobOptions(clips=sorted({c.source for c in tl.cuts}), music=tl.music, output=str(Path(output).absolute()),
                          backend=backend, accel=accel, quality=quality, width=tl.width, height=tl.height, fps=tl.fps,
                          scheduler=scheduler, workers=workers, loudness=loudness)

@@ -40,6 +40,15 @@ def embedder_option(help: str) -> Any:
     return click.option("--embedder", default="descriptor", show_default=True, help=help)
 
 
+def reframe_option(default: str, help: str) -> Any:
+    """``--reframe``: how a clip of another aspect than the output fills it."""
+    return click.option("--reframe", default=default, show_default=True,
+                        type=click.Choice(["auto", "centre", "letterbox"]), help=help)
+
+
+REFRAME_HELP = ("A clip of another aspect than the output (16:9 into 9:16): auto crops a box that follows the "
+                "subject, centre crops the middle, letterbox shows it whole with bars.")
+
 #: the output format options, with the defaults every montage shares (montage_core.job)
 resolution_option = click.option("--resolution", default=f"{DEFAULT_WIDTH}x{DEFAULT_HEIGHT}", show_default=True,
                                  help="Output WIDTHxHEIGHT (e.g. 1080x1920 for vertical, 1080x1080 square).")
@@ -53,7 +62,7 @@ def job_options(f: Any) -> Any:
         click.option("--set", "style_params", multiple=True, metavar="NAME=VALUE", help="Style parameter."),
         click.option("--planner", default="story_arc", show_default=True, help="Timeline planner."),
         click.option("--seed", default=0, show_default=True, help="Same seed, same inputs → same timeline."),
-        resolution_option, fps_option,
+        resolution_option, fps_option, reframe_option("auto", REFRAME_HELP),
         click.option("--duration", type=float, default=None, help="Cut the montage to the first N seconds of music."),
         click.option("--no-cache", is_flag=True, help="Re-analyze even when a cached analysis exists."),
         click.option("--script", default=None, type=click.Path(dir_okay=False),

@@ -213,6 +213,8 @@ def _otio_timeline(timeline: Timeline, name: str, media: Mapping[str, MediaInfo]
                                 source_range=TimeRange(RT(first + h_in, fps), RT(rec_out - rec_in, fps)))
         ref.name = clip.name  # the file's name as FCP 7 XML shows it (it would take the URL's escaped one)
         clip.metadata["montage"] = {"phase": cut.phase, "shot": _utf8(cut.shot), "score": cut.score}
+        if cut.crop:  # the reframing box: [t, x, y, w, h] keyframes, see montage_core.models.Cut.crop
+            clip.metadata["montage"]["crop"] = [list(k) for k in cut.crop]
         video.append(clip)
         cursor = rec_out
     audio = otio.schema.Track(name="A1", kind=otio.schema.TrackKind.Audio)

@@ -29,10 +29,19 @@ log = logging.getLogger("montage.render")
 AUDIO_BITRATE = "192k"
 
 
-def normalise_filter(width: int, height: int, fps: float, seconds: float) -> str:
-    """One resolution and frame rate for every source; other aspect ratios letterboxed, never stretched."""
-    return (f"fps={fps:g},scale={width}:{height}:force_original_aspect_ratio=decrease:flags=bicubic,"
-            f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1,format=yuv420p,"
+def normalise_filter(width: int, height: int, fps: float, seconds: float,
+                     crop: list[list[float]] | None = None) -> str:
+    """One resolution and frame rate for every source; other aspect ratios letterboxed, never
+    stretched, or with ``crop`` keyframes the box they describe (of the output's aspect) filling it."""
+    if crop:
+        from ..reframe import crop_filter
+
+        # After fps: the crop's ``t`` is then the segment's own clock, from 0 at its first frame.
+        fit = f"{crop_filter(crop)},scale={width}:{height}:flags=bicubic"
+    else:
+        fit = (f"scale={width}:{height}:force_original_aspect_ratio=decrease:flags=bicubic,"
+               f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:color=black")
+    return (f"fps={fps:g},{fit},setsar=1,format=yuv420p,"
             f"tpad=stop_mode=clone:stop_duration={seconds:.3f},setpts=PTS-STARTPTS")
 
 
@@ -55,6 +64,8 @@ def segment_specs(timeline: Timeline, chain: list[tuple[Accelerator, Accelerator
 
     ``accel`` and ``quality`` travel with the spec so a cluster node can resolve its own chain.
     """
+    from ..reframe import shift_keys
+
     fps = timeline.fps
     cuts = timeline.cuts
     halves = [0] + [int(round(c.transition.duration * fps / 2)) for c in cuts[1:]] + [0]
@@ -69,8 +80,10 @@ def segment_specs(timeline: Timeline, chain: list[tuple[Accelerator, Accelerator
         specs.append(RenderSpec(
             index=i, frames=last - first, fps=fps, width=timeline.width, height=timeline.height, grade=timeline.grade,
             encoders=encoders, accel=accel, quality=quality, placement=placement,
-            main=SegmentSource(source=cut.source, start=cut.source_in + 2 * h_in / fps),
-            blend=SegmentSource(source=nxt.source, start=nxt.source_in, frames=2 * h_out) if nxt else None,
+            main=SegmentSource(source=cut.source, start=cut.source_in + 2 * h_in / fps,
+                               crop=shift_keys(cut.crop, 2 * h_in / fps)),
+            blend=SegmentSource(source=nxt.source, start=nxt.source_in, frames=2 * h_out, crop=nxt.crop)
+            if nxt else None,
             fade_out=min(fade_frames, last - first) if i == len(cuts) - 1 else 0))
     return specs
 
@@ -95,6 +108,9 @@ def _segment_key(spec: RenderSpec) -> str:
     picture = {k: v for k, v in spec.to_json().items() if k not in ("index", "placement", "kind", "version")}
     if not spec.fade_out:  # a field added later: segments without a fade keep the keys they had
         del picture["fade_out"]
+    for source in ("main", "blend"):  # the same for the crop: letterboxed segments keep their keys
+        if picture.get(source) and picture[source].get("crop") is None:
+            del picture[source]["crop"]
     text = json.dumps({"spec": picture, "stamps": stamps}, sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
@@ -106,18 +122,18 @@ DECODE_MARGIN_FRAMES = 3
 
 def _segment_command(spec: RenderSpec, encoder: dict[str, Any], out: str) -> list[str]:
     fps, frames = spec.fps, spec.frames
+    main, blend = spec.main, spec.blend
     seconds = frames / fps
     margin = DECODE_MARGIN_FRAMES / fps
-    norm = normalise_filter(spec.width, spec.height, fps, seconds + margin)
+    norm = normalise_filter(spec.width, spec.height, fps, seconds + margin, main.crop)
     args = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-    main, blend = spec.main, spec.blend
     args += [*encoder["input_args"], "-ss", f"{main.start:.6f}", "-t", f"{seconds + margin:.6f}", "-i", main.source]
     graph = f"[0:v]{norm}[a]"
     last = "[a]"
     if blend:
         blend_seconds = blend.frames / fps
         args += ["-ss", f"{blend.start:.6f}", "-t", f"{blend_seconds + margin:.6f}", "-i", blend.source]
-        graph += (f";[1:v]{normalise_filter(spec.width, spec.height, fps, blend_seconds + margin)}[b]"
+        graph += (f";[1:v]{normalise_filter(spec.width, spec.height, fps, blend_seconds + margin, blend.crop)}[b]"
                   f";[a][b]xfade=transition=fade:duration={blend_seconds:.6f}"
                   f":offset={(frames - blend.frames) / fps:.6f}[x]")
         last = "[x]"

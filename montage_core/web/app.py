@@ -76,7 +76,8 @@ def form_options(form: Any, media_root: Path) -> JobOptions:
         style=str(form.get("style") or "dynamic"), style_params=params, backend=str(form.get("backend") or "local"),
         accel=str(form.get("accel") or "auto"), quality=str(form.get("quality") or "standard"), width=width,
         height=height, fps=number("fps", float, DEFAULT_FPS), seed=number("seed", int, 0),
-        duration=number("duration", float, None), loudness=str(form.get("loudness") or "-14"))
+        duration=number("duration", float, None), loudness=str(form.get("loudness") or "-14"),
+        reframe=str(form.get("reframe") or "auto"))
 
 
 class WebUI:
