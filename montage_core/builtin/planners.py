@@ -151,8 +151,7 @@ class BeatPlan:
 
     A cut's merit is how well its end sits: the beat's accent, a downbeat a little more than another
     beat of the same accent (centred, so a cut on an average beat adds nothing and more cuts are
-    no better than fewer).
-    From each usable beat, the best total merit of cuts in the style's range for their phase that
+    no better than fewer). From each usable beat, the best total merit of cuts in the style's range for their phase that
     end exactly on the next section change (or on the last usable beat) is found backwards, once:
     a greedy choice would reach a section change a beat short or over it. Where no cuts in range
     land there, the one cut before it is shorter or longer than the range.
@@ -163,7 +162,6 @@ class BeatPlan:
 
     def __init__(self, usable: list[int], downbeats: set[int], accents: dict[int, float], sections: set[int],
                  pacing_at: Callable[[int], tuple[int, int]]):
-        self.usable = usable
         n = len(usable)
         self.merit = [accents.get(f, 0.5) + (0.1 if f in downbeats else 0.0) - 0.53 for f in usable]
         self.pacing = [pacing_at(k) for k in range(n)]
