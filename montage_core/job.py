@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,42 @@ class JobOptions:
     #: how a clip of another aspect than the output fills it: "auto" (a crop following the subject),
     #: "centre" (a centred crop) or "letterbox" (the whole frame, with bars); see montage_core.reframe
     reframe: str = "auto"
+    #: more shapes of the same plan ("9:16", "1:1" or WIDTHxHEIGHT), each reframed for its shape and
+    #: written beside ``output`` (see :func:`extra_outputs`)
+    formats: list[str] = field(default_factory=list)
+
+
+def format_size(value: str, width: int, height: int) -> tuple[int, int]:
+    """The size of one ``--format``: an aspect ratio ``A:B`` at the main output's short side (a
+    1920x1080 montage's 9:16 is 1080x1920, its 1:1 1080x1080), or an explicit ``WIDTHxHEIGHT``."""
+    text = value.strip().lower()
+    numbers = text.replace(":", "x").split("x")
+    try:
+        a, b = (int(n) for n in numbers)
+    except ValueError:
+        a = b = 0
+    if len(numbers) != 2 or a <= 0 or b <= 0:
+        raise UsageError(f"--format {value!r} is neither an aspect ratio (e.g. 9:16, 1:1) nor a size (e.g. 1080x1920)")
+    if "x" in text:
+        size = (a, b)
+    else:
+        short = min(width, height)
+        size = (2 * round(short * a / b / 2), short) if a >= b else (short, 2 * round(short * b / a / 2))
+    if size[0] % 2 or size[1] % 2 or max(size) > 8192:
+        raise UsageError(f"--format {value!r} gives {size[0]}x{size[1]}: sizes must be even and at most 8192")
+    return size
+
+
+def extra_outputs(options: JobOptions) -> list[tuple[str, int, int]]:
+    """(path, width, height) of each ``--format`` besides the main output: ``montage.mp4`` in 9:16 is
+    ``montage-1080x1920.mp4``. A format of the main output's own size adds nothing."""
+    out = Path(options.output)
+    extras: dict[tuple[int, int], str] = {}
+    for value in options.formats:
+        size = format_size(value, options.width, options.height)
+        if size != (options.width, options.height):
+            extras.setdefault(size, str(out.with_name(f"{out.stem}-{size[0]}x{size[1]}{out.suffix}")))
+    return [(path, w, h) for (w, h), path in extras.items()]
 
 
 def resume_options(store: JobStore, job_id: str) -> JobOptions:
@@ -164,7 +200,6 @@ class Job:
 
     def plan(self, analyses: list[ClipAnalysis], music: MusicAnalysis) -> Timeline:
         """select → plan: the style ranks the shots, the planner puts them on the beat grid."""
-        from .reframe import reframe_timeline
         from .stages import plan_timeline, select_shots
         from .stages.select import resolve_style_params
 
@@ -175,20 +210,28 @@ class Job:
         timeline = plan_timeline(ranked, music, self.manager, style=style, planner=o.planner, width=o.width,
                                  height=o.height, fps=o.fps, seed=o.seed, duration=o.duration, backend=self.backend,
                                  options={"script": o.script, "embedder": o.embedder})
-        return reframe_timeline(timeline, o.reframe, {a.media.path: a.media for a in analyses},
-                                {a.media.path: a.track for a in analyses})
+        return self.reshape(timeline, analyses, o.width, o.height)
+
+    def reshape(self, timeline: Timeline, analyses: list[ClipAnalysis], width: int, height: int) -> Timeline:
+        """The plan at another output size, each cut reframed for that shape (``--reframe``): the
+        same cuts on the same beats, so every shape of a montage tells the same story."""
+        from .reframe import reframe_timeline
+
+        return reframe_timeline(replace(timeline, width=width, height=height), self.options.reframe,
+                                {a.media.path: a.media for a in analyses}, {a.media.path: a.track for a in analyses})
 
     def render(self, timeline: Timeline, on_event: Callable[[ProgressEvent], None] = lambda e: None, *,
-               store: JobStore | None = None, job_id: str = "",
-               timeline_file: str | Path | None = None) -> RenderResult:
-        """render → export: the video at the job's output, with its timeline, OTIO and EDL beside it."""
+               store: JobStore | None = None, job_id: str = "", timeline_file: str | Path | None = None,
+               output: str | Path | None = None, label: str = "") -> RenderResult:
+        """render → export: the video at the job's output (or ``output``, for another ``--format``,
+        whose shards are named with ``label``), with its timeline, OTIO and EDL beside it."""
         from .loudness import parse_loudness
         from .stages import render_timeline
 
-        return render_timeline(timeline, Path(self.options.output), self.manager, self.backend,
+        return render_timeline(timeline, Path(output or self.options.output), self.manager, self.backend,
                                accel=self.options.accel, quality=self.options.quality, on_event=on_event,
                                store=store, job_id=job_id, chain=self.chain or None, timeline_file=timeline_file,
-                               loudness=parse_loudness(self.options.loudness))
+                               loudness=parse_loudness(self.options.loudness), label=label)
 
 
 def warn_upscaled(analyses: list[ClipAnalysis], width: int, height: int) -> None:
@@ -232,6 +275,7 @@ def _check_choices(options: JobOptions, manager: MontageManager, steps: frozense
         from .reframe import check_mode
 
         attempt(lambda: check_mode(options.reframe))
+        attempt(lambda: extra_outputs(options))
     backend = attempt(lambda: manager.new_backend(options.backend, scheduler=options.scheduler,
                                                   workers=options.workers))
     if backend is not None and (reason := attempt(backend.availability)):

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .interfaces import ProgressEvent
-from .job import Job, JobOptions, resume_options, running
+from .job import Job, JobOptions, extra_outputs, resume_options, running
 from .jobstore import JobStore
 from .models import ClipAnalysis, MusicAnalysis, RenderResult, Timeline
 from .plugins import MontageManager
@@ -52,6 +52,13 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
             analyses, failures = job.analyze(lambda e: emit("analysis", e), store=store, job_id=job_id)
             timeline = job.plan(analyses, music.result())
             result = job.render(timeline, lambda e: emit("render", e), store=store, job_id=job_id)
+            formats = {f"{timeline.width}x{timeline.height}": result.video}
+            for path, width, height in extra_outputs(options):  # the same plan in another shape
+                label = f"{width}x{height}"
+                shaped = job.render(job.reshape(timeline, analyses, width, height), lambda e: emit("render", e),
+                                    store=store, job_id=job_id, output=path, label=label)
+                formats[label] = shaped.video
+                log.info("%s: %s", label, shaped.video)
         except KeyboardInterrupt as exc:  # leaving the block then stops the workers and the music process
             store.finish_job(job_id, "interrupted", error=f"interrupted ({exc or 'Ctrl-C'}); "
                                                            f"`montage resume {job_id}` finishes it")
@@ -62,7 +69,7 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
             store.finish_job(job_id, "failed", error=str(exc) or type(exc).__name__)
             raise
     store.finish_job(job_id, "done", {"video": result.video, "timeline": result.timeline_json, "otio": result.otio,
-                                      "edl": result.edl, "skipped": failures,
+                                      "edl": result.edl, "skipped": failures, "formats": formats,
                                       "encoders": sorted({s.encoder for s in result.segments})})
     return job_id, result
 

@@ -232,3 +232,37 @@ def test_cli_plans_crops_warns_for_a_small_clip_and_renders_another_mode(media, 
     assert all(c["crop"] is None or c["crop"][0][1] == pytest.approx((1 - c["crop"][0][3]) / 2, abs=1e-4)
                for c in rendered)
     assert sum(c["crop"] is not None for c in rendered) == sum(c["crop"] is not None for c in cuts)
+
+
+def test_one_run_renders_every_format_from_one_plan(media, montage_home, tmp_path: Path) -> None:
+    from montage_core.testing import probe_frames, run_cli
+
+    clip, _ = media.clip([(0, 3.0), (1, 3.0), (4, 3.0)], size=(640, 360), name="formats/wide clip.mp4")
+    music, _ = media.music(seconds=12)
+    out = tmp_path / "my montage.mp4"
+    proc = run_cli("run", str(clip), "--music", str(music), "-o", str(out), "--resolution", "640x360",
+                   "--format", "9:16,1:1,16:9", "--duration", "6", "--quality", "preview")
+    assert proc.returncode == 0, proc.stderr
+    shapes = {out: (640, 360), tmp_path / "my montage-360x640.mp4": (360, 640),
+              tmp_path / "my montage-360x360.mp4": (360, 360)}
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == sorted(p.name for p in shapes)
+    timelines = {}
+    for path, (width, height) in shapes.items():
+        info = probe_media(path)
+        assert (info.width, info.height) == (width, height), path
+        timelines[path] = json.loads(path.with_suffix(".timeline.json").read_text())
+    frames = {probe_frames(path) for path in shapes}
+    assert len(frames) == 1  # the same length to the frame
+    main = timelines[out]["cuts"]
+    for path in shapes:  # one plan: the same footage on the same frames in every shape
+        cuts = timelines[path]["cuts"]
+        assert [(c["source_in"], c["start"], c["end"]) for c in cuts] == [(c["source_in"], c["start"], c["end"])
+                                                                          for c in main]
+    assert all(c["crop"] is None for c in main)  # 16:9 into 16:9
+    for path in shapes:
+        if path != out:  # a 16:9 clip in a vertical or square frame is cropped, never letterboxed
+            assert all(c["crop"] for c in timelines[path]["cuts"]), path
+
+    bad = run_cli("run", str(clip), "--music", str(music), "-o", str(tmp_path / "x.mp4"), "--format", "9:sixteen")
+    assert bad.returncode != 0 and "--format '9:sixteen' is neither an aspect ratio" in bad.stderr
+    assert not (tmp_path / "x.mp4").exists()

@@ -18,11 +18,14 @@ from .options import (backend_options, fps_option, job_options, parse_resolution
 @click.option("--music", required=True, help="Music track (any format ffmpeg reads).")
 @click.option("-o", "--output", default="montage.mp4", show_default=True, type=click.Path())
 @job_options
+@click.option("--format", "formats", default="", metavar="A:B,...",
+              help="Also render the same plan in these shapes (e.g. 9:16,1:1, at the --resolution's short side, "
+                   "or WIDTHxHEIGHT), each reframed, beside --output as NAME-WxH.mp4.")
 @render_options
 def run(clips: tuple[str, ...], music: str, output: str, style: str, style_params: tuple[str, ...], planner: str,
         seed: int, resolution: str, fps: float, reframe: str, duration: float | None, no_cache: bool,
-        script: str | None, embedder: str, backend: str, scheduler: str | None, workers: int | None, accel: str,
-        quality: str, loudness: str) -> None:
+        script: str | None, embedder: str, formats: str, backend: str, scheduler: str | None, workers: int | None,
+        accel: str, quality: str, loudness: str) -> None:
     """Analyze CLIPS (files or folders), plan on the beat of --music, render to --output."""
     from ..pipeline import JobOptions, run_job
 
@@ -33,7 +36,7 @@ def run(clips: tuple[str, ...], music: str, output: str, style: str, style_param
         backend=backend, accel=accel, quality=quality, width=width, height=height, fps=fps, seed=seed,
         duration=duration, use_cache=not no_cache, scheduler=scheduler, workers=workers,
         script=str(Path(script).absolute()) if script else None, embedder=embedder, loudness=loudness,
-        reframe=reframe)
+        reframe=reframe, formats=[f for f in formats.split(",") if f.strip()])
     job_id, result = run_job(options, on_event=progress_printer())
     report(job_id, result)
 

@@ -329,14 +329,15 @@ def render_timeline(
     timeline: Timeline, output: Path, manager: Any, backend: Any, *, accel: str = "auto",
     quality: str = "standard", on_event: Callable[[ProgressEvent], None] = lambda e: None,
     store: Any = None, job_id: str = "", chain: list[tuple[Accelerator, AcceleratorProbe]] | None = None,
-    timeline_file: str | Path | None = None, loudness: float | None = DEFAULT_LOUDNESS,
+    timeline_file: str | Path | None = None, loudness: float | None = DEFAULT_LOUDNESS, label: str = "",
 ) -> RenderResult:
     """Encode the segments on the backend, join them, mux the music, check the result, write the
     exports. Nothing appears at ``output`` unless complete.
 
     ``chain`` is the encoder chain when the caller has resolved (and logged) it already;
     ``timeline_file`` is the timeline's own file, which the video must not replace; ``loudness``
-    is the music's integrated loudness target in LUFS (``None``: as it is).
+    is the music's integrated loudness target in LUFS (``None``: as it is); ``label`` tells this
+    render's shards from another's of the same job (another ``--format``).
     """
     from ..accel import check_quality
     from ..engine import run_shards
@@ -351,7 +352,8 @@ def render_timeline(
         chain = job_encoder_chain(backend, list(manager.accelerators), accel)
         log.info("encoder chain: %s", " → ".join(a.name for a, _ in chain))
     specs = segment_specs(timeline, chain, quality, accel)
-    tasks = [ShardTask(f"segment-{s.index:04d}", "render", s.main.source, s, s.frames / timeline.fps) for s in specs]
+    name = f"segment-{label}-" if label else "segment-"
+    tasks = [ShardTask(f"{name}{s.index:04d}", "render", s.main.source, s, s.frames / timeline.fps) for s in specs]
     outcomes = run_shards(backend, render_segment, tasks, on_event=on_event, store=store, job_id=job_id)
     failed = [outcomes[t.id] for t in tasks if not outcomes[t.id].ok]
     if failed:
