@@ -23,8 +23,9 @@ MODES = ("auto", "centre", "letterbox")
 #: aspects closer than this (relative) fit with bars too thin to matter: nothing is cropped
 ASPECT_TOLERANCE = 0.05
 #: a crop shorter than this share of the output's height, in source pixels, would be scaled up
-#: too far: that cut is letterboxed instead
-MIN_CROP_SHARE = 0.5
+#: more than 4×: that cut is letterboxed instead. (4:3 SD footage in a 1080x1920 frame is a 480-pixel
+#: high crop scaled up 4×: soft, but a letterboxed strip of it would be as soft and a third the size.)
+MIN_CROP_SHARE = 0.25
 #: the box stays put while the subject wanders within this share of the box's width (or height)
 DEAD_ZONE = 0.5
 #: the subject's path is averaged over this long before the box follows it (no jitter)

@@ -135,7 +135,7 @@ def test_letterbox_and_matching_aspects_keep_todays_picture(moving: Path) -> Non
 
 
 def test_too_small_a_crop_letterboxes_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
-    small = MediaInfo("/clips/tiny.mp4", 1, SECONDS, True, False, 320, 180, FPS)
+    small = MediaInfo("/clips/tiny.mp4", 1, SECONDS, True, False, 128, 72, FPS)  # 72 px < 640 / 4
     big = MediaInfo("/clips/big.mp4", 1, SECONDS, True, False, 1920, 1080, FPS)
     timeline = _timeline(small.path, cuts=2)
     timeline.cuts[1].source = big.path
@@ -214,7 +214,7 @@ def test_cli_plans_crops_warns_for_a_small_clip_and_renders_another_mode(media, 
     from montage_core.testing import run_cli
 
     big, _ = media.clip([(0, 3.0), (1, 3.0)], size=(640, 360), name="reframe/big.mp4")
-    small, _ = media.clip([(2, 3.0), (3, 3.0)], size=(320, 180), name="reframe/small.mp4")
+    small, _ = media.clip([(2, 3.0), (3, 3.0)], size=(160, 90), name="reframe/small.mp4")  # 90 px < 640 / 4
     music, _ = media.music(seconds=12)
     plan = tmp_path / "plan.json"
     proc = run_cli("plan", str(big), str(small), "--music", str(music), "-o", str(plan), "--resolution", "360x640",
