@@ -210,6 +210,7 @@ def test_subject_kernel_matches_its_twin_and_ignores_the_texture() -> None:
     assert out[1, 0] == pytest.approx((52.5 - 31.5) / 64, abs=0.02)
 
 
+@pytest.mark.slow
 def test_cli_plans_crops_warns_for_a_small_clip_and_renders_another_mode(media, montage_home, tmp_path: Path) -> None:
     from montage_core.testing import run_cli
 
@@ -234,6 +235,7 @@ def test_cli_plans_crops_warns_for_a_small_clip_and_renders_another_mode(media, 
     assert sum(c["crop"] is not None for c in rendered) == sum(c["crop"] is not None for c in cuts)
 
 
+@pytest.mark.slow
 def test_one_run_renders_every_format_from_one_plan(media, montage_home, tmp_path: Path) -> None:
     from montage_core.testing import probe_frames, run_cli
 
