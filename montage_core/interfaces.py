@@ -280,6 +280,12 @@ class Backend:
         anything they started are stopped. Finished shards stay in the caches."""
         self.close()
 
+    def cancel_job(self, job_id: str) -> list[str]:
+        """Stop what this backend runs for ``job_id`` outside the coordinator process (``montage
+        cancel``), whether or not its coordinator is still alive: one line per thing stopped.
+        Backends whose work ends with the coordinator have nothing to do."""
+        return []
+
 
 # --------------------------------------------------------------------------- preflight
 class PreflightCheck:

@@ -1,4 +1,4 @@
-"""Commands that make a montage: run, resume, plan, render, analyze, demo, and the job list."""
+"""Commands that make a montage: run, resume, cancel, plan, render, analyze, demo, and the job list."""
 
 from __future__ import annotations
 
@@ -48,6 +48,19 @@ def resume(job_id: str) -> None:
     job_id, result = run_job(resume_options(store, job_id), store=store, on_event=progress_printer(),
                              job_id=job_id)
     report(job_id, result)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--wait", default=30.0, show_default=True, metavar="SECONDS",
+              help="How long the coordinator has to stop before it is killed.")
+def cancel(job_id: str, wait: float) -> None:
+    """Stop a running job: its coordinator here, and what its backend runs elsewhere (a cluster's Jobs)."""
+    from ..cancel import cancel_job
+    from ..jobstore import JobStore
+
+    for line in cancel_job(JobStore(), job_id, wait=wait):
+        click.echo(line)
 
 
 @cli.command()
