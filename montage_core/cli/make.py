@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .app import cli, progress_printer, report
 from ..job import running
-from .options import (backend_options, fps_option, job_options, parse_resolution, parse_sets, render_options,
-                      resolution_option)
+from .options import (backend_options, dry_run_option, fps_option, job_options, parse_resolution, parse_sets,
+                      render_options, resolution_option)
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..job import JobOptions
+    from ..models import Timeline
+
+
+def _dry_run(options: JobOptions, steps: set[str], timeline: Timeline | None = None,
+             timeline_file: str | None = None) -> None:
+    """``--dry-run``: what the job would submit, on standard output; no job is created, nothing runs."""
+    from ..job import Job, check_dry_run
+    from ..plugins import get_manager
+
+    manager = get_manager()
+    check_dry_run(manager, options.backend)
+    job = Job.prepare(options, manager, steps=steps, timeline_file=timeline_file, dry_run=True)
+    click.echo(job.backend.dry_run(job.preview(timeline)), nl=False)
 
 
 @cli.command()
@@ -19,10 +36,11 @@ from .options import (backend_options, fps_option, job_options, parse_resolution
 @click.option("-o", "--output", default="montage.mp4", show_default=True, type=click.Path())
 @job_options
 @render_options
+@dry_run_option
 def run(clips: tuple[str, ...], music: str, output: str, style: str, style_params: tuple[str, ...], planner: str,
         seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool, script: str | None,
         embedder: str, backend: str, scheduler: str | None, workers: int | None, accel: str, quality: str,
-        loudness: str) -> None:
+        loudness: str, dry_run: bool) -> None:
     """Analyze CLIPS (files or folders), plan on the beat of --music, render to --output."""
     from ..pipeline import JobOptions, run_job
 
@@ -33,6 +51,9 @@ def run(clips: tuple[str, ...], music: str, output: str, style: str, style_param
         backend=backend, accel=accel, quality=quality, width=width, height=height, fps=fps, seed=seed,
         duration=duration, use_cache=not no_cache, scheduler=scheduler, workers=workers,
         script=str(Path(script).absolute()) if script else None, embedder=embedder, loudness=loudness)
+    if dry_run:
+        _dry_run(options, {"analyze", "plan", "render"})
+        return
     job_id, result = run_job(options, on_event=progress_printer())
     report(job_id, result)
 
@@ -90,13 +111,18 @@ def jobs(limit: int, as_json: bool) -> None:
 @click.argument("clips", nargs=-1, required=True)
 @click.option("--no-cache", is_flag=True)
 @backend_options
-def analyze(clips: tuple[str, ...], no_cache: bool, backend: str, scheduler: str | None, workers: int | None) -> None:
+@dry_run_option
+def analyze(clips: tuple[str, ...], no_cache: bool, backend: str, scheduler: str | None, workers: int | None,
+            dry_run: bool) -> None:
     """Analyze CLIPS and print their shots and features as JSON."""
     from ..analysis.analyze import describe
     from ..job import Job, JobOptions
 
     options = JobOptions(clips=[str(Path(c).absolute()) for c in clips], use_cache=not no_cache, backend=backend,
                          scheduler=scheduler, workers=workers)
+    if dry_run:
+        _dry_run(options, {"analyze"})
+        return
     job = Job.prepare(options, steps={"analyze"})
     printer = progress_printer()
     with running(job.backend):
@@ -111,9 +137,11 @@ def analyze(clips: tuple[str, ...], no_cache: bool, backend: str, scheduler: str
 @click.option("-o", "--output", default="timeline.json", show_default=True, type=click.Path())
 @job_options
 @backend_options
+@dry_run_option
 def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_params: tuple[str, ...],
          planner: str, seed: int, resolution: str, fps: float, duration: float | None, no_cache: bool,
-         script: str | None, embedder: str, backend: str, scheduler: str | None, workers: int | None) -> None:
+         script: str | None, embedder: str, backend: str, scheduler: str | None, workers: int | None,
+         dry_run: bool) -> None:
     """Analyze and plan only: write the timeline JSON (render it later with `montage render`)."""
     from ..isolated import start_music_analysis
     from ..job import Job, JobOptions
@@ -126,6 +154,9 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
         backend=backend, width=width, height=height, fps=fps, seed=seed, duration=duration,
         use_cache=not no_cache, scheduler=scheduler, workers=workers,
         script=str(Path(script).absolute()) if script else None, embedder=embedder)
+    if dry_run:
+        _dry_run(options, {"analyze", "plan"})
+        return
     job = Job.prepare(options, steps={"analyze", "plan"})
     printer = progress_printer()
     with running(job.backend), start_music_analysis(options.music, duration) as music_call:
@@ -139,8 +170,9 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
 @click.argument("timeline", type=click.Path())
 @click.option("-o", "--output", default="montage.mp4", show_default=True, type=click.Path())
 @render_options
+@dry_run_option
 def render(timeline: str, output: str, backend: str, scheduler: str | None, workers: int | None, accel: str,
-           quality: str, loudness: str) -> None:
+           quality: str, loudness: str, dry_run: bool) -> None:
     """Render a TIMELINE.json (from `montage plan` or a previous run) without re-analysis."""
     from ..job import Job, JobOptions
     from ..models import Timeline
@@ -149,6 +181,9 @@ def render(timeline: str, output: str, backend: str, scheduler: str | None, work
     options = JobOptions(clips=sorted({c.source for c in tl.cuts}), music=tl.music, output=str(Path(output).absolute()),
                          backend=backend, accel=accel, quality=quality, width=tl.width, height=tl.height, fps=tl.fps,
                          scheduler=scheduler, workers=workers, loudness=loudness)
+    if dry_run:
+        _dry_run(options, {"render"}, tl, timeline)
+        return
     job = Job.prepare(options, steps={"render"}, timeline_file=timeline)
     printer = progress_printer()
     with running(job.backend):
