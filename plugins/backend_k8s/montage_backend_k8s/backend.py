@@ -29,7 +29,6 @@ from montage_core.interfaces import Backend, ProgressEvent, ShardFunction, Shard
 from montage_core.specs import RenderSpec, ShardSpec
 
 from .diagnose import diagnose_pod, failure_kind, last_error, pod_index
-from .jobs import job_manifest
 from .logfollow import LogCursor, follow_pod_log
 from .placement import Placement, place_tasks
 
@@ -265,19 +264,12 @@ class KubernetesBackend(Backend):
     def _submit(self, run: _Run, shard_file: str) -> None:
         from kubernetes import client
 
-        from .config import device_groups
+        from .manifests import stage_job
 
-        s = self.settings
-        cache = os.environ.get("MONTAGE_CACHE_DIR")
-        job = job_manifest(
-            name=run.name, namespace=s["namespace"], image=s.get("image_pinned") or s["image"], pvc=s["pvc"],
-            mount_path=s["mount_path"], stage=run.tasks[0].stage, shards=len(run.tasks), shard_file=shard_file,
-            parallelism=self.parallelism or int(s["parallelism"]), retries_per_index=int(s["retries_per_index"]),
-            memory=run.memory, cpu=s["cpu"], accelerator=run.placement.accelerator, vendor=run.placement.vendor,
-            require_accelerator=run.placement.required, job_id=self.job_id,
-            cache_dir=self.paths.to_pod(cache) if cache and self.paths.on_volume(cache) else None,
-            service_account=s["service_account"], device_groups=device_groups(s["device_groups"]))
-        client.BatchV1Api(self.api).create_namespaced_job(s["namespace"], job)
+        job = stage_job(self.settings, name=run.name, stage=run.tasks[0].stage, shards=len(run.tasks),
+                        shard_file=shard_file, placement=run.placement, memory=run.memory, job_id=self.job_id,
+                        parallelism=self.parallelism)
+        client.BatchV1Api(self.api).create_namespaced_job(self.settings["namespace"], job)
         vendor = run.placement.vendor
         where = f" on {vendor} GPU nodes ({run.placement.accelerator.name})" if vendor else ""
         log.info("submitted Job %s: %d %s shard(s), %s memory%s", run.name, len(run.tasks), run.tasks[0].stage,

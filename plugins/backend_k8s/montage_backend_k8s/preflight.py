@@ -148,15 +148,11 @@ def check_volume_in_cluster(api: Any, settings: dict[str, Any], timeout: float =
 
     from .backend import job_pods, permanent_pull_failure, pull_grace, read_pod_log
     from .diagnose import failure_kind
-    from .jobs import job_manifest
+    from .manifests import probe_job
 
     namespace = settings["namespace"]
     name = f"montage-preflight-{uuid.uuid4().hex[:8]}"
-    job = job_manifest(name=name, namespace=namespace, image=settings.get("image_pinned") or settings["image"],
-                       pvc=settings["pvc"], mount_path=settings["mount_path"], stage="preflight", shards=1,
-                       shard_file="", retries_per_index=0, memory="256Mi", cpu="100m",
-                       service_account=settings["service_account"],
-                       command=["k8s-probe-storage", settings["mount_path"]])
+    job = probe_job(settings, name)  # placed where the workers go: their tolerations and node selector
     batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
     batch.create_namespaced_job(namespace, job)
     pull_failing: dict[str, float] = {}  # pod -> when its image pull was first seen failing

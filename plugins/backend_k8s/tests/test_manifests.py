@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from montage_backend_k8s.config import device_groups, resolve
+from montage_backend_k8s.config import device_groups, node_selector, resolve, tolerations
 from montage_backend_k8s.jobs import job_manifest, manifest_dict
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")  # in the plugin's test extras
@@ -31,7 +31,9 @@ MANIFESTS = sorted(p for p in (ROOT / "deploy").rglob("*.yaml") if p.name != "ku
 def _no_settings_from_here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The manifests are built from the defaults, whatever this machine's environment or config file says."""
     monkeypatch.setenv("MONTAGE_K8S_CONFIG", str(tmp_path / "k8s.json"))
-    monkeypatch.delenv("MONTAGE_K8S_DEVICE_GROUPS", raising=False)
+    for name in ("MONTAGE_K8S_DEVICE_GROUPS", "MONTAGE_K8S_TOLERATIONS", "MONTAGE_K8S_NODE_SELECTOR",
+                 "MONTAGE_GPU_VENDORS"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def _validate(obj: dict[str, Any], version: str) -> None:
@@ -60,7 +62,21 @@ def _jobs() -> dict[str, dict[str, Any]]:
             jobs[f"{vendor}-{'required' if required else 'preferred'}"] = manifest_dict(job_manifest(
                 name=f"montage-x-render-{vendor}", stage="render", accelerator=accel, vendor=vendor,
                 require_accelerator=required, **base))
+    # MONTAGE_K8S_TOLERATIONS (both forms) and MONTAGE_K8S_NODE_SELECTOR on a GPU Job
+    placed = tolerations("dedicated=video:NoSchedule,spot:NoExecute") + tolerations(
+        '[{"key": "drain", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]')
+    jobs["nvidia-placed"] = manifest_dict(job_manifest(
+        name="montage-x-render-placed", stage="render", accelerator=accel_of("nvidia"), vendor="nvidia",
+        require_accelerator=True, tolerations=placed,
+        node_selector=node_selector("kubernetes.io/arch=amd64,example.com/pool=video"), **base))
     return jobs
+
+
+def accel_of(vendor: str) -> Any:
+    plugin = {"nvidia": "montage_hwaccel_nvenc:NvencAccelerator", "intel": "montage_hwaccel_qsv:QsvAccelerator",
+              "amd": "montage_hwaccel_vaapi:VaapiAccelerator"}[vendor]
+    module, cls = plugin.split(":")
+    return getattr(pytest.importorskip(module), cls)()
 
 
 def test_there_are_manifests_to_check() -> None:
@@ -71,6 +87,9 @@ def test_there_are_manifests_to_check() -> None:
     # the fields this check is for: they must be in what is validated
     assert jobs["intel-required"]["spec"]["template"]["spec"]["securityContext"]["supplementalGroups"]
     assert jobs["cpu"]["spec"]["backoffLimitPerIndex"] == 2 and jobs["cpu"]["spec"]["podFailurePolicy"]
+    placed = jobs["nvidia-placed"]["spec"]["template"]["spec"]
+    assert len(placed["tolerations"]) == 4 and placed["tolerations"][-1]["tolerationSeconds"] == 300
+    assert placed["nodeSelector"] == {"kubernetes.io/arch": "amd64", "example.com/pool": "video"}
 
 
 @pytest.mark.parametrize("version", VERSIONS)
