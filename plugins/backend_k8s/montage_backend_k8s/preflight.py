@@ -32,8 +32,8 @@ log = logging.getLogger("montage.k8s.preflight")
 #: (verb, API group, resource, subresource) the backend uses; deploy/base's Role grants exactly these
 NEEDED = [("create", "batch", "jobs", ""), ("get", "batch", "jobs", ""), ("list", "batch", "jobs", ""),
           ("delete", "batch", "jobs", ""), ("get", "", "pods", ""), ("list", "", "pods", ""),
-          ("get", "", "pods", "log")]
-FIX_RBAC = ("kubectl apply -k deploy/base (Role montage: jobs, pods, pods/log) and bind it to this user "
+          ("get", "", "pods", "log"), ("list", "", "events", "")]
+FIX_RBAC = ("kubectl apply -k deploy/base (Role montage: jobs, pods, pods/log, events) and bind it to this user "
             "(deploy/user/rolebinding.yaml)")
 PROBE_TIMEOUT = 120.0
 

@@ -203,7 +203,7 @@ def test_kustomize_base_renders_into_client_models() -> None:
         assert model.metadata.name and (obj["kind"] == "Namespace" or model.metadata.namespace == "montage")
     role = next(o for o in objects if o["kind"] == "Role")
     granted = {(r["apiGroups"][0], res) for r in role["rules"] for res in r["resources"]}
-    assert granted == {("batch", "jobs"), ("", "pods"), ("", "pods/log")}  # least privilege
+    assert granted == {("batch", "jobs"), ("", "pods"), ("", "pods/log"), ("", "events")}  # least privilege
     # ... and exactly the verbs the backend uses, which pre-flight asks the API server about
     from montage_backend_k8s.preflight import NEEDED
 

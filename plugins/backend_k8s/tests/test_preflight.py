@@ -120,7 +120,7 @@ async def test_rbac_namespace_account_and_claim(kube: Any, denied: set[tuple[str
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
         "error: not allowed to delete jobs.batch, get pods/log in namespace montage: kubectl apply -k deploy/base "
-        "(Role montage: jobs, pods, pods/log) and bind it to this user (deploy/user/rolebinding.yaml)",
+        "(Role montage: jobs, pods, pods/log, events) and bind it to this user (deploy/user/rolebinding.yaml)",
         "error: service account renderer does not exist in namespace montage: kubectl apply -k deploy/base, "
         "or set MONTAGE_SERVICE_ACCOUNT",
         "error: PVC montage-data is ReadWriteOnce: pods on different nodes cannot share it; use a ReadWriteMany "
