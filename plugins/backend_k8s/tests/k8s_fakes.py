@@ -476,9 +476,16 @@ def denied() -> set[tuple[str, str]]:
 
 
 @pytest.fixture
-def kube(kmock: Any, denied: set[tuple[str, str]], montage_home: Path, tmp_path: Path,
-         monkeypatch: pytest.MonkeyPatch) -> Any:
-    """kmock as the cluster's API server: a kubeconfig for it, pod logs, access reviews, a namespace."""
+def server_version() -> dict[str, str]:
+    """What the fake API server answers at /version (a test may change it before the command runs)."""
+    return {"major": "1", "minor": "31", "gitVersion": "v1.31.2", "platform": "linux/amd64"}
+
+
+@pytest.fixture
+def kube(kmock: Any, denied: set[tuple[str, str]], server_version: dict[str, str], montage_home: Path,
+         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """kmock as the cluster's API server: a kubeconfig for it, pod logs, access reviews, a namespace,
+    its version."""
     url = str(kmock.url).rstrip("/")
     config = tmp_path / "kubeconfig"
     config.write_text(
@@ -523,6 +530,9 @@ def kube(kmock: Any, denied: set[tuple[str, str]], montage_home: Path, tmp_path:
         return {**request.data, "status": {"allowed": allowed, "reason": "" if allowed else "RBAC: not bound"}}
 
     kmock["post /apis/authorization.k8s.io/v1/selfsubjectaccessreviews"] << access_review
+    kmock["get /version"] << (lambda request: {"gitCommit": "0" * 40, "gitTreeState": "clean", "goVersion": "go1.22",
+                                               "compiler": "gc", "buildDate": "2024-10-22T20:28:14Z",
+                                               **server_version})
     return kmock
 
 
