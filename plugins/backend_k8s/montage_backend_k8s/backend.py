@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from montage_core.interfaces import Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask
+from montage_core.interfaces import Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask, StagePreview
 from montage_core.specs import RenderSpec, ShardSpec
 
 from .diagnose import diagnose_pod, failure_kind, last_error, pod_index
@@ -173,6 +173,7 @@ class KubernetesBackend(Backend):
     name = "k8s"
     description = "Kubernetes: one Indexed Job per stage on a shared RWX volume (montage config --show)"
     remote_nodes = True
+    supports_dry_run = True
 
     def __init__(self) -> None:
         self.flags: dict[str, str | None] = {}
@@ -312,6 +313,12 @@ class KubernetesBackend(Backend):
         where = f" on {vendor} GPU nodes ({run.placement.accelerator.name})" if vendor else ""
         log.info("submitted Job %s: %d %s shard(s), %s memory%s", run.name, len(run.tasks), run.tasks[0].stage,
                  run.memory, where)
+
+    def dry_run(self, stages: Sequence[StagePreview]) -> str:
+        """The Jobs running ``stages`` would create, as YAML; nothing is asked of the cluster."""
+        from .manifests import dry_run
+
+        return dry_run(self.settings, stages, self.parallelism)
 
     def _delete(self, name: str) -> None:
         from kubernetes import client

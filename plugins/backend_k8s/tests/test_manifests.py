@@ -8,6 +8,7 @@ Kubernetes version the backend supports: from 1.29, where ``backoffLimitPerIndex
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import shutil
 import subprocess
@@ -19,6 +20,8 @@ import yaml
 
 from montage_backend_k8s.config import device_groups, node_selector, resolve, tolerations
 from montage_backend_k8s.jobs import job_manifest, manifest_dict
+from montage_core.jobstore import JobStore
+from montage_core.testing import MediaFactory, run_cli
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")  # in the plugin's test extras
 
@@ -132,3 +135,96 @@ def test_strict_validation_catches_a_field_the_api_does_not_have() -> None:
     service["spec"]["ports"][0]["nodePort"] = "30500"  # a string where the API wants an integer
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(service, VERSIONS[-1], strict=True)
+
+
+# --------------------------------------------------------------------------- --dry-run
+@pytest.fixture
+def volume(tmp_path: Path, media: MediaFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Two clips and a music track on the shared volume (seen at the same path here and in pods)."""
+    data = tmp_path / "volume"
+    (data / "clips").mkdir(parents=True)
+    for k, shots in enumerate([[(0, 2.0), (1, 2.0)], [(2, 2.0), (3, 2.0)]]):
+        clip, _ = media.clip(shots)
+        shutil.copy(clip, data / "clips" / f"clip {k}.mp4")
+    music, _ = media.music(seconds=6)
+    shutil.copy(music, data / "music.wav")
+    monkeypatch.setenv("MONTAGE_MOUNT_PATH", str(data))
+    monkeypatch.setenv("MONTAGE_CACHE_DIR", str(data / "cache"))
+    return data
+
+
+def _dry_run_docs(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    assert proc.returncode == 0, proc.stderr
+    documents = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    assert proc.stdout.count("\n---\n") == len(documents) - 1  # one YAML stream, --- between documents
+    for version in VERSIONS:
+        for obj in documents:
+            _validate(obj, version)
+    return documents
+
+
+def _stage(doc: dict[str, Any]) -> str:
+    return str(doc["metadata"]["labels"]["montage/stage"])
+
+
+@pytest.mark.asyncio
+async def test_dry_run_prints_every_job_it_would_create_valid_and_creates_nothing(
+        kube: Any, volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONTAGE_GPU_VENDORS", "nvidia")
+    monkeypatch.setenv("MONTAGE_K8S_TOLERATIONS", "dedicated=video:NoSchedule")
+    out = volume / "out.mp4"
+    args = ["run", str(volume / "clips"), "--music", str(volume / "music.wav"), "-o", str(out), "--accel", "nvenc",
+            "--resolution", "320x180", "--dry-run"]
+    proc = await asyncio.to_thread(run_cli, *args, "--backend", "k8s")
+    documents = _dry_run_docs(proc)
+    assert [(d["kind"], _stage(d)) for d in documents] == [("Job", "preflight"), ("Job", "analysis"),
+                                                          ("Job", "render")]
+    probe, analysis, render = documents
+    assert analysis["spec"]["completions"] == 2  # one shard per clip
+    assert "one shard per cut; the cuts are known once the clips are analysed" in proc.stdout
+    pod = render["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "montage-worker" and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["fsGroup"] == 10001
+    container = pod["containers"][0]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                                  {"key": "dedicated", "operator": "Equal", "value": "video", "effect": "NoSchedule"}]
+    assert {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,video,utility"} in container["env"]
+    assert probe["spec"]["template"]["spec"]["tolerations"] == pod["tolerations"][1:]
+    # nothing asked of the API server at all, so nothing created; no job, no file on the volume
+    assert [(r.method, r.url.path) for r in kube] == []
+    assert JobStore().jobs() == [] and not out.exists() and not (volume / "jobs").exists()
+
+    other = await asyncio.to_thread(run_cli, *args, "--backend", "local")
+    assert other.returncode == 2
+    assert other.stderr.splitlines() == [
+        "error: --dry-run shows what a cluster backend would submit, and backend 'local' submits nothing; use "
+        "--backend k8s"]
+
+
+@pytest.mark.asyncio
+async def test_dry_run_of_a_timeline_has_one_index_per_cut_and_skips_cached_clips(
+        kube: Any, volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``montage plan`` here (local), then ``render TIMELINE --dry-run``: the render Jobs' indexes
+    are the cuts, split across the GPU vendors; and a run of the same clips analyses none again."""
+    import json
+
+    timeline = volume / "timeline.json"
+    planned = await asyncio.to_thread(run_cli, "plan", str(volume / "clips"), "--music", str(volume / "music.wav"),
+                                      "-o", str(timeline), "--resolution", "320x180", "--fps", "25")
+    assert planned.returncode == 0, planned.stderr
+    cuts = len(json.loads(timeline.read_text())["cuts"])
+    monkeypatch.setenv("MONTAGE_GPU_VENDORS", "amd,nvidia")
+    proc = await asyncio.to_thread(run_cli, "render", str(timeline), "-o", str(volume / "out.mp4"), "--backend",
+                                   "k8s", "--dry-run")
+    documents = _dry_run_docs(proc)
+    renders = [d for d in documents if _stage(d) == "render"]
+    limits = [set(d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]) - {"memory"}
+              for d in renders]
+    assert limits == [{"amd.com/gpu"}, {"nvidia.com/gpu"}]  # --accel auto: each vendor's share
+    assert sum(d["spec"]["completions"] for d in renders) == cuts > 1
+    again = await asyncio.to_thread(run_cli, "analyze", str(volume / "clips"), "--backend", "k8s", "--dry-run")
+    assert [_stage(d) for d in _dry_run_docs(again)] == ["preflight"]  # analysed by the plan: cached
+    assert [(r.method, r.url.path) for r in kube] == []
