@@ -13,6 +13,7 @@ job with one line quoting the cluster (:mod:`.watchdog`) instead of waiting fore
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -187,6 +188,7 @@ class KubernetesBackend(Backend):
         self._serial = 0
         self._live: list[_Run] = []
         self._reaped = True  # nothing to reap until a job is bound
+        self._folder_id = ""
 
     # ------------------------------------------------------------------ configuration
     def availability(self) -> str | None:
@@ -272,7 +274,6 @@ class KubernetesBackend(Backend):
             self._reaped = True
             self.reap_leftovers()
         runs: list[_Run] = []
-        by_job = self.job_id or time.strftime("%Y%m%d-%H%M%S")
         for placement in place_tasks(runnable, self.settings, self.cpu_only):
             memory_groups: dict[str, list[ShardTask]] = {}
             for task in placement.tasks:
@@ -280,8 +281,9 @@ class KubernetesBackend(Backend):
             for memory, group in memory_groups.items():
                 self._serial += 1
                 stage = group[0].stage
-                name = dns_name(f"montage-{by_job[-13:]}-{stage[:6]}-{self._serial}-{uuid.uuid4().hex[:4]}")
-                folder = Path(self.settings["local_mount"]) / "jobs" / name
+                name = dns_name(f"montage-{self.folder_id[-13:]}-{stage[:6]}-{self._serial}-{uuid.uuid4().hex[:4]}")
+                # one folder per montage job, so that `montage k8s cleanup` finds what a job left
+                folder = Path(self.settings["local_mount"]) / "jobs" / self.folder_id / name
                 shard_tasks = [ShardTask(t.id, t.stage, self.paths.to_pod(t.clip), self._for_pods(t, placement),
                                          t.total) for t in group]
                 token = secrets.token_hex(16)  # results on the shared volume must carry it back
@@ -298,7 +300,17 @@ class KubernetesBackend(Backend):
                     self._delete(run.name)
                 else:  # results are read; what lasts (analyses, segments) is in the cache
                     shutil.rmtree(run.results.parent, ignore_errors=True)
+                    with contextlib.suppress(OSError):  # the job's folder, once its last run is gone
+                        run.results.parent.parent.rmdir()
                 self._live.remove(run)
+
+    @property
+    def folder_id(self) -> str:
+        """The job's folder under ``jobs/`` on the volume, and its Jobs' name part: the montage job
+        id, or the time the backend first ran (``montage analyze``, ``plan``, ``render``: no job)."""
+        if not self.job_id and not self._folder_id:
+            self._folder_id = time.strftime("%Y%m%d-%H%M%S")
+        return self.job_id or self._folder_id
 
     def _submit(self, run: _Run, shard_file: str) -> None:
         from kubernetes import client
@@ -319,6 +331,12 @@ class KubernetesBackend(Backend):
         from .manifests import dry_run
 
         return dry_run(self.settings, stages, self.parallelism)
+
+    def cancel_job(self, job_id: str) -> list[str]:
+        """Delete every Job of ``job_id`` (their pods go with them), whoever started them."""
+        from .cleanup import delete_jobs
+
+        return delete_jobs(self.api, self.settings["namespace"], job_id)
 
     def _delete(self, name: str) -> None:
         from kubernetes import client

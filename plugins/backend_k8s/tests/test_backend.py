@@ -330,3 +330,91 @@ async def test_a_deleted_job_ends_the_run_in_one_line_and_resume_finishes_it(
         runs[shard] = runs.get(shard, 0) + 1
     assert all(runs[shard] == 1 for shard in finished), runs  # done before the deletion: never redone
     assert all(runs.get(f"analysis-{k:04d}") for k in range(len(SHOTS))), runs
+
+
+def _live_jobs() -> list[str]:
+    from kubernetes import client
+
+    return [j.metadata.name for j in client.BatchV1Api(_api()).list_namespaced_job("montage").items]
+
+
+async def _start_k8s_run(cluster: FakeCluster, volume: Path, out: Path) -> tuple[Any, str]:
+    """A real coordinator (``montage run --backend k8s``), one pod at a time, once its first analysis
+    pod runs; its standard error goes to ``out`` + ``.log``."""
+    import subprocess
+    import sys
+    import time
+
+    with open(f"{out}.log", "wb") as log:
+        coordinator = subprocess.Popen(
+            [sys.executable, "-m", "montage_core", "run", str(volume / "clips"), "--music",
+             str(volume / "music.wav"), "-o", str(out), "--backend", "k8s", *RUN], stderr=log,
+            env={**os.environ, "MONTAGE_K8S_PARALLELISM": "1"})
+    deadline = time.monotonic() + 120
+    while not any(info["shard"].startswith("analysis-") for _, info in list(cluster.processes.values())):
+        if coordinator.poll() is not None or time.monotonic() > deadline:
+            coordinator.kill()
+            pytest.fail(f"no analysis pod started: {Path(f'{out}.log').read_text()}")
+        await asyncio.sleep(0.05)
+    return coordinator, _last_job_id()
+
+
+async def test_cancel_stops_a_running_coordinator_and_its_jobs(kube: Any, volume: Path, tmp_path: Path) -> None:
+    with FakeCluster(_api(), "montage", volume.parent / "pod-logs") as cluster:
+        serve_pod_logs(kube, cluster)
+        coordinator, job_id = await _start_k8s_run(cluster, volume, tmp_path / "out.mp4")
+        cancel = await asyncio.to_thread(run_cli, "cancel", job_id)
+        code = await asyncio.to_thread(coordinator.wait, 60)
+        stderr = Path(f"{tmp_path / 'out.mp4'}.log").read_text()
+        assert cancel.returncode == 0, cancel.stderr
+        assert cancel.stdout.splitlines() == [f"stopped its coordinator (process {coordinator.pid})",
+                                              f"job {job_id} cancelled"]
+        assert code == 143, stderr  # stopped as by Ctrl-C (SIGTERM): its own clean-up deleted its Job
+        assert f"warning: job {job_id} cancelled" in stderr.splitlines()
+        await asyncio.sleep(0.5)  # the fake controller's next round collects the pods of deleted Jobs
+        assert await asyncio.to_thread(_live_jobs) == []
+        assert not [p for p, _ in cluster.processes.values() if p.poll() is None]  # its pods are gone
+    job = JobStore().job(job_id)
+    assert job["state"] == "cancelled" and not (tmp_path / "out.mp4").exists()  # not "interrupted": cancelled
+    listed = await asyncio.to_thread(run_cli, "jobs")
+    assert f"{job_id}  cancelled" in listed.stdout
+    again = await asyncio.to_thread(run_cli, "cancel", job_id)
+    assert (again.returncode, again.stdout) == (0, f"job {job_id} is already cancelled\n")
+
+
+async def test_cancel_deletes_the_jobs_a_dead_coordinator_left_and_cleanup_takes_its_folder(
+        kube: Any, volume: Path, tmp_path: Path) -> None:
+    import signal
+
+    with FakeCluster(_api(), "montage", volume.parent / "pod-logs") as cluster:
+        serve_pod_logs(kube, cluster)
+        coordinator, job_id = await _start_k8s_run(cluster, volume, tmp_path / "out.mp4")
+        coordinator.send_signal(signal.SIGKILL)  # no clean-up: its Job runs on in the cluster
+        await asyncio.to_thread(coordinator.wait)
+        (left,) = await asyncio.to_thread(_live_jobs)
+        folder = volume / "jobs" / job_id
+        assert (folder / left / "shards.json").is_file()  # one folder per job on the volume
+        cancel = await asyncio.to_thread(run_cli, "cancel", job_id)
+        assert cancel.returncode == 0, cancel.stderr
+        assert cancel.stdout.splitlines() == [f"deleted Job {left} and its pods", f"job {job_id} cancelled"]
+        await asyncio.sleep(0.5)
+        assert await asyncio.to_thread(_live_jobs) == []
+        assert not [p for p, _ in cluster.processes.values() if p.poll() is None]  # its pods are gone
+    assert JobStore().job(job_id)["state"] == "cancelled"
+
+    # the folder it left on the volume: kept while younger than --older-than, listed by --dry-run, then removed
+    listed = await asyncio.to_thread(run_cli, "k8s", "cleanup", "--dry-run", "--older-than", "0")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0].startswith(f"would remove {folder} (cancelled, 0 h ago, ")
+    assert folder.is_dir()
+    young = await asyncio.to_thread(run_cli, "k8s", "cleanup")
+    assert young.stdout.splitlines() == [f"removed 0 folder(s), 0 bytes; kept 0 of running or interrupted jobs, 1 "
+                                         f"finished less than 24 h ago, 0 of jobs not in {JobStore().path}"]
+    assert folder.is_dir()
+    unknown = volume / "jobs" / "20300101-000000"  # montage analyze's: no job in the store, kept
+    unknown.mkdir()
+    done = await asyncio.to_thread(run_cli, "k8s", "cleanup", "--older-than", "0")
+    assert done.stdout.splitlines()[0].startswith(f"removed {folder} (cancelled, ")
+    assert done.stdout.splitlines()[-1].endswith("kept 0 of running or interrupted jobs, 0 finished less than 0 h "
+                                                 f"ago, 1 of jobs not in {JobStore().path}")
+    assert not folder.exists() and unknown.is_dir()
