@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -228,3 +229,56 @@ async def test_dry_run_of_a_timeline_has_one_index_per_cut_and_skips_cached_clip
     again = await asyncio.to_thread(run_cli, "analyze", str(volume / "clips"), "--backend", "k8s", "--dry-run")
     assert [_stage(d) for d in _dry_run_docs(again)] == ["preflight"]  # analysed by the plan: cached
     assert [(r.method, r.url.path) for r in kube] == []
+
+
+# --------------------------------------------------------------------------- the image's build context
+def _dockerignore() -> list[tuple[bool, re.Pattern[str]]]:
+    """(exclude, pattern) per line of the repository's .dockerignore, as Docker reads them: paths from
+    the context's root, ``*`` and ``?`` within one path element, ``**`` across any number, ``!`` to
+    take an earlier exclusion back."""
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        exclude = not line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        regex = ""
+        for part in re.split(r"(\*\*/|\*\*|\*|\?|\[[^]]*\])", pattern):
+            regex += {"**/": "(.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(
+                part, part if part.startswith("[") else re.escape(part))
+        rules.append((exclude, re.compile(regex)))
+    return rules
+
+
+def _ignored(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
+    """Whether Docker leaves ``path`` out of the build context: the last rule matching it, or any
+    folder above it, decides."""
+    parts = path.split("/")
+    ignored = False
+    for exclude, pattern in rules:
+        if any(pattern.fullmatch("/".join(parts[:n])) for n in range(1, len(parts) + 1)):
+            ignored = exclude
+    return ignored
+
+
+def test_the_image_build_context_leaves_out_history_caches_and_results_and_keeps_what_pip_installs() -> None:
+    rules = _dockerignore()
+    for path in (".git", ".git/HEAD", ".git/objects/ab/cdef", "montage_core/__pycache__/job.cpython-311.pyc",
+                 "plugins/backend_k8s/montage_backend_k8s/__pycache__/jobs.cpython-311.pyc",
+                 "numba-cache/montage_core/kernels.f-12.py311.nbi", "montage_core/analysis/x.py311.1.nbc",
+                 "bench/results/render.json", ".venv/bin/python", "plugins/hwaccel_qsv/.venv/lib/site.py",
+                 ".pytest_cache/v/cache", "montage_core.egg-info/PKG-INFO", "tests/test_web.py",
+                 "plugins/backend_k8s/tests/k8s_fakes.py"):
+        assert _ignored(path, rules), f"{path} would be copied into the image"
+    # what deploy/Dockerfile installs: the core (its readme too) and each plugin it names, whole
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "COPY . /src" in dockerfile and "pip install --no-cache-dir /src $paths" in dockerfile
+    plugins = re.search(r'ARG PLUGINS="([^"]+)"', dockerfile).group(1).split()  # type: ignore[union-attr]
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    needed = ["pyproject.toml", "README.md", *[f for f in tracked if f.startswith("montage_core/")],
+              *[f for f in tracked for p in plugins
+                if f.startswith(f"plugins/{p}/") and not f.startswith(f"plugins/{p}/tests/")]]
+    assert any(f.startswith("montage_core/web/templates/") for f in needed)  # package data
+    assert [f for f in needed if _ignored(f, rules)] == []
+    assert all(any(f == f"plugins/{p}/pyproject.toml" for f in needed) for p in plugins)
