@@ -85,6 +85,10 @@ def montage_register_backends(register: Callable[[Any], None]) -> None:
     or a property when it depends on the configuration): the job then checks only the
     accelerator's name, marks each shard spec ``resolve_on_node``, and the worker resolves its
     own encoder chain and analysis decoder (``montage_core.worker.for_this_node``).
+
+    Optional: ``cancel_job(job_id)`` stops what the backend runs for a job outside its coordinator
+    (``montage cancel``); ``supports_dry_run`` and ``dry_run(stages)`` print what a job would
+    submit without creating anything (``--dry-run``).
     """
 
 

@@ -233,6 +233,17 @@ def outcome_from_exception(task: ShardTask, exc: BaseException, *, worker: str =
 ShardFunction = Callable[[ShardTask, Callable[[ProgressEvent], None]], Any]
 
 
+@dataclass(frozen=True)
+class StagePreview:
+    """A stage a job would submit, for ``--dry-run`` (:meth:`Backend.dry_run`)."""
+
+    stage: str  # "analysis", "plan", "render"
+    #: how many shards; None when only the stages before it can tell (a montage's cuts, before analysis)
+    shards: int | None
+    #: the ``--accel`` choice of a render stage (where its shards may be placed)
+    accel: str | None = None
+
+
 class Backend:
     """Runs shards somewhere: here, on a Dask cluster, on Kubernetes.
 
@@ -249,6 +260,8 @@ class Backend:
     #: A class attribute when it is always so (Kubernetes), a property when it depends on the
     #: configuration (Dask: a remote scheduler's workers, not a LocalCluster here).
     remote_nodes: bool = False
+    #: ``--dry-run`` shows what this backend would submit (:meth:`dry_run`) instead of running
+    supports_dry_run: ClassVar[bool] = False
 
     def availability(self) -> str | None:
         """``None`` when usable, else the reason it is not."""
@@ -279,6 +292,17 @@ class Backend:
         """Stop now (an interrupt or a failure): running shards are abandoned, workers and
         anything they started are stopped. Finished shards stay in the caches."""
         self.close()
+
+    def dry_run(self, stages: Sequence[StagePreview]) -> str:
+        """What running ``stages`` would submit, as text for standard output (a cluster's
+        manifests); nothing is created. Only for backends with ``supports_dry_run``."""
+        raise NotImplementedError
+
+    def cancel_job(self, job_id: str) -> list[str]:
+        """Stop what this backend runs for ``job_id`` outside the coordinator process (``montage
+        cancel``), whether or not its coordinator is still alive: one line per thing stopped.
+        Backends whose work ends with the coordinator have nothing to do."""
+        return []
 
 
 # --------------------------------------------------------------------------- preflight

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, MontageError, PreflightError, ProblemsError, UsageError
-from .interfaces import Backend, ProgressEvent
+from .interfaces import Backend, ProgressEvent, StagePreview
 from .jobstore import JobStore
 from .models import ClipAnalysis, MusicAnalysis, RenderResult, Timeline
 from .plugins import MontageManager, get_manager
@@ -136,11 +136,14 @@ class Job:
 
     @classmethod
     def prepare(cls, options: JobOptions, manager: MontageManager | None = None, *,
-                steps: Collection[str] = ALL_STEPS, timeline_file: str | Path | None = None) -> Job:
+                steps: Collection[str] = ALL_STEPS, timeline_file: str | Path | None = None,
+                dry_run: bool = False) -> Job:
         """Check everything ``options`` name for ``steps``; raise :class:`ProblemsError` listing every
         problem, or :class:`PreflightError` when a backend's pre-flight check fails.
 
         ``timeline_file`` is the timeline a ``render`` job reads (the video must not replace it).
+        ``dry_run``: the job will only be shown (:meth:`preview`), so no pre-flight check runs (a
+        cluster's would create its probe).
         """
         from .stages import collect_clips
 
@@ -173,8 +176,41 @@ class Job:
         job = cls(options, manager, backend, clips, chain or [], steps=steps)
         if "analyze" in steps:
             job.decode_args = _analysis_decoder(manager, backend, chain or [], options.accel)
-        run_preflight(manager, backend, {"options": options, "clips": clips})
+        if not dry_run:
+            run_preflight(manager, backend, {"options": options, "clips": clips})
         return job
+
+    def preview(self, timeline: Timeline | None = None) -> list[StagePreview]:
+        """The stages this job would submit to its backend, with their shard counts, for
+        ``--dry-run``; nothing runs. ``timeline``: the one a render job renders (without it, the
+        cuts are known only after analysis and planning)."""
+        from .analysis.analyze import ANALYSIS_WIDTH, analyzer_versions
+        from .analysis.cache import probably_cached
+        from .ffmpeg import probe_media
+        from .stages.analyze import shard_ranges
+
+        stages = []
+        if "analyze" in self.steps:  # as Job.analyze does: cached clips never reach the backend
+            versions = analyzer_versions(list(self.manager.analyzers))
+            misses = [c for c in self.clips
+                      if not (self.options.use_cache and probably_cached(c, versions, ANALYSIS_WIDTH))]
+            pieces = max(1, (getattr(self.backend, "workers", None) or 1) // max(1, len(misses)))
+            shards = 0
+            for clip in misses:  # a long clip is several time-range shards
+                try:
+                    shards += len(shard_ranges(probe_media(clip), pieces))
+                except MontageError:  # the real run skips it with a warning
+                    continue
+            if shards:
+                stages.append(StagePreview("analysis", shards))
+        if "plan" in self.steps and self.options.planner == "broll" and self.options.script:
+            from .builtin.planner_broll import LINES_PER_TASK, read_script
+
+            lines = len(read_script(self.options.script))
+            stages.append(StagePreview("plan", -(-lines // LINES_PER_TASK)))
+        if "render" in self.steps:
+            stages.append(StagePreview("render", len(timeline.cuts) if timeline else None, self.options.accel))
+        return stages
 
     # ------------------------------------------------------------------------- the stages
     def analyze(self, on_event: Callable[[ProgressEvent], None] = lambda e: None, *, store: JobStore | None = None,
@@ -355,6 +391,16 @@ def running(backend: Backend) -> Iterator[Backend]:
         raise
     finally:
         backend.close()
+
+
+def check_dry_run(manager: MontageManager, backend: str) -> None:
+    """``--dry-run`` shows what a backend would submit to a cluster: one usage line for a backend
+    that submits nothing, naming those that can."""
+    able = sorted(b.name for b in manager.backends if getattr(b, "supports_dry_run", False))
+    if not getattr(manager.backends.get(backend), "supports_dry_run", False):
+        choices = " or ".join(able) if able else "k8s (pip install montage-backend-k8s)"
+        raise UsageError(f"--dry-run shows what a cluster backend would submit, and backend {backend!r} submits "
+                         f"nothing; use --backend {choices}")
 
 
 def open_backend(manager: MontageManager, name: str, scheduler: str | None = None, workers: int | None = None,

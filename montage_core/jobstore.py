@@ -117,8 +117,11 @@ class JobStore:
         return rows
 
     def finish_job(self, job_id: str, state: str, result: dict[str, Any] | None = None, error: str = "") -> None:
+        """The job's final state. A cancelled job stays cancelled: its coordinator, stopped by
+        ``montage cancel``, records its own end (interrupted, failed) after the cancel."""
         now = time.time()
-        self.db.execute("UPDATE jobs SET state=?, result=?, error=?, finished=?, updated=? WHERE id=?",
+        self.db.execute("UPDATE jobs SET state=?, result=?, error=?, finished=?, updated=? "
+                        "WHERE id=? AND state != 'cancelled'",
                         (state, json.dumps(result) if result else None, error, now, now, job_id))
 
     def job(self, job_id: str) -> dict[str, Any] | None:

@@ -62,8 +62,11 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
         except KeyboardInterrupt as exc:  # leaving the block then stops the workers and the music process
             store.finish_job(job_id, "interrupted", error=f"interrupted ({exc or 'Ctrl-C'}); "
                                                            f"`montage resume {job_id}` finishes it")
-            log.warning("job %s interrupted; `montage resume %s` finishes it (finished shards are reused)",
-                        job_id, job_id)
+            if (store.job(job_id) or {}).get("state") == "cancelled":  # stopped by montage cancel
+                log.warning("job %s cancelled", job_id)
+            else:
+                log.warning("job %s interrupted; `montage resume %s` finishes it (finished shards are reused)",
+                            job_id, job_id)
             raise
         except BaseException as exc:
             store.finish_job(job_id, "failed", error=str(exc) or type(exc).__name__)

@@ -101,6 +101,9 @@ def is_running(pid: int, start_time: str) -> bool:
     if pid <= 0:
         return False
     if os.path.isdir("/proc"):
+        fields = _stat_fields(pid)
+        if not fields or fields[0] == b"Z":  # a zombie has ended; only its parent has not collected it yet
+            return False
         current = process_start_time(pid)
         return bool(current) and (not start_time or current == start_time)
     try:

@@ -361,6 +361,41 @@ def test_a_stopped_coordinator_leaves_nothing_and_resume_finishes(sig: int, job_
     assert JobStore().job(job["id"])["state"] == "done"
 
 
+@pytest.mark.slow
+def test_cancel_stops_a_local_job_records_it_and_resume_still_finishes_it(job_inputs: tuple[Path, Path],
+                                                                          tmp_path: Path) -> None:
+    import sqlite3
+
+    mark = uuid.uuid4().hex
+    out = tmp_path / "out.mp4"
+    proc = _start_and_wait_for_render(job_inputs, out, mark)
+    job_id = JobStore().jobs()[0]["id"]
+    cancelled = run_cli("cancel", job_id)
+    code = proc.wait(timeout=30)
+    stderr = proc.communicate()[1]
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.splitlines() == [f"stopped its coordinator (process {proc.pid})", f"job {job_id} cancelled"]
+    assert code == 143, stderr  # stopped as Ctrl-C stops it: workers and ffmpeg with it
+    assert f"warning: job {job_id} cancelled" in stderr.splitlines()
+    assert _wait_until_gone(mark) == [] and not out.exists()
+    # what the stopping coordinator wrote on its way out (interrupted) did not replace it
+    raw = sqlite3.connect(JobStore().path).execute("SELECT id, state FROM jobs").fetchall()
+    assert raw == [(job_id, "cancelled")]
+    assert f"{job_id}  cancelled" in run_cli("jobs").stdout
+    again = run_cli("cancel", job_id)
+    assert (again.returncode, again.stdout) == (0, f"job {job_id} is already cancelled\n")
+    unknown = run_cli("cancel", "20300101-000000-abcdef")
+    assert unknown.returncode == 2
+    assert unknown.stderr.splitlines() == [
+        f"error: no job '20300101-000000-abcdef' in {JobStore().path} (latest: {job_id})"]
+    # cancelled, not lost: its finished shards are reused
+    resumed = run_cli("resume", job_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert probe_frames(out)[0] == 8 * FPS
+    done = run_cli("cancel", job_id)
+    assert (done.returncode, done.stderr) == (2, f"error: job {job_id} has already finished: nothing to cancel\n")
+
+
 _MUSIC_SCRIPT = ("import sys; from montage_core.isolated import analyze_music_checked; "
                  "print(analyze_music_checked(sys.argv[1]).beats)")
 

@@ -1,6 +1,6 @@
 """The ``montage`` command. Imports stay inside commands so ``montage --help`` is fast.
 
-Commands are grouped by what users do: ``make`` (run, resume, plan, render, analyze, demo, jobs),
+Commands are grouped by what users do: ``make`` (run, resume, cancel, plan, render, analyze, demo, jobs),
 ``library`` (index, search), ``environment`` (plugins, styles, check-hw, cache, preflight,
 new-plugin), ``services`` (serve, worker); ``options`` declares the options they share.
 """

@@ -1,16 +1,33 @@
-"""Commands that make a montage: run, resume, plan, render, analyze, demo, and the job list."""
+"""Commands that make a montage: run, resume, cancel, plan, render, analyze, demo, and the job list."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .app import cli, progress_printer, report
 from ..job import running
-from .options import (backend_options, fps_option, job_options, parse_resolution, parse_sets, reframe_option,
-                      render_options, resolution_option)
+from .options import (backend_options, dry_run_option, fps_option, job_options, parse_resolution, parse_sets,
+                      reframe_option, render_options, resolution_option)
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..job import JobOptions
+    from ..models import Timeline
+
+
+def _dry_run(options: JobOptions, steps: set[str], timeline: Timeline | None = None,
+             timeline_file: str | None = None) -> None:
+    """``--dry-run``: what the job would submit, on standard output; no job is created, nothing runs."""
+    from ..job import Job, check_dry_run
+    from ..plugins import get_manager
+
+    manager = get_manager()
+    check_dry_run(manager, options.backend)
+    job = Job.prepare(options, manager, steps=steps, timeline_file=timeline_file, dry_run=True)
+    click.echo(job.backend.dry_run(job.preview(timeline)), nl=False)
 
 
 @cli.command()
@@ -22,10 +39,11 @@ from .options import (backend_options, fps_option, job_options, parse_resolution
               help="Also render the same plan in these shapes (e.g. 9:16,1:1, at the --resolution's short side, "
                    "or WIDTHxHEIGHT), each reframed, beside --output as NAME-WxH.mp4.")
 @render_options
+@dry_run_option
 def run(clips: tuple[str, ...], music: str, output: str, style: str, style_params: tuple[str, ...], planner: str,
         seed: int, resolution: str, fps: float, reframe: str, duration: float | None, no_cache: bool,
         script: str | None, embedder: str, formats: str, backend: str, scheduler: str | None, workers: int | None,
-        accel: str, quality: str, loudness: str) -> None:
+        accel: str, quality: str, loudness: str, dry_run: bool) -> None:
     """Analyze CLIPS (files or folders), plan on the beat of --music, render to --output."""
     from ..pipeline import JobOptions, run_job
 
@@ -37,6 +55,9 @@ def run(clips: tuple[str, ...], music: str, output: str, style: str, style_param
         duration=duration, use_cache=not no_cache, scheduler=scheduler, workers=workers,
         script=str(Path(script).absolute()) if script else None, embedder=embedder, loudness=loudness,
         reframe=reframe, formats=[f for f in formats.split(",") if f.strip()])
+    if dry_run:
+        _dry_run(options, {"analyze", "plan", "render"})
+        return
     job_id, result = run_job(options, on_event=progress_printer())
     report(job_id, result)
 
@@ -52,6 +73,19 @@ def resume(job_id: str) -> None:
     job_id, result = run_job(resume_options(store, job_id), store=store, on_event=progress_printer(),
                              job_id=job_id)
     report(job_id, result)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--wait", default=30.0, show_default=True, metavar="SECONDS",
+              help="How long the coordinator has to stop before it is killed.")
+def cancel(job_id: str, wait: float) -> None:
+    """Stop a running job: its coordinator here, and what its backend runs elsewhere (a cluster's Jobs)."""
+    from ..cancel import cancel_job
+    from ..jobstore import JobStore
+
+    for line in cancel_job(JobStore(), job_id, wait=wait):
+        click.echo(line)
 
 
 @cli.command()
@@ -81,13 +115,18 @@ def jobs(limit: int, as_json: bool) -> None:
 @click.argument("clips", nargs=-1, required=True)
 @click.option("--no-cache", is_flag=True)
 @backend_options
-def analyze(clips: tuple[str, ...], no_cache: bool, backend: str, scheduler: str | None, workers: int | None) -> None:
+@dry_run_option
+def analyze(clips: tuple[str, ...], no_cache: bool, backend: str, scheduler: str | None, workers: int | None,
+            dry_run: bool) -> None:
     """Analyze CLIPS and print their shots and features as JSON."""
     from ..analysis.analyze import describe
     from ..job import Job, JobOptions
 
     options = JobOptions(clips=[str(Path(c).absolute()) for c in clips], use_cache=not no_cache, backend=backend,
                          scheduler=scheduler, workers=workers)
+    if dry_run:
+        _dry_run(options, {"analyze"})
+        return
     job = Job.prepare(options, steps={"analyze"})
     printer = progress_printer()
     with running(job.backend):
@@ -102,9 +141,11 @@ def analyze(clips: tuple[str, ...], no_cache: bool, backend: str, scheduler: str
 @click.option("-o", "--output", default="timeline.json", show_default=True, type=click.Path())
 @job_options
 @backend_options
+@dry_run_option
 def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_params: tuple[str, ...],
          planner: str, seed: int, resolution: str, fps: float, reframe: str, duration: float | None, no_cache: bool,
-         script: str | None, embedder: str, backend: str, scheduler: str | None, workers: int | None) -> None:
+         script: str | None, embedder: str, backend: str, scheduler: str | None, workers: int | None,
+         dry_run: bool) -> None:
     """Analyze and plan only: write the timeline JSON (render it later with `montage render`)."""
     from ..isolated import start_music_analysis
     from ..job import Job, JobOptions
@@ -117,6 +158,9 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
         backend=backend, width=width, height=height, fps=fps, seed=seed, duration=duration,
         use_cache=not no_cache, scheduler=scheduler, workers=workers,
         script=str(Path(script).absolute()) if script else None, embedder=embedder, reframe=reframe)
+    if dry_run:
+        _dry_run(options, {"analyze", "plan"})
+        return
     job = Job.prepare(options, steps={"analyze", "plan"})
     printer = progress_printer()
     with running(job.backend), start_music_analysis(options.music, duration) as music_call:
@@ -132,8 +176,9 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
 @reframe_option("auto", "auto: each cut as the timeline crops it (as planned); centre: every cut of another "
                         "aspect than the timeline's cropped in the middle; letterbox: every cut whole, with bars.")
 @render_options
+@dry_run_option
 def render(timeline: str, output: str, reframe: str, backend: str, scheduler: str | None, workers: int | None,
-           accel: str, quality: str, loudness: str) -> None:
+           accel: str, quality: str, loudness: str, dry_run: bool) -> None:
     """Render a TIMELINE.json (from `montage plan` or a previous run) without re-analysis."""
     from ..job import Job, JobOptions
     from ..models import Timeline
@@ -147,6 +192,9 @@ def render(timeline: str, output: str, reframe: str, backend: str, scheduler: st
     options = JobOptions(clips=sorted({c.source for c in tl.cuts}), music=tl.music, output=str(Path(output).absolute()),
                          backend=backend, accel=accel, quality=quality, width=tl.width, height=tl.height, fps=tl.fps,
                          scheduler=scheduler, workers=workers, loudness=loudness)
+    if dry_run:
+        _dry_run(options, {"render"}, tl, timeline)
+        return
     job = Job.prepare(options, steps={"render"}, timeline_file=timeline)
     printer = progress_printer()
     with running(job.backend):

@@ -81,6 +81,11 @@ def backend_options(f: Any) -> Any:
     ])
 
 
+#: ``--dry-run``: what the backend would submit, printed; nothing runs (montage_core.job.check_dry_run)
+dry_run_option = click.option("--dry-run", is_flag=True,
+                              help="Print what the backend would submit (k8s: its Jobs as YAML) and create nothing.")
+
+
 def render_options(f: Any) -> Any:
     """Where and how segments are encoded: the backend options plus ``--accel`` and ``--quality``."""
     return backend_options(_apply(f, [

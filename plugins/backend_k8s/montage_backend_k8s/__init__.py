@@ -1,6 +1,7 @@
 """Kubernetes backend for montage: each stage as an Indexed Job (one index per shard) on a shared
 volume, per-index retry, pod logs and diagnoses by job id, pre-flight checks, cluster defaults
-(``montage config --show``) and GPU-vendor placement."""
+(``montage config --show``), GPU-vendor placement, ``--dry-run`` manifests, ``montage cancel`` and
+``montage k8s cleanup``."""
 
 from __future__ import annotations
 
@@ -84,3 +85,23 @@ def montage_register_commands(cli: Any) -> None:
         sys.exit(0 if report.ok else 1)
 
     cli.add_command(probe_storage_command)
+
+    @click.group("k8s")
+    def k8s_group() -> None:
+        """Kubernetes backend housekeeping."""
+
+    @k8s_group.command("cleanup")
+    @click.option("--older-than", default=24.0, show_default=True, metavar="HOURS",
+                  help="Only folders of jobs that finished at least this long ago.")
+    @click.option("--dry-run", is_flag=True, help="List the folders that would be removed; remove nothing.")
+    def cleanup_command(older_than: float, dry_run: bool) -> None:
+        """Remove the folders finished jobs (done, failed, cancelled) left on the shared volume."""
+        from montage_core.jobstore import JobStore
+
+        from .cleanup import cleanup
+        from .config import resolve
+
+        for line in cleanup(resolve()["local_mount"].value, JobStore(), older_than, dry_run):
+            click.echo(line)
+
+    cli.add_command(k8s_group)

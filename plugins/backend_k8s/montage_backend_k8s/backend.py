@@ -6,12 +6,14 @@ pod logs carry the workers' progress events (JSON lines), the Job's ``completedI
 own file on the volume. Kubernetes retries an index itself (``backoffLimitPerIndex``, a drain not
 counted); an index out of retries comes back to the core engine as a failed shard, which
 resubmits only those shards as a new, smaller Job (after an OOM kill with more memory, up to a
-cap) and keeps every finished one. A pod that can never start (image pull failure, wrong
-architecture) fails its shards at once with the diagnosis instead of waiting forever.
+cap) and keeps every finished one. A Job that can never run (its pods refused by a quota or
+admission, an image that does not pull, a wrong architecture, a deleted or failed Job) ends the
+job with one line quoting the cluster (:mod:`.watchdog`) instead of waiting forever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from montage_core.interfaces import Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask
+from montage_core.interfaces import Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask, StagePreview
 from montage_core.specs import RenderSpec, ShardSpec
 
 from .diagnose import diagnose_pod, failure_kind, last_error, pod_index
-from .jobs import job_manifest
 from .logfollow import LogCursor, follow_pod_log
 from .placement import Placement, place_tasks
+from .watchdog import FAILED, ClusterWarning, condition, describe_condition, not_starting, passing, refused_creation
 
 log = logging.getLogger("montage.k8s")
 
@@ -113,6 +115,42 @@ class PathMap:
         return Path(path).absolute().is_relative_to(Path(self.local).absolute())
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """Why a Job's unfinished shards will not run: ``line`` names the Job and quotes the cluster."""
+
+    kind: str  # failed | quota | refused | suspended | no-pods | image | architecture | unschedulable | ...
+    line: str
+    detail: str = ""  # the cluster's own words, for the --accel auto fallback's warning
+
+
+class _Warnings:
+    """Warning events of the runs' Jobs and pods, asked for at most every few seconds."""
+
+    EVERY = 2.0
+
+    def __init__(self) -> None:
+        self.found: dict[str, list[ClusterWarning]] = {}
+        self._at = -self.EVERY
+
+    def refresh(self, core: Any, namespace: str, names: set[str]) -> None:
+        from .watchdog import warning_events
+
+        if time.monotonic() - self._at >= self.EVERY:
+            self._at = time.monotonic()
+            self.found = warning_events(core, namespace, names)
+
+
+def _names_device(placement: Placement, text: str) -> bool:
+    """The text (a quota refusal) is about the placement's device resource (``nvidia.com/gpu``)."""
+    device = placement.accelerator.placement.get(placement.vendor) if placement.accelerator else None
+    return bool(device) and any(resource in text for resource in device.resources)
+
+
+def _phase(pod: Any) -> str:
+    return (pod.status.phase if pod.status else "") or ""
+
+
 @dataclass
 class _Run:
     """One submitted Indexed Job and what the coordinator knows of it."""
@@ -136,6 +174,7 @@ class KubernetesBackend(Backend):
     name = "k8s"
     description = "Kubernetes: one Indexed Job per stage on a shared RWX volume (montage config --show)"
     remote_nodes = True
+    supports_dry_run = True
 
     def __init__(self) -> None:
         self.flags: dict[str, str | None] = {}
@@ -149,6 +188,7 @@ class KubernetesBackend(Backend):
         self._serial = 0
         self._live: list[_Run] = []
         self._reaped = True  # nothing to reap until a job is bound
+        self._folder_id = ""
 
     # ------------------------------------------------------------------ configuration
     def availability(self) -> str | None:
@@ -234,7 +274,6 @@ class KubernetesBackend(Backend):
             self._reaped = True
             self.reap_leftovers()
         runs: list[_Run] = []
-        by_job = self.job_id or time.strftime("%Y%m%d-%H%M%S")
         for placement in place_tasks(runnable, self.settings, self.cpu_only):
             memory_groups: dict[str, list[ShardTask]] = {}
             for task in placement.tasks:
@@ -242,8 +281,9 @@ class KubernetesBackend(Backend):
             for memory, group in memory_groups.items():
                 self._serial += 1
                 stage = group[0].stage
-                name = dns_name(f"montage-{by_job[-13:]}-{stage[:6]}-{self._serial}-{uuid.uuid4().hex[:4]}")
-                folder = Path(self.settings["local_mount"]) / "jobs" / name
+                name = dns_name(f"montage-{self.folder_id[-13:]}-{stage[:6]}-{self._serial}-{uuid.uuid4().hex[:4]}")
+                # one folder per montage job, so that `montage k8s cleanup` finds what a job left
+                folder = Path(self.settings["local_mount"]) / "jobs" / self.folder_id / name
                 shard_tasks = [ShardTask(t.id, t.stage, self.paths.to_pod(t.clip), self._for_pods(t, placement),
                                          t.total) for t in group]
                 token = secrets.token_hex(16)  # results on the shared volume must carry it back
@@ -260,28 +300,43 @@ class KubernetesBackend(Backend):
                     self._delete(run.name)
                 else:  # results are read; what lasts (analyses, segments) is in the cache
                     shutil.rmtree(run.results.parent, ignore_errors=True)
+                    with contextlib.suppress(OSError):  # the job's folder, once its last run is gone
+                        run.results.parent.parent.rmdir()
                 self._live.remove(run)
+
+    @property
+    def folder_id(self) -> str:
+        """The job's folder under ``jobs/`` on the volume, and its Jobs' name part: the montage job
+        id, or the time the backend first ran (``montage analyze``, ``plan``, ``render``: no job)."""
+        if not self.job_id and not self._folder_id:
+            self._folder_id = time.strftime("%Y%m%d-%H%M%S")
+        return self.job_id or self._folder_id
 
     def _submit(self, run: _Run, shard_file: str) -> None:
         from kubernetes import client
 
-        from .config import device_groups
+        from .manifests import stage_job
 
-        s = self.settings
-        cache = os.environ.get("MONTAGE_CACHE_DIR")
-        job = job_manifest(
-            name=run.name, namespace=s["namespace"], image=s.get("image_pinned") or s["image"], pvc=s["pvc"],
-            mount_path=s["mount_path"], stage=run.tasks[0].stage, shards=len(run.tasks), shard_file=shard_file,
-            parallelism=self.parallelism or int(s["parallelism"]), retries_per_index=int(s["retries_per_index"]),
-            memory=run.memory, cpu=s["cpu"], accelerator=run.placement.accelerator, vendor=run.placement.vendor,
-            require_accelerator=run.placement.required, job_id=self.job_id,
-            cache_dir=self.paths.to_pod(cache) if cache and self.paths.on_volume(cache) else None,
-            service_account=s["service_account"], device_groups=device_groups(s["device_groups"]))
-        client.BatchV1Api(self.api).create_namespaced_job(s["namespace"], job)
+        job = stage_job(self.settings, name=run.name, stage=run.tasks[0].stage, shards=len(run.tasks),
+                        shard_file=shard_file, placement=run.placement, memory=run.memory, job_id=self.job_id,
+                        parallelism=self.parallelism)
+        client.BatchV1Api(self.api).create_namespaced_job(self.settings["namespace"], job)
         vendor = run.placement.vendor
         where = f" on {vendor} GPU nodes ({run.placement.accelerator.name})" if vendor else ""
         log.info("submitted Job %s: %d %s shard(s), %s memory%s", run.name, len(run.tasks), run.tasks[0].stage,
                  run.memory, where)
+
+    def dry_run(self, stages: Sequence[StagePreview]) -> str:
+        """The Jobs running ``stages`` would create, as YAML; nothing is asked of the cluster."""
+        from .manifests import dry_run
+
+        return dry_run(self.settings, stages, self.parallelism)
+
+    def cancel_job(self, job_id: str) -> list[str]:
+        """Delete every Job of ``job_id`` (their pods go with them), whoever started them."""
+        from .cleanup import delete_jobs
+
+        return delete_jobs(self.api, self.settings["namespace"], job_id)
 
     def _delete(self, name: str) -> None:
         from kubernetes import client
@@ -298,40 +353,57 @@ class KubernetesBackend(Backend):
         batch, core = client.BatchV1Api(self.api), client.CoreV1Api(self.api)
         namespace = self.settings["namespace"]
         pending_since: dict[str, float] = {}
+        warnings = _Warnings()
         while any(not r.finished for r in runs):
-            for run in runs:
-                if run.finished:
-                    continue
-                pods = job_pods(core, namespace, run.name)
-                for pod in pods:
-                    self._read_events(core, namespace, run, pod, pods, on_event)
-                stuck = self._stuck(run, pods, pending_since)
-                if stuck:
-                    yield from self._fail_unfinished(run, stuck, core, namespace, pods)
-                    continue
+            live = [r for r in runs if not r.finished]
+            pods_of = {run.name: job_pods(core, namespace, run.name) for run in live}
+            jobs: dict[str, Any] = {}
+            for run in live:
                 # the Job itself, not its status subresource: "get jobs" is all the Role grants
                 try:
-                    status = batch.read_namespaced_job(run.name, namespace).status
+                    jobs[run.name] = batch.read_namespaced_job(run.name, namespace)
                 except client.ApiException as exc:
                     if exc.status != 404:
                         raise
-                    yield from self._fail_unfinished(run, f"Job {run.name} was deleted while it ran (by someone "
-                                                          "else, or a namespace clean-up)", core, namespace, pods)
+                    jobs[run.name] = None
+            # events only while something waits: a Job with no pod running, which is when they say why
+            if any(not any(_phase(p) == "Running" for p in pods_of[r.name]) for r in live):
+                names = {r.name for r in live} | {p.metadata.name for r in live for p in pods_of[r.name]}
+                warnings.refresh(core, namespace, names)
+            for run in live:
+                pods, job = pods_of[run.name], jobs[run.name]
+                for pod in pods:
+                    self._read_events(core, namespace, run, pod, pods, on_event)
+                if job is None:
+                    yield from self._give_up(run, self._deleted(run), core, namespace, pods)
                     continue
-                if status is None:  # the Job controller has not looked at it yet
-                    continue
-                for index in sorted(parse_indexes(status.completed_indexes) - run.done):
-                    run.done.add(index)
-                    yield self._success(run, index, pods)
-                for index in sorted(parse_indexes(status.failed_indexes) - run.failed - run.done):
-                    run.failed.add(index)
-                    yield self._failure(run, index, pods, core, namespace)
-                if len(run.done) + len(run.failed) >= len(run.tasks):
-                    run.finished = True
-                    for pod in pods:
-                        self._record_pod(core, namespace, run, pod)
+                status = job.status
+                if status is not None:  # None: the Job controller has not looked at it yet
+                    for index in sorted(parse_indexes(status.completed_indexes) - run.done):
+                        run.done.add(index)
+                        yield self._success(run, index, pods)
+                    for index in sorted(parse_indexes(status.failed_indexes) - run.failed - run.done):
+                        run.failed.add(index)
+                        yield self._failure(run, index, pods, core, namespace)
+                    if len(run.done) + len(run.failed) >= len(run.tasks):
+                        run.finished = True
+                        for pod in pods:
+                            self._record_pod(core, namespace, run, pod)
+                        continue
+                stuck = self._stuck(run, job, pods, warnings.found, pending_since)
+                if stuck:
+                    yield from self._give_up(run, stuck, core, namespace, pods)
             if any(not r.finished for r in runs):
                 time.sleep(float(os.environ.get("MONTAGE_K8S_POLL", POLL_SECONDS)))
+
+    def _deleted(self, run: _Run) -> Verdict:
+        """The Job is gone: cancelled (``montage cancel``), or deleted by someone else."""
+        job = self.store.job(self.job_id) if self.store is not None and self.job_id else None
+        if job and job["state"] == "cancelled":
+            return Verdict("cancelled", f"job {self.job_id} was cancelled (montage cancel)")
+        again = f"; `montage resume {self.job_id}` runs its unfinished shards again" if self.job_id else ""
+        return Verdict("deleted", f"Job {run.name} was deleted while it ran (by someone else, or a namespace "
+                                  f"clean-up){again}")
 
     def _read_events(self, core: Any, namespace: str, run: _Run, pod: Any, pods: list[Any],
                      on_event: Callable[[ProgressEvent], None]) -> None:
@@ -376,53 +448,99 @@ class KubernetesBackend(Backend):
             self._new_lines(core, namespace, run, pod)
         return run.final_logs.get(name) or run.logs[name].text()
 
-    def _stuck(self, run: _Run, pods: list[Any], pending_since: dict[str, float]) -> str:
-        """Why the run's pods can never start (pull failure, wrong architecture, no node, no pod
-        created at all), or ``""``. A pull error may be a registry's passing refusal (429, a
-        timeout): it counts only once it has lasted ``MONTAGE_K8S_PULL_GRACE`` seconds."""
+    def _stuck(self, run: _Run, job: Any, pods: list[Any], warnings: dict[str, list[ClusterWarning]],
+               pending_since: dict[str, float]) -> Verdict | None:
+        """Why the run's unfinished shards can never run, or None.
+
+        In the cluster's words where it has them: the Job failed as a whole (its conditions), the
+        Job controller is refused pods (``FailedCreate`` events: quota, Pod Security, webhooks),
+        the Job is suspended, a pod cannot pull its image, has the wrong architecture, finds no
+        node, or was scheduled and never starts (its Warning events). A refusal that may pass (a
+        quota, a webhook timeout), a suspended Job, a pod that finds no node or does not start
+        count once they have lasted ``MONTAGE_K8S_PENDING_TIMEOUT``; a pull error once it has
+        lasted ``MONTAGE_K8S_PULL_GRACE`` (a registry's 429 passes); the rest at once."""
         timeout = float(os.environ.get("MONTAGE_K8S_PENDING_TIMEOUT", PENDING_TIMEOUT))
         grace = pull_grace()
         now = time.monotonic()
-        if not pods and not run.done and not run.failed:
-            first = pending_since.setdefault(f"job:{run.name}", now)
-            if now - first > timeout:
-                return (f"no pod of Job {run.name} was created in {timeout:g} s: a ResourceQuota, Pod Security "
-                        f"admission or a missing service account stops the Job controller; see `kubectl describe "
-                        f"job {run.name} -n {self.settings['namespace']}`")
+        namespace = self.settings["namespace"]
+        failed = condition(job, *FAILED)
+        if failed:  # a deadline or a policy ended the Job: the indexes still open will never run
+            return Verdict("failed", f"Job {run.name} failed: {describe_condition(failed)}")
+        key = f"job:{run.name}"
+        if not any(_phase(p) in ("", "Pending", "Running") for p in pods):  # no pod that may still run
+            first = pending_since.setdefault(key, now)
+            newest = max((p.metadata.creation_timestamp for p in pods if p.metadata.creation_timestamp), default=None)
+            refused = refused_creation(warnings.get(run.name, []), since=newest)
+            suspended = condition(job, "Suspended")
+            if refused:
+                line = f"Job {run.name} cannot create pods: {refused.quote()}"
+                kind = "quota" if "exceeded quota" in refused.message else "refused"
+                if not passing(refused) or now - first > timeout:
+                    return Verdict(kind, line, refused.quote())
+                if f"said:{key}" not in pending_since:  # the first time only
+                    pending_since[f"said:{key}"] = now
+                    log.warning("%s; waiting up to %g s for it to pass (MONTAGE_K8S_PENDING_TIMEOUT)", line, timeout)
+            elif suspended and now - first > timeout:
+                return Verdict("suspended", (
+                    f"Job {run.name} stayed suspended for {timeout:g} s ({describe_condition(suspended)}): a queueing "
+                    f"controller (Kueue) holds it, or it was suspended by hand; see `kubectl describe job {run.name} "
+                    f"-n {namespace}`"))
+            elif now - first > timeout:
+                return Verdict("no-pods", (
+                    f"no pod of Job {run.name} was created in {timeout:g} s: a ResourceQuota, Pod Security "
+                    f"admission or a missing service account stops the Job controller; see `kubectl describe "
+                    f"job {run.name} -n {namespace}`"))
+        else:
+            pending_since.pop(key, None)
         for pod in pods:
+            name = pod.metadata.name
             kind, text = failure_kind(pod)
             if kind == "architecture" or (kind == "image" and permanent_pull_failure(text)):
-                return text
+                return Verdict(kind, f"Job {run.name} cannot run: {text}", text)
             if kind == "image":
-                key = f"pull:{pod.metadata.name}"
-                if key not in pending_since:
+                if f"pull:{name}" not in pending_since:
                     log.warning("pod %s: %s; waiting up to %g s for the pull to succeed (MONTAGE_K8S_PULL_GRACE)",
-                                pod.metadata.name, text, grace)
-                if now - pending_since.setdefault(key, now) > grace:
-                    return text
-            if kind == "unschedulable":
-                first = pending_since.setdefault(pod.metadata.name, now)
-                if now - first > timeout:
-                    return text
-        return ""
+                                name, text, grace)
+                if now - pending_since.setdefault(f"pull:{name}", now) > grace:
+                    return Verdict(kind, f"Job {run.name} cannot run: {text}", text)
+            elif kind == "unschedulable":
+                if now - pending_since.setdefault(name, now) > timeout:
+                    return Verdict(kind, f"Job {run.name} cannot run: {text}", text)
+            elif why := not_starting(pod, warnings.get(name, [])):
+                if f"start:{name}" not in pending_since:
+                    log.warning("pod %s of Job %s is not starting: %s; waiting up to %g s "
+                                "(MONTAGE_K8S_PENDING_TIMEOUT)", name, run.name, why, timeout)
+                if now - pending_since.setdefault(f"start:{name}", now) > timeout:
+                    return Verdict("not-starting", f"Job {run.name} cannot run: pod {name} did not start in "
+                                                   f"{timeout:g} s: {why}", why)
+        return None
 
-    def _fail_unfinished(self, run: _Run, reason: str, core: Any, namespace: str,
-                         pods: list[Any]) -> Iterator[ShardOutcome]:
-        gpu_fallback = run.placement.fallback_to_cpu and reason.startswith("unschedulable")
-        if gpu_fallback:
-            log.warning("Job %s found no GPU node (%s); its shards go to CPU nodes", run.name, reason)
-        else:
-            log.error("Job %s cannot run: %s", run.name, reason)
+    def _give_up(self, run: _Run, verdict: Verdict, core: Any, namespace: str,
+                 pods: list[Any]) -> Iterator[ShardOutcome]:
+        """Fail the run's unfinished shards with the verdict, then end the job with it in one line:
+        what stops a Job (quota, admission, a pull, a deletion) is the cluster's, not a clip's, and
+        would stop the next Job too. Under ``--accel auto`` a GPU Job that finds no node (or no
+        GPU quota) instead sends its shards to CPU nodes."""
+        from montage_core.errors import MontageError
+
+        no_gpu = verdict.kind == "unschedulable" or (
+            verdict.kind == "quota" and _names_device(run.placement, verdict.detail))
+        fallback = run.placement.fallback_to_cpu and no_gpu
+        if fallback:
+            log.warning("Job %s found no GPU node (%s); its shards go to CPU nodes", run.name, verdict.detail)
         for pod in pods:
             self._record_pod(core, namespace, run, pod)
-        self._delete(run.name)
+        if verdict.kind not in ("deleted", "cancelled"):
+            self._delete(run.name)
         run.finished = True
         for index, task in enumerate(run.tasks):
             if index in run.done or index in run.failed:
                 continue
-            if gpu_fallback:  # --accel auto: no GPU node free, so the next attempt goes to CPU nodes
+            if fallback:  # --accel auto: no GPU node free, so the next attempt goes to CPU nodes
                 self.cpu_only.add(task.id)
-            yield ShardOutcome(task, False, error=f"{run.name}: {reason}", transient=gpu_fallback)
+            yield ShardOutcome(task, False, error=verdict.line, transient=fallback)
+        if not fallback:
+            raise MontageError(verdict.line)
 
     def _success(self, run: _Run, index: int, pods: list[Any]) -> ShardOutcome:
         from montage_core.worker import load_result

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from typing import Any
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 SETTINGS = ("context", "namespace", "registry_namespace", "registry", "push_registry", "pvc", "image", "mount_path",
             "local_mount", "service_account", "memory", "memory_cap", "cpu", "parallelism", "retries_per_index",
-            "gpu_vendors", "device_groups")
+            "gpu_vendors", "device_groups", "tolerations", "node_selector")
 ENV = {"context": "MONTAGE_K8S_CONTEXT", "namespace": "MONTAGE_K8S_NAMESPACE",
        "registry_namespace": "MONTAGE_REGISTRY_NAMESPACE", "registry": "REGISTRY",
        "push_registry": "MONTAGE_PUSH_REGISTRY", "pvc": "PVC_NAME",
@@ -43,7 +44,8 @@ ENV = {"context": "MONTAGE_K8S_CONTEXT", "namespace": "MONTAGE_K8S_NAMESPACE",
        "service_account": "MONTAGE_SERVICE_ACCOUNT", "memory": "MONTAGE_K8S_MEMORY",
        "memory_cap": "MONTAGE_K8S_MEMORY_CAP", "cpu": "MONTAGE_K8S_CPU", "parallelism": "MONTAGE_K8S_PARALLELISM",
        "retries_per_index": "MONTAGE_K8S_RETRIES", "gpu_vendors": "MONTAGE_GPU_VENDORS",
-       "device_groups": "MONTAGE_K8S_DEVICE_GROUPS"}
+       "device_groups": "MONTAGE_K8S_DEVICE_GROUPS", "tolerations": "MONTAGE_K8S_TOLERATIONS",
+       "node_selector": "MONTAGE_K8S_NODE_SELECTOR"}
 #: the registry Service's fixed nodePort in deploy/registry/service.yaml; nodes pull from localhost:<it>
 REGISTRY_NODE_PORT = 30500
 #: the registry Service's port inside the cluster (deploy/registry/service.yaml)
@@ -92,7 +94,8 @@ def resolve(flags: dict[str, str | None] | None = None, service_account: Path = 
         elif os.environ.get(ENV[name]):
             out[name] = Setting(os.environ[ENV[name]], f"environment (${ENV[name]})")
         elif name in file_values:
-            out[name] = Setting(str(file_values[name]), f"config file ({path})")
+            value = file_values[name]  # a list or object (tolerations, node_selector) stays JSON
+            out[name] = Setting(value if isinstance(value, str) else json.dumps(value), f"config file ({path})")
         else:
             out[name] = Setting(default, default_source)
 
@@ -127,7 +130,12 @@ def resolve(flags: dict[str, str | None] | None = None, service_account: Path = 
     pick("retries_per_index", "2", "default")
     pick("gpu_vendors", "", "default (CPU-only cluster)")
     pick("device_groups", DEVICE_GROUPS, "default (video 44; render 105, 107, 109, 110: see config.py)")
-    device_groups(out["device_groups"].value)  # a typo fails here, not as a Job the API server refuses
+    pick("tolerations", "", "default (none; GPU pods tolerate their device's taint)")
+    pick("node_selector", "", "default (none)")
+    # a typo fails here, in one line naming the variable, not as a Job the API server refuses
+    device_groups(out["device_groups"].value)
+    tolerations(out["tolerations"].value)
+    node_selector(out["node_selector"].value)
     return out
 
 
@@ -146,6 +154,112 @@ def device_groups(text: str) -> list[int]:
                              "groups owning /dev/dri on the GPU nodes (getent group video render)")
         groups.append(int(part))
     return sorted(set(groups))
+
+
+#: a label or taint key: an optional DNS subdomain prefix and "/", then a name of up to 63 characters
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_KEY = re.compile(rf"([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_NAME}")
+_VALUE = re.compile(rf"({_NAME})?")
+EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+TOLERATIONS_FORMAT = ("key=value:Effect or key:Effect, comma-separated (dedicated=video:NoSchedule,spot:NoExecute), "
+                      "or a JSON list of tolerations")
+
+
+def tolerations(text: str) -> list[dict[str, Any]]:
+    """Tolerations every worker pod gets (``MONTAGE_K8S_TOLERATIONS``), as the API writes them.
+
+    ``dedicated=video:NoSchedule`` tolerates that taint (operator Equal), ``spot:NoExecute`` any
+    value of the key (operator Exists), a missing effect every effect. A JSON list gives the API's
+    own objects (``tolerationSeconds``, an empty key with Exists)."""
+    from montage_core.errors import UsageError
+
+    def bad(problem: str) -> UsageError:
+        return UsageError(f"MONTAGE_K8S_TOLERATIONS {text!r}: {problem}; write {TOLERATIONS_FORMAT}")
+
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError as exc:
+            raise bad(f"not valid JSON ({exc})") from None
+    else:
+        items = []
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            taint, _, effect = part.partition(":")
+            key, equal, value = taint.partition("=")
+            item = {"key": key.strip(), "operator": "Equal" if equal else "Exists"}
+            if equal:
+                item["value"] = value.strip()
+            if effect:
+                item["effect"] = effect.strip()
+            items.append(item)
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or set(item) - {"key", "operator", "value", "effect", "tolerationSeconds"}:
+            raise bad(f"{item!r} is not a toleration (key, operator, value, effect, tolerationSeconds)")
+        key, operator = item.get("key", ""), item.get("operator", "Equal")
+        if operator not in ("Equal", "Exists"):
+            raise bad(f"operator {operator!r} is neither Equal nor Exists")
+        if (key and not _KEY.fullmatch(key)) or (not key and operator != "Exists"):
+            raise bad(f"{key!r} is not a taint key")
+        if operator == "Exists" and item.get("value"):
+            raise bad(f"{key}: operator Exists takes no value")
+        if not _VALUE.fullmatch(str(item.get("value", ""))):
+            raise bad(f"{item.get('value')!r} is not a taint value")
+        if item.get("effect", "") not in ("", *EFFECTS):
+            raise bad(f"effect {item['effect']!r} is not one of {', '.join(EFFECTS)}")
+        seconds = item.get("tolerationSeconds")
+        if seconds is not None and (not isinstance(seconds, int) or item.get("effect") != "NoExecute"):
+            raise bad("tolerationSeconds is a whole number of seconds, for effect NoExecute only")
+        out.append(item)
+    return out
+
+
+def node_selector(text: str) -> dict[str, str]:
+    """Node labels every worker pod requires (``MONTAGE_K8S_NODE_SELECTOR``): ``key=value,...``
+    (or a JSON object)."""
+    from montage_core.errors import UsageError
+
+    def bad(problem: str) -> UsageError:
+        return UsageError(f"MONTAGE_K8S_NODE_SELECTOR {text!r}: {problem}; write key=value, comma-separated "
+                          "(e.g. kubernetes.io/arch=amd64,pool=video)")
+
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            pairs = json.loads(text)
+        except ValueError as exc:
+            raise bad(f"not valid JSON ({exc})") from None
+        if not isinstance(pairs, dict):
+            raise bad("not an object of labels")
+        pairs = {str(k): v for k, v in pairs.items()}
+    else:
+        pairs = {}
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            key, equal, value = part.partition("=")
+            if not equal:
+                raise bad(f"{part!r} has no =value")
+            pairs[key.strip()] = value.strip()
+    for key, value in pairs.items():
+        if not _KEY.fullmatch(key):
+            raise bad(f"{key!r} is not a label key")
+        if not isinstance(value, str) or not _VALUE.fullmatch(value):
+            raise bad(f"{value!r} is not a label value (63 characters at most: letters, digits, -, _ and .)")
+    return pairs
+
+
+def pod_placement(settings: dict[str, Any]) -> dict[str, Any]:
+    """``job_manifest``'s keywords for where and as whom pods run, from the resolved settings."""
+    return {"tolerations": tolerations(settings.get("tolerations", "")),
+            "node_selector": node_selector(settings.get("node_selector", "")),
+            "device_groups": device_groups(settings.get("device_groups", DEVICE_GROUPS)),
+            "service_account": settings["service_account"]}
 
 
 def cluster_dns_name(host: str) -> bool:

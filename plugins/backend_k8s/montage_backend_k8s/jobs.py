@@ -30,26 +30,29 @@ def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path:
                  cpu: str = "1", accelerator: Any = None, vendor: str | None = None,
                  require_accelerator: bool = False, job_id: str = "", cache_dir: str | None = None,
                  service_account: str = "montage-worker", command: list[str] | None = None,
-                 device_groups: list[int] | None = None) -> Any:
+                 device_groups: list[int] | None = None, tolerations: list[dict[str, Any]] | None = None,
+                 node_selector: dict[str, str] | None = None) -> Any:
     """A ``batch/v1`` Indexed Job running ``montage worker`` for each shard of ``stage``.
 
     ``job_id`` (the montage job) labels the Job and its pods, so ``montage logs JOB_ID`` finds
     every pod of every stage and retry. ``command`` replaces the worker (the storage probe).
     ``device_groups``: the node's video/render GIDs, joined by pods that get a /dev/dri device.
+    ``tolerations`` and ``node_selector`` (``MONTAGE_K8S_TOLERATIONS``, ``MONTAGE_K8S_NODE_SELECTOR``,
+    in the API's own form) place every pod, on top of a GPU pod's own toleration and affinity.
     """
     from kubernetes import client
 
     resources = {"cpu": cpu, "memory": memory}
     limits = {"memory": memory}
     affinity = None
-    tolerations = []
+    tolerate: list[Any] = []
     env = []
     supplemental: list[int] = []
     if accelerator is not None and vendor:
         device = accelerator.placement.get(vendor) or DevicePlacement()
         # GPU nodes are often tainted with their device resource's name; only pods that want the device tolerate it
-        tolerations = [client.V1Toleration(key=resource, operator="Exists", effect="NoSchedule")
-                       for resource in sorted(device.resources)]
+        tolerate = [client.V1Toleration(key=resource, operator="Exists", effect="NoSchedule")
+                        for resource in sorted(device.resources)]
         if vendor == "nvidia":  # without "video" the NVIDIA runtime injects no encode library: NVENC would fail
             env.append(client.V1EnvVar(name="NVIDIA_DRIVER_CAPABILITIES", value="compute,video,utility"))
         terms = [client.V1NodeSelectorRequirement(key=k, operator="In", values=[v])
@@ -66,6 +69,12 @@ def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path:
             affinity = client.V1Affinity(node_affinity=client.V1NodeAffinity(
                 preferred_during_scheduling_ignored_during_execution=[client.V1PreferredSchedulingTerm(
                     weight=50, preference=client.V1NodeSelectorTerm(match_expressions=terms))]))
+    for item in tolerations or []:  # the cluster's own taints: dedicated pools, spot nodes
+        toleration = client.V1Toleration(key=item.get("key") or None, operator=item.get("operator"),
+                                         value=item.get("value") or None, effect=item.get("effect") or None,
+                                         toleration_seconds=item.get("tolerationSeconds"))
+        if toleration not in tolerate:
+            tolerate.append(toleration)
     container = client.V1Container(
         name="worker", image=image, image_pull_policy="IfNotPresent",
         args=command or ["worker", "--stage", stage, "--shards", shard_file],
@@ -82,12 +91,14 @@ def job_manifest(*, name: str, namespace: str, image: str, pvc: str, mount_path:
             capabilities=client.V1Capabilities(drop=["ALL"]),
             seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault")))
     pod = client.V1PodSpec(
-        restart_policy="Never", containers=[container], affinity=affinity, tolerations=tolerations or None,
+        restart_policy="Never", containers=[container], affinity=affinity, tolerations=tolerate or None,
+        node_selector=dict(node_selector) if node_selector else None,
         # Workers decode untrusted media: they run as an account with no API rights and no token at all.
         service_account_name=service_account, automount_service_account_token=False,
         security_context=client.V1PodSecurityContext(
             run_as_non_root=True, run_as_user=WORKER_UID, run_as_group=WORKER_UID, fs_group=WORKER_UID,
-            fs_group_change_policy="OnRootMismatch", supplemental_groups=supplemental or None, seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault")),
+            fs_group_change_policy="OnRootMismatch", supplemental_groups=supplemental or None,
+            seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault")),
         volumes=[client.V1Volume(name="data", persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
                      claim_name=pvc)),
                  client.V1Volume(name="tmp", empty_dir=client.V1EmptyDirVolumeSource())])

@@ -54,15 +54,20 @@ def _split(tasks: list[ShardTask], buckets: int) -> list[list[ShardTask]]:
 def place_tasks(tasks: list[ShardTask], settings: dict[str, Any], cpu_only: set[str],
                 accelerators: list[Any] | None = None) -> list[Placement]:
     """Placements for one stage's shards; analysis (and ``--accel software``) goes anywhere."""
-    from montage_core.accel import chosen_accelerator
-
     if not tasks or not isinstance(tasks[0].payload, RenderSpec):
         return [Placement(list(tasks))]
+    return place_render(tasks, tasks[0].payload.accel, settings, cpu_only, accelerators)
+
+
+def place_render(tasks: list[ShardTask], choice: str, settings: dict[str, Any], cpu_only: set[str],
+                 accelerators: list[Any] | None = None) -> list[Placement]:
+    """Placements for render shards encoded with ``--accel choice`` (only the tasks' ids are read)."""
+    from montage_core.accel import chosen_accelerator
+
     if accelerators is None:
         from montage_core.plugins import get_manager
 
         accelerators = list(get_manager().accelerators)
-    choice = tasks[0].payload.accel
     vendors = gpu_vendors(settings)
     if choice == "software":
         return [Placement(list(tasks), accel_choice="software")]

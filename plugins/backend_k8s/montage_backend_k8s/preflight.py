@@ -2,9 +2,9 @@
 
 Run by ``montage preflight --backend k8s`` and, through the pre-flight hook, before every k8s job:
 
-1. the API answers; the namespace, service account and PVC exist (where this user may read
-   them), the PVC is ReadWriteMany; RBAC allows every verb the backend uses (one
-   ``SelfSubjectAccessReview`` per verb, which every authenticated user may ask);
+1. the API answers, and it is Kubernetes 1.29 or newer; the namespace, service account and PVC
+   exist (where this user may read them), the PVC is ReadWriteMany; RBAC allows every verb the
+   backend uses (one ``SelfSubjectAccessReview`` per verb, which every authenticated user may ask);
 2. the nodes can resolve the image's registry (not a cluster DNS name: kubelets pull with the
    node's DNS); the registry answers its ``/v2/`` API and has the image; a tag is resolved to
    its digest now, so every Job of the run pulls the same image even if the tag moves;
@@ -32,14 +32,46 @@ log = logging.getLogger("montage.k8s.preflight")
 #: (verb, API group, resource, subresource) the backend uses; deploy/base's Role grants exactly these
 NEEDED = [("create", "batch", "jobs", ""), ("get", "batch", "jobs", ""), ("list", "batch", "jobs", ""),
           ("delete", "batch", "jobs", ""), ("get", "", "pods", ""), ("list", "", "pods", ""),
-          ("get", "", "pods", "log")]
-FIX_RBAC = ("kubectl apply -k deploy/base (Role montage: jobs, pods, pods/log) and bind it to this user "
+          ("get", "", "pods", "log"), ("list", "", "events", "")]
+FIX_RBAC = ("kubectl apply -k deploy/base (Role montage: jobs, pods, pods/log, events) and bind it to this user "
             "(deploy/user/rolebinding.yaml)")
 PROBE_TIMEOUT = 120.0
+#: the oldest Kubernetes the Jobs work on: backoffLimitPerIndex and the FailIndex pod failure
+#: action are beta and on by default from 1.29 (alpha, off, in 1.28: the API server would drop them)
+MIN_VERSION = (1, 29)
 
 
 def _status(exc: Exception) -> int:
     return int(getattr(exc, "status", 0) or 0)
+
+
+def _number(text: str | None) -> int:
+    """The leading number of a version part: "29+" → 29."""
+    import re
+
+    digits = re.match(r"\d+", text or "")
+    return int(digits.group()) if digits else 0
+
+
+def check_server_version(api: Any) -> list[str]:
+    """The API server is Kubernetes 1.29 or newer, where each shard's retries are its own."""
+    from kubernetes import client
+    from kubernetes.client import ApiException
+
+    try:
+        info = client.VersionApi(api).get_code()
+    except ApiException as exc:  # /version is public; a proxy in front may still refuse it
+        log.warning("the API server did not tell its version (%s %s); montage needs Kubernetes %d.%d or newer",
+                    _status(exc), exc.reason, *MIN_VERSION)
+        return []
+    # minor is "29", or "29+" on GKE and EKS; gitVersion "v1.29.3-eks-adc7111" names the build
+    found = (_number(info.major), _number(info.minor))
+    name = info.git_version or f"{info.major}.{info.minor}"
+    if found < MIN_VERSION:
+        return [f"the cluster runs Kubernetes {name}; montage needs {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer "
+                "(Indexed Jobs with backoffLimitPerIndex and the FailIndex pod failure policy): upgrade the cluster"]
+    log.info("Kubernetes %s (%d.%d or newer: per-shard retries)", name, *MIN_VERSION)
+    return []
 
 
 def check_access(api: Any, settings: dict[str, Any]) -> list[str]:
@@ -61,6 +93,7 @@ def check_access(api: Any, settings: dict[str, Any]) -> list[str]:
     except Exception as exc:  # connection refused, DNS, TLS: nothing else can be checked
         host = api.configuration.host
         return [f"cannot reach the Kubernetes API at {host} ({type(exc).__name__}): check KUBECONFIG and the context"]
+    problems += check_server_version(api)
     auth = client.AuthorizationV1Api(api)
     denied = []
     for verb, group, resource, sub in NEEDED:
@@ -135,11 +168,11 @@ def check_local_volume(settings: dict[str, Any]) -> list[str]:
     """The coordinator writes shard files and reads results at ``local_mount``."""
     from .storage import probe_storage
 
-    report = probe_storage(settings["local_mount"], min_free_bytes=0)
+    report = probe_storage(settings["local_mount"], min_free_bytes=0, where="here")
     if report.ok:
         log.info("shared volume here: %s", report.describe())
         return []
-    return [f"on this machine (local_mount): {report.problem}"]
+    return [f"shared volume (local_mount): {report.problem}"]
 
 
 def check_volume_in_cluster(api: Any, settings: dict[str, Any], timeout: float = PROBE_TIMEOUT) -> list[str]:
@@ -148,15 +181,11 @@ def check_volume_in_cluster(api: Any, settings: dict[str, Any], timeout: float =
 
     from .backend import job_pods, permanent_pull_failure, pull_grace, read_pod_log
     from .diagnose import failure_kind
-    from .jobs import job_manifest
+    from .manifests import probe_job
 
     namespace = settings["namespace"]
     name = f"montage-preflight-{uuid.uuid4().hex[:8]}"
-    job = job_manifest(name=name, namespace=namespace, image=settings.get("image_pinned") or settings["image"],
-                       pvc=settings["pvc"], mount_path=settings["mount_path"], stage="preflight", shards=1,
-                       shard_file="", retries_per_index=0, memory="256Mi", cpu="100m",
-                       service_account=settings["service_account"],
-                       command=["k8s-probe-storage", settings["mount_path"]])
+    job = probe_job(settings, name)  # placed where the workers go: their tolerations and node selector
     batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
     batch.create_namespaced_job(namespace, job)
     pull_failing: dict[str, float] = {}  # pod -> when its image pull was first seen failing

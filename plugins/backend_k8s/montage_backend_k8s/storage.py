@@ -77,29 +77,58 @@ def mount_of(resolved: str, mountinfo: Path = MOUNTINFO) -> tuple[str, str]:
     return best_type, best_point
 
 
-def _write_problem(path: str, exc: OSError, stage: str) -> str:
-    """The one line for a failed probe step, saying which Kubernetes setting fixes it."""
+@dataclass(frozen=True)
+class Place:
+    """Where the probe runs, for its messages: in a pod (``mount_path``, the PVC the kubelet
+    mounts) or on the coordinator's machine (``local_mount``, the same volume mounted there)."""
+
+    name: str  # "in the pod" / "on this machine"
+    missing: str  # how to fix a path that does not exist
+    not_a_directory: str
+    permission: str  # how to let this user write
+    read_only: str
+
+
+PLACES = {
+    "pod": Place("in the pod", "mount the PVC there (volumeMounts mountPath) or set MONTAGE_MOUNT_PATH",
+                 "point MONTAGE_MOUNT_PATH at the directory the PVC is mounted on",
+                 "chown/chmod the export, or set the pod's fsGroup (securityContext.fsGroup)",
+                 "make the PVC ReadWriteMany and the mount writable (no readOnly: true in volumeMounts, an rw export)"),
+    "here": Place("on this machine", "mount the shared volume there (the PVC the pods mount) or set "
+                  "MONTAGE_LOCAL_MOUNT to where this machine mounts it",
+                  "point MONTAGE_LOCAL_MOUNT at the directory this machine mounts the shared volume on",
+                  "chown/chmod the export, or run montage as a user the export lets write",
+                  "mount it read-write here (an rw export, no ro mount option)"),
+}
+
+
+def _write_problem(path: str, exc: OSError, stage: str, place: Place) -> str:
+    """The one line for a failed probe step, saying which setting fixes it."""
+    # a pod's lines are quoted as the cluster's (pre-flight's "in the cluster (PVC …)"); this machine's say so
+    where = "" if place is PLACES["pod"] else f" {place.name}"
     if exc.errno == errno.EROFS:
-        return (f"{path} is mounted read-only: make the PVC ReadWriteMany and the mount writable "
-                "(no readOnly: true in volumeMounts, an rw export)")
+        return f"{path} is mounted read-only{where}: {place.read_only}"
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return (f"{path} is not writable by uid {os.geteuid()} ({stage} of a probe file refused): "
-                "chown/chmod the export, or set the pod's fsGroup (securityContext.fsGroup)")
+        return (f"{path} is not writable by uid {os.geteuid()}{where} ({stage} of a probe file refused): "
+                f"{place.permission}")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"{path} is full ({exc.strerror}): grow the PVC or remove old job outputs"
     return f"{path}: {stage} of a probe file failed ({exc.strerror or exc}): check the volume and its mount"
 
 
-def probe_storage(path: str | Path, *, min_free_bytes: int = 1 << 30) -> StorageReport:
-    """Write, fsync, read back and delete a probe file under ``path``; never raises for storage trouble."""
+def probe_storage(path: str | Path, *, min_free_bytes: int = 1 << 30, where: str = "pod") -> StorageReport:
+    """Write, fsync, read back and delete a probe file under ``path``; never raises for storage trouble.
+
+    ``where``: ``pod`` (a worker's mount, ``mount_path``) or ``here`` (the coordinator's view of the
+    same volume, ``local_mount``): the problem lines name that place and its setting."""
+    place = PLACES[where]
     shown = str(path)
     try:
         if not stat.S_ISDIR(os.stat(path).st_mode):
-            return StorageReport(shown, False, problem=f"{shown} is not a directory: point MONTAGE_MOUNT_PATH "
-                                                       "at the directory the PVC is mounted on")
+            here = "" if where == "pod" else f" {place.name}"
+            return StorageReport(shown, False, problem=f"{shown} is not a directory{here}: {place.not_a_directory}")
     except FileNotFoundError:
-        return StorageReport(shown, False, problem=f"{shown} does not exist in the pod: mount the PVC there "
-                                                   "(volumeMounts mountPath) or set MONTAGE_MOUNT_PATH")
+        return StorageReport(shown, False, problem=f"{shown} does not exist {place.name}: {place.missing}")
     except OSError as exc:  # EACCES on a parent, ESTALE from a gone NFS server
         return StorageReport(shown, False, problem=f"{shown} cannot be reached ({exc.strerror or exc}): check the "
                                                    "mount and the permissions of its parent directories")
@@ -131,7 +160,7 @@ def probe_storage(path: str | Path, *, min_free_bytes: int = 1 << 30) -> Storage
         stage = "deletion"
         os.unlink(probe)
     except OSError as exc:
-        report.problem = _write_problem(shown, exc, stage)
+        report.problem = _write_problem(shown, exc, stage, place)
         return report
     finally:
         if os.path.lexists(probe):

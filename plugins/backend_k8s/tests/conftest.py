@@ -1,3 +1,3 @@
 """Fixtures of the Kubernetes backend's tests (defined in :mod:`k8s_fakes`)."""
 
-from k8s_fakes import denied, kube, registry  # noqa: F401  (pytest finds fixtures by name here)
+from k8s_fakes import denied, kube, registry, server_version  # noqa: F401  (pytest finds fixtures by name here)

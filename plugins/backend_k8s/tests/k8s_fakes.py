@@ -121,7 +121,12 @@ class Fault:
     (evicted once, mid-shard), ``crash`` (the worker dies with SIGSEGV, every time), ``image``
     (every pod of the stage's Job stuck in ImagePullBackOff), ``unschedulable`` (no node has the
     ``resource`` a Job asks for), ``read-only`` (the shared volume mounted read-only in the pod),
-    ``no-pods`` (the Job controller cannot create the stage's pods: a quota, Pod Security admission).
+    ``no-pods`` (the Job controller cannot create the stage's pods: a quota, Pod Security admission;
+    with a ``message``, it says so in a ``FailedCreate`` event on the Job, as the real one does),
+    ``condition`` (the Job gets ``condition`` = (type, reason, message) and no pods: ``Suspended`` by
+    a queueing controller, ``Failed`` by a deadline), ``mount`` (pods are scheduled and never start:
+    a ``FailedMount`` event on each), ``delete-job`` (the stage's Job is deleted, with its pods, once
+    ``times`` of its shards have succeeded).
     An ``image`` fault with ``seconds`` passes: each pod fails to pull (``ErrImagePull``, then
     ``ImagePullBackOff``) for that long after it is created, then pulls and runs (a registry's 429)."""
 
@@ -132,6 +137,8 @@ class Fault:
     times: int = 1  # drains: how many times it happens
     resource: str = ""  # unschedulable: the extended resource no node has
     seconds: float = 0.0  # image: how long each pod's pull fails (0: for ever)
+    message: str = ""  # no-pods: the admission's refusal, as the Job controller's FailedCreate event quotes it
+    condition: tuple[str, str, str] = ("", "", "")  # condition: the Job condition's type, reason and message
 
 
 @dataclass
@@ -171,6 +178,8 @@ class FakeCluster:
         self.pulling: dict[str, tuple[float, str, int, str]] = {}
         self.pull_failures: set[str] = set()  # pods that were seen failing to pull
         self.backing_off: set[str] = set()
+        self.deleted: list[str] = []  # Jobs a delete-job fault deleted
+        self._events: set[tuple[str, str]] = set()  # (object, reason) already reported
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fake-cluster", daemon=True)
         self._node = 0
@@ -240,7 +249,24 @@ class FakeCluster:
                     time.monotonic() >= ready - self._pull_fault(job, index).seconds / 2:
                 self.backing_off.add(pod)
                 self._pull_failed(job, pod, core, "ImagePullBackOff")  # the kubelet backs off between tries
-        if self._fault("no-pods", job, ""):  # pod creation refused (a ResourceQuota, Pod Security admission)
+        refused = self._fault("no-pods", job, "")
+        if refused:  # pod creation refused (a ResourceQuota, Pod Security admission)
+            if refused.message:
+                index = next(iter(state.indexes))
+                self._event(core, "Job", name, "FailedCreate", f'Error creating: pods "{name}-{index}-" is forbidden: '
+                                                               f"{refused.message}")
+            return
+        held = self._fault("condition", job, "")
+        if held:  # the Job as a whole: suspended by a queueing controller, or failed by a deadline
+            kind, reason, message = held.condition
+            batch.patch_namespaced_job_status(name, self.namespace, {"status": {"conditions": [
+                {"type": kind, "status": "True", "reason": reason, "message": message}]}})
+            return
+        gone = self._fault("delete-job", job, "")
+        if gone and gone.times > 0 and sum(s.state == "succeeded" for s in state.indexes.values()) >= gone.times:
+            gone.times = 0
+            self.deleted.append(name)
+            batch.delete_namespaced_job(name, self.namespace, propagation_policy="Background")
             return
         running = sum(1 for i in state.indexes.values() if i.state == "running")
         for index, slot in state.indexes.items():
@@ -282,6 +308,14 @@ class FakeCluster:
                  "message": f"0/{len(self.nodes)} nodes are available: {len(self.nodes)} Insufficient "
                             f"{missing.resource}. preemption: 0/{len(self.nodes)} nodes are available"}]}})
             return
+        if self._fault("mount", job, shard):  # scheduled, and the kubelet cannot mount the volume
+            volume = job.spec.template.spec.volumes[0]
+            core.patch_namespaced_pod_status(pod, self.namespace, {"status": {"phase": "Pending", "containerStatuses": [
+                _container(container.image, {"waiting": {"reason": "ContainerCreating"}})]}})
+            self._event(core, "Pod", pod, "FailedMount",
+                        f'MountVolume.SetUp failed for volume "{volume.persistent_volume_claim.claim_name}" : mount '
+                        "failed: exit status 32 mount.nfs: Connection timed out")
+            return
         pull = self._fault("image", job, shard)
         if pull and pull.seconds:
             self.pulling[pod] = (time.monotonic() + pull.seconds, job.metadata.name, index, node)
@@ -296,6 +330,20 @@ class FakeCluster:
         fault = self._fault("image", job, self._shard_id(job.spec.template.spec.containers[0].args, index))
         assert fault is not None
         return fault
+
+    def _event(self, core: Any, kind: str, name: str, reason: str, message: str) -> None:
+        """A Warning event about an object, once, as the Job controller or the kubelet records it."""
+        if (name, reason) in self._events:
+            return
+        self._events.add((name, reason))
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        source = "job-controller" if kind == "Job" else "kubelet"
+        core.create_namespaced_event(self.namespace, {
+            "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": self.namespace},
+            "involvedObject": {"kind": kind, "name": name, "namespace": self.namespace,
+                               "apiVersion": "batch/v1" if kind == "Job" else "v1"},
+            "reason": reason, "message": message, "type": "Warning", "count": 1, "source": {"component": source},
+            "firstTimestamp": now, "lastTimestamp": now})
 
     def _pull_failed(self, job: Any, pod: str, core: Any, reason: str) -> None:
         image = job.spec.template.spec.containers[0].image
@@ -428,9 +476,16 @@ def denied() -> set[tuple[str, str]]:
 
 
 @pytest.fixture
-def kube(kmock: Any, denied: set[tuple[str, str]], montage_home: Path, tmp_path: Path,
-         monkeypatch: pytest.MonkeyPatch) -> Any:
-    """kmock as the cluster's API server: a kubeconfig for it, pod logs, access reviews, a namespace."""
+def server_version() -> dict[str, str]:
+    """What the fake API server answers at /version (a test may change it before the command runs)."""
+    return {"major": "1", "minor": "31", "gitVersion": "v1.31.2", "platform": "linux/amd64"}
+
+
+@pytest.fixture
+def kube(kmock: Any, denied: set[tuple[str, str]], server_version: dict[str, str], montage_home: Path,
+         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """kmock as the cluster's API server: a kubeconfig for it, pod logs, access reviews, a namespace,
+    its version."""
     url = str(kmock.url).rstrip("/")
     config = tmp_path / "kubeconfig"
     config.write_text(
@@ -444,7 +499,8 @@ def kube(kmock: Any, denied: set[tuple[str, str]], montage_home: Path, tmp_path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MONTAGE_K8S_CONFIG", str(tmp_path / "k8s.json"))
     monkeypatch.setenv("MONTAGE_K8S_POLL", "0.2")
-    for resource in ("batch/v1/jobs", "v1/pods", "v1/namespaces", "v1/serviceaccounts", "v1/persistentvolumeclaims"):
+    for resource in ("batch/v1/jobs", "v1/pods", "v1/namespaces", "v1/serviceaccounts", "v1/persistentvolumeclaims",
+                     "v1/events"):
         kmock.resources[resource] = {}
     # what deploy/base creates: the namespace, the service account, an RWX claim (bound)
     namespaces = {"montage"}
@@ -474,6 +530,9 @@ def kube(kmock: Any, denied: set[tuple[str, str]], montage_home: Path, tmp_path:
         return {**request.data, "status": {"allowed": allowed, "reason": "" if allowed else "RBAC: not bound"}}
 
     kmock["post /apis/authorization.k8s.io/v1/selfsubjectaccessreviews"] << access_review
+    kmock["get /version"] << (lambda request: {"gitCommit": "0" * 40, "gitTreeState": "clean", "goVersion": "go1.22",
+                                               "compiler": "gc", "buildDate": "2024-10-22T20:28:14Z",
+                                               **server_version})
     return kmock
 
 

@@ -170,7 +170,8 @@ async def test_image_pull_failure_fails_fast_with_the_diagnosis(kube: Any, volum
     proc, cluster = await _run_k8s(kube, volume, tmp_path / "out.mp4", [Fault("image", "analysis")])
     assert proc.returncode == 1
     pinned = f"{registry[0]}/{REPO}@{registry[1]}"  # the tag was resolved to its digest before submitting
-    assert f"cannot pull image {pinned}: ImagePullBackOff" in proc.stderr
+    (error,) = _errors(proc.stderr)  # one line: the cluster's problem, not each clip's
+    assert f"cannot pull image {pinned}: ImagePullBackOff" in error
     assert not (tmp_path / "out.mp4").exists()
     assert not [shard for _, shard, _ in cluster.started if shard]  # no worker ran: nothing to wait for
 
@@ -241,10 +242,179 @@ async def test_broll_planning_scores_the_script_in_pods(kube: Any, volume: Path,
     assert stages == {"preflight", "analysis", "plan", "render"}
 
 
+def _errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
 async def test_a_job_whose_pods_are_never_created_is_not_waited_for_forever(
         kube: Any, volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No event says why (a Role without "list events", an old cluster): the timeout and the likely causes."""
     monkeypatch.setenv("MONTAGE_K8S_PENDING_TIMEOUT", "3")
     proc, cluster = await _run_k8s(kube, volume, tmp_path / "out.mp4", [Fault("no-pods", "analysis")], timeout=120)
     assert proc.returncode == 1, proc.stderr
-    assert "was created in 3 s: a ResourceQuota, Pod Security admission or a missing service account" in proc.stderr
-    assert "kubectl describe job montage-" in proc.stderr and not (tmp_path / "out.mp4").exists()
+    (error,) = _errors(proc.stderr)
+    assert "was created in 3 s: a ResourceQuota, Pod Security admission or a missing service account" in error
+    assert "kubectl describe job montage-" in error and not (tmp_path / "out.mp4").exists()
+
+
+QUOTA = ("exceeded quota: compute, requested: limits.memory=2Gi, used: limits.memory=15Gi, "
+         "limited: limits.memory=16Gi")
+PSA = ('violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container "worker" must set '
+       "securityContext.allowPrivilegeEscalation=false)")
+
+
+@pytest.mark.parametrize("fault,timeout,expected", [
+    # a quota may free up as other pods end: waited for, up to the pending timeout
+    (Fault("no-pods", "analysis", message=QUOTA), "3", f'cannot create pods: FailedCreate: pods "{{job}}-0-" is '
+                                                       f"forbidden: {QUOTA}"),
+    # admission says the same on every try: at once, whatever the timeout
+    (Fault("no-pods", "analysis", message=PSA), "600", f'cannot create pods: FailedCreate: pods "{{job}}-0-" is '
+                                                       f"forbidden: {PSA}"),
+    (Fault("condition", "analysis", condition=("Failed", "DeadlineExceeded", "Job was active longer than specified "
+                                                                             "deadline")),
+     "600", "failed: DeadlineExceeded: Job was active longer than specified deadline"),
+    (Fault("condition", "analysis", condition=("Suspended", "JobSuspended", "Job suspended")), "3",
+     "stayed suspended for 3 s (JobSuspended: Job suspended): a queueing controller (Kueue) holds it"),
+    # scheduled, and never started: the pod's own Warning event
+    (Fault("mount", "analysis"), "3", "cannot run: pod {job}-"),
+], ids=["quota", "pod-security", "deadline", "suspended", "mount"])
+async def test_a_job_that_cannot_run_ends_the_run_in_one_line_quoting_the_cluster(
+        kube: Any, volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: Fault, timeout: str,
+        expected: str) -> None:
+    import time
+
+    monkeypatch.setenv("MONTAGE_K8S_PENDING_TIMEOUT", timeout)
+    started = time.monotonic()
+    proc, cluster = await _run_k8s(kube, volume, tmp_path / "out.mp4", [fault], timeout=240)
+    assert proc.returncode == 1, proc.stderr
+    assert time.monotonic() - started < 200  # a 600 s timeout was not waited out
+    (error,) = _errors(proc.stderr)
+    job = next(name for (res, _, name) in kube.objects if res.plural == "jobs" and "-analys-" in name)
+    assert error.startswith(f"error: Job {job} ") and expected.format(job=job) in error, error
+    if fault.kind == "mount":
+        assert "did not start in 3 s: FailedMount: MountVolume.SetUp failed for volume \"montage-data\"" in error
+    waited = [line for line in proc.stderr.splitlines() if "waiting up to" in line]
+    assert bool(waited) == (fault.message == QUOTA or fault.kind == "mount"), proc.stderr
+    # every analysis shard failed with that line, and the job with it; no clip is blamed
+    shards = JobStore().shards(_last_job_id())
+    assert shards and {(row["state"], row["error"]) for row in shards} == {("failed", error[len("error: "):])}
+    assert JobStore().job(_last_job_id())["error"] == error[len("error: "):]
+    assert "skipping" not in proc.stderr and not [shard for _, shard, _ in cluster.started if shard]
+    assert not (tmp_path / "out.mp4").exists()
+
+
+async def test_a_deleted_job_ends_the_run_in_one_line_and_resume_finishes_it(
+        kube: Any, volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The analysis Job is deleted (by someone else) after its first shard: the run says so in one
+    line, and ``montage resume`` runs the rest without redoing the finished shard."""
+    monkeypatch.setenv("MONTAGE_K8S_PARALLELISM", "1")  # one pod at a time: shards are left when it goes
+    out = tmp_path / "out.mp4"
+    with FakeCluster(_api(), "montage", volume.parent / "pod-logs") as cluster:
+        cluster.faults = [Fault("delete-job", "analysis", times=1)]
+        serve_pod_logs(kube, cluster)
+        proc = await asyncio.to_thread(run_cli, "run", str(volume / "clips"), "--music", str(volume / "music.wav"),
+                                       "-o", str(out), "--backend", "k8s", *RUN)
+        assert proc.returncode == 1, proc.stderr
+        job_id = _last_job_id()
+        (deleted,) = cluster.deleted
+        assert _errors(proc.stderr) == [
+            f"error: Job {deleted} was deleted while it ran (by someone else, or a namespace clean-up); "
+            f"`montage resume {job_id}` runs its unfinished shards again"], proc.stderr
+        finished = [s for s in cluster.succeeded if s.startswith("analysis-")]
+        assert 1 <= len(finished) < len(SHOTS)
+        resumed = await asyncio.to_thread(run_cli, "resume", job_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert out.exists() and JobStore().job(job_id)["state"] == "done"
+    runs: dict[str, int] = {}
+    for _, shard, _ in cluster.started:
+        runs[shard] = runs.get(shard, 0) + 1
+    assert all(runs[shard] == 1 for shard in finished), runs  # done before the deletion: never redone
+    assert all(runs.get(f"analysis-{k:04d}") for k in range(len(SHOTS))), runs
+
+
+def _live_jobs() -> list[str]:
+    from kubernetes import client
+
+    return [j.metadata.name for j in client.BatchV1Api(_api()).list_namespaced_job("montage").items]
+
+
+async def _start_k8s_run(cluster: FakeCluster, volume: Path, out: Path) -> tuple[Any, str]:
+    """A real coordinator (``montage run --backend k8s``), one pod at a time, once its first analysis
+    pod runs; its standard error goes to ``out`` + ``.log``."""
+    import subprocess
+    import sys
+    import time
+
+    with open(f"{out}.log", "wb") as log:
+        coordinator = subprocess.Popen(
+            [sys.executable, "-m", "montage_core", "run", str(volume / "clips"), "--music",
+             str(volume / "music.wav"), "-o", str(out), "--backend", "k8s", *RUN], stderr=log,
+            env={**os.environ, "MONTAGE_K8S_PARALLELISM": "1"})
+    deadline = time.monotonic() + 120
+    while not any(info["shard"].startswith("analysis-") for _, info in list(cluster.processes.values())):
+        if coordinator.poll() is not None or time.monotonic() > deadline:
+            coordinator.kill()
+            pytest.fail(f"no analysis pod started: {Path(f'{out}.log').read_text()}")
+        await asyncio.sleep(0.05)
+    return coordinator, _last_job_id()
+
+
+async def test_cancel_stops_a_running_coordinator_and_its_jobs(kube: Any, volume: Path, tmp_path: Path) -> None:
+    with FakeCluster(_api(), "montage", volume.parent / "pod-logs") as cluster:
+        serve_pod_logs(kube, cluster)
+        coordinator, job_id = await _start_k8s_run(cluster, volume, tmp_path / "out.mp4")
+        cancel = await asyncio.to_thread(run_cli, "cancel", job_id)
+        code = await asyncio.to_thread(coordinator.wait, 60)
+        stderr = Path(f"{tmp_path / 'out.mp4'}.log").read_text()
+        assert cancel.returncode == 0, cancel.stderr
+        assert cancel.stdout.splitlines() == [f"stopped its coordinator (process {coordinator.pid})",
+                                              f"job {job_id} cancelled"]
+        assert code == 143, stderr  # stopped as by Ctrl-C (SIGTERM): its own clean-up deleted its Job
+        assert f"warning: job {job_id} cancelled" in stderr.splitlines()
+        await asyncio.sleep(0.5)  # the fake controller's next round collects the pods of deleted Jobs
+        assert await asyncio.to_thread(_live_jobs) == []
+        assert not [p for p, _ in cluster.processes.values() if p.poll() is None]  # its pods are gone
+    job = JobStore().job(job_id)
+    assert job["state"] == "cancelled" and not (tmp_path / "out.mp4").exists()  # not "interrupted": cancelled
+    listed = await asyncio.to_thread(run_cli, "jobs")
+    assert f"{job_id}  cancelled" in listed.stdout
+    again = await asyncio.to_thread(run_cli, "cancel", job_id)
+    assert (again.returncode, again.stdout) == (0, f"job {job_id} is already cancelled\n")
+
+
+async def test_cancel_deletes_the_jobs_a_dead_coordinator_left_and_cleanup_takes_its_folder(
+        kube: Any, volume: Path, tmp_path: Path) -> None:
+    import signal
+
+    with FakeCluster(_api(), "montage", volume.parent / "pod-logs") as cluster:
+        serve_pod_logs(kube, cluster)
+        coordinator, job_id = await _start_k8s_run(cluster, volume, tmp_path / "out.mp4")
+        coordinator.send_signal(signal.SIGKILL)  # no clean-up: its Job runs on in the cluster
+        await asyncio.to_thread(coordinator.wait)
+        (left,) = await asyncio.to_thread(_live_jobs)
+        folder = volume / "jobs" / job_id
+        assert (folder / left / "shards.json").is_file()  # one folder per job on the volume
+        cancel = await asyncio.to_thread(run_cli, "cancel", job_id)
+        assert cancel.returncode == 0, cancel.stderr
+        assert cancel.stdout.splitlines() == [f"deleted Job {left} and its pods", f"job {job_id} cancelled"]
+        await asyncio.sleep(0.5)
+        assert await asyncio.to_thread(_live_jobs) == []
+        assert not [p for p, _ in cluster.processes.values() if p.poll() is None]  # its pods are gone
+    assert JobStore().job(job_id)["state"] == "cancelled"
+
+    # the folder it left on the volume: kept while younger than --older-than, listed by --dry-run, then removed
+    listed = await asyncio.to_thread(run_cli, "k8s", "cleanup", "--dry-run", "--older-than", "0")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0].startswith(f"would remove {folder} (cancelled, 0 h ago, ")
+    assert folder.is_dir()
+    young = await asyncio.to_thread(run_cli, "k8s", "cleanup")
+    assert young.stdout.splitlines() == [f"removed 0 folder(s), 0 bytes; kept 0 of running or interrupted jobs, 1 "
+                                         f"finished less than 24 h ago, 0 of jobs not in {JobStore().path}"]
+    assert folder.is_dir()
+    unknown = volume / "jobs" / "20300101-000000"  # montage analyze's: no job in the store, kept
+    unknown.mkdir()
+    done = await asyncio.to_thread(run_cli, "k8s", "cleanup", "--older-than", "0")
+    assert done.stdout.splitlines()[0].startswith(f"removed {folder} (cancelled, ")
+    assert done.stdout.splitlines()[-1].endswith("kept 0 of running or interrupted jobs, 0 finished less than 0 h "
+                                                 f"ago, 1 of jobs not in {JobStore().path}")
+    assert not folder.exists() and unknown.is_dir()

@@ -203,7 +203,7 @@ def test_kustomize_base_renders_into_client_models() -> None:
         assert model.metadata.name and (obj["kind"] == "Namespace" or model.metadata.namespace == "montage")
     role = next(o for o in objects if o["kind"] == "Role")
     granted = {(r["apiGroups"][0], res) for r in role["rules"] for res in r["resources"]}
-    assert granted == {("batch", "jobs"), ("", "pods"), ("", "pods/log")}  # least privilege
+    assert granted == {("batch", "jobs"), ("", "pods"), ("", "pods/log"), ("", "events")}  # least privilege
     # ... and exactly the verbs the backend uses, which pre-flight asks the API server about
     from montage_backend_k8s.preflight import NEEDED
 
@@ -315,3 +315,78 @@ def test_gpu_pods_tolerate_their_devices_taint_and_get_the_video_driver() -> Non
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,video,utility"
+
+
+def _placed(settings: dict, placement, stage: str = "render") -> dict:  # type: ignore[no-untyped-def]
+    from montage_backend_k8s.manifests import stage_job
+
+    return manifest_dict(stage_job(settings, name="montage-abc-render-1", stage=stage, shards=2,
+                                   shard_file="/data/jobs/abc/montage-abc-render-1/shards.json", placement=placement,
+                                   memory="2Gi", job_id="abc"))["spec"]["template"]["spec"]
+
+
+def test_tolerations_and_node_selector_place_every_worker_and_probe_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    from montage_backend_k8s.manifests import probe_job
+    from montage_backend_k8s.placement import Placement
+
+    plain = {n: s.value for n, s in resolve().items()}
+    assert "tolerations" not in _placed(plain, Placement([]), "analysis")
+    assert "nodeSelector" not in _placed(plain, Placement([]), "analysis")
+    monkeypatch.setenv("MONTAGE_K8S_TOLERATIONS", "dedicated=video:NoSchedule, spot:NoExecute")
+    monkeypatch.setenv("MONTAGE_K8S_NODE_SELECTOR", "kubernetes.io/arch=amd64,pool=video")
+    settings = {n: s.value for n, s in resolve().items()}
+    wanted = [{"key": "dedicated", "operator": "Equal", "value": "video", "effect": "NoSchedule"},
+              {"key": "spot", "operator": "Exists", "effect": "NoExecute"}]
+    selector = {"kubernetes.io/arch": "amd64", "pool": "video"}
+    cpu = _placed(settings, Placement([]), "analysis")
+    assert (cpu["tolerations"], cpu["nodeSelector"]) == (wanted, selector)
+    # a GPU pod keeps its device's toleration and affinity, and is placed like the others too
+    accel = pytest.importorskip("montage_hwaccel_nvenc").NvencAccelerator()
+    gpu = _placed(settings, Placement([], "nvidia", accel, required=True))
+    assert gpu["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}, *wanted]
+    assert gpu["nodeSelector"] == selector and gpu["affinity"]["nodeAffinity"]
+    # the storage probe checks the volume from where the workers will run
+    probe = manifest_dict(probe_job(settings, "montage-preflight-1"))["spec"]["template"]["spec"]
+    assert (probe["tolerations"], probe["nodeSelector"]) == (wanted, selector)
+    # the API's own form, for what the short one cannot say; a config file may give it as a list
+    monkeypatch.setenv("MONTAGE_K8S_TOLERATIONS", '[{"key": "spot", "operator": "Exists", "effect": "NoExecute", '
+                                                  '"tolerationSeconds": 300}, {"operator": "Exists"}]')
+    settings = {n: s.value for n, s in resolve().items()}
+    assert _placed(settings, Placement([]))["tolerations"] == [
+        {"key": "spot", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}, {"operator": "Exists"}]
+
+
+def test_placement_settings_from_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "k8s.json").write_text(json.dumps({"tolerations": [{"key": "pool", "operator": "Equal", "value": "gpu",
+                                                                    "effect": "NoSchedule"}],
+                                                   "node_selector": {"pool": "gpu"}}))
+    s = resolve()
+    assert s["tolerations"].source.startswith("config file (")
+    from montage_backend_k8s.config import node_selector, tolerations
+
+    assert tolerations(s["tolerations"].value) == [{"key": "pool", "operator": "Equal", "value": "gpu",
+                                                    "effect": "NoSchedule"}]
+    assert node_selector(s["node_selector"].value) == {"pool": "gpu"}
+
+
+@pytest.mark.parametrize("variable,value,problem", [
+    ("MONTAGE_K8S_TOLERATIONS", "dedicated=video:NoSchedul",
+     "effect 'NoSchedul' is not one of NoSchedule, PreferNoSchedule, NoExecute"),
+    ("MONTAGE_K8S_TOLERATIONS", "dedicated video", "'dedicated video' is not a taint key"),
+    ("MONTAGE_K8S_TOLERATIONS", "spot=:NoExecute,=x", "'' is not a taint key"),
+    ("MONTAGE_K8S_TOLERATIONS", '[{"key": "spot", "operator": "Exists", "value": "yes"}]',
+     "spot: operator Exists takes no value"),
+    ("MONTAGE_K8S_TOLERATIONS", '[{"key": "spot", "tolerationSeconds": 30}]',
+     "tolerationSeconds is a whole number of seconds, for effect NoExecute only"),
+    ("MONTAGE_K8S_TOLERATIONS", "[{", "not valid JSON"),
+    ("MONTAGE_K8S_NODE_SELECTOR", "pool", "'pool' has no =value"),
+    ("MONTAGE_K8S_NODE_SELECTOR", "pool=video team", "'video team' is not a label value"),
+    ("MONTAGE_K8S_NODE_SELECTOR", "-pool=video", "'-pool' is not a label key"),
+])
+def test_placement_settings_are_checked_in_one_line_naming_the_variable(variable: str, value: str,
+                                                                          problem: str) -> None:
+    proc = run_cli("config", "--show", env={variable: value})
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"error: {variable} {value!r}: {problem}"), line
+    assert "write " in line  # and the form it takes

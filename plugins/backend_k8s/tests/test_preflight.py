@@ -92,6 +92,35 @@ async def test_the_storage_probe_waits_out_a_passing_pull_error(kube: Any, setti
     assert "cannot run: cannot pull image " in proc.stderr and ": ErrImagePull (failed to pull" in proc.stderr
 
 
+async def test_a_cluster_older_than_1_29_is_refused_naming_its_version(
+        kube: Any, server_version: dict[str, str], settings: Path, tmp_path: Path) -> None:
+    server_version.update(major="1", minor="28+", gitVersion="v1.28.9-eks-036c24b")  # EKS writes minor "28+"
+    proc, _ = await _preflight(kube, tmp_path)
+    assert proc.returncode == 1
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error: ")] == [
+        "error: the cluster runs Kubernetes v1.28.9-eks-036c24b; montage needs 1.29 or newer (Indexed Jobs with "
+        "backoffLimitPerIndex and the FailIndex pod failure policy): upgrade the cluster"], proc.stderr
+    assert _jobs(kube) == []  # no probe Job on a cluster that would drop its fields
+    server_version.update(minor="29+", gitVersion="v1.29.3-eks-adc7111")
+    proc, _ = await _preflight(kube, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "info: Kubernetes v1.29.3-eks-adc7111 (1.29 or newer: per-shard retries)" in proc.stderr.splitlines()
+
+
+async def test_local_mount_missing_on_this_machine_names_its_own_setting(kube: Any, settings: Path,
+                                                                         tmp_path: Path) -> None:
+    """A laptop whose view of the volume (local_mount) is not mounted: the line is about this machine
+    and MONTAGE_LOCAL_MOUNT, not the pods' mount path."""
+    missing = tmp_path / "nfs not mounted here"
+    proc, _ = await _preflight(kube, tmp_path, env={"MONTAGE_LOCAL_MOUNT": str(missing)})
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: shared volume (local_mount): {missing} does not exist on this machine: mount the "
+                      "shared volume there (the PVC the pods mount) or set MONTAGE_LOCAL_MOUNT to where this machine "
+                      "mounts it"], proc.stderr
+    assert "in the pod" not in proc.stderr and "MONTAGE_MOUNT_PATH" not in proc.stderr
+
+
 async def test_mount_path_missing_in_the_pod(kube: Any, settings: Path, tmp_path: Path) -> None:
     missing = tmp_path / "not mounted"
     proc, _ = await _preflight(kube, tmp_path, env={"MONTAGE_MOUNT_PATH": str(missing),
@@ -120,7 +149,7 @@ async def test_rbac_namespace_account_and_claim(kube: Any, denied: set[tuple[str
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
         "error: not allowed to delete jobs.batch, get pods/log in namespace montage: kubectl apply -k deploy/base "
-        "(Role montage: jobs, pods, pods/log) and bind it to this user (deploy/user/rolebinding.yaml)",
+        "(Role montage: jobs, pods, pods/log, events) and bind it to this user (deploy/user/rolebinding.yaml)",
         "error: service account renderer does not exist in namespace montage: kubectl apply -k deploy/base, "
         "or set MONTAGE_SERVICE_ACCOUNT",
         "error: PVC montage-data is ReadWriteOnce: pods on different nodes cannot share it; use a ReadWriteMany "

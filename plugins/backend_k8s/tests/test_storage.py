@@ -57,6 +57,14 @@ def test_missing_path(tmp_path: Path) -> None:
     assert r.problem == (f"{tmp_path / 'data'} does not exist in the pod: mount the PVC there "
                          "(volumeMounts mountPath) or set MONTAGE_MOUNT_PATH")
     assert r.describe() == r.problem
+    # the coordinator's own view of the volume: this machine, and the setting for it
+    here = probe_storage(tmp_path / "data", where="here")
+    assert here.problem == (f"{tmp_path / 'data'} does not exist on this machine: mount the shared volume there (the "
+                            "PVC the pods mount) or set MONTAGE_LOCAL_MOUNT to where this machine mounts it")
+    (tmp_path / "file").write_text("x")
+    assert probe_storage(tmp_path / "file", where="here").problem == (
+        f"{tmp_path / 'file'} is not a directory on this machine: point MONTAGE_LOCAL_MOUNT at the directory this "
+        "machine mounts the shared volume on")
 
 
 def test_not_a_directory(tmp_path: Path) -> None:
