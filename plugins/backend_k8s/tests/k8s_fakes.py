@@ -530,9 +530,12 @@ def kube(kmock: Any, denied: set[tuple[str, str]], server_version: dict[str, str
         return {**request.data, "status": {"allowed": allowed, "reason": "" if allowed else "RBAC: not bound"}}
 
     kmock["post /apis/authorization.k8s.io/v1/selfsubjectaccessreviews"] << access_review
-    kmock["get /version"] << (lambda request: {"gitCommit": "0" * 40, "gitTreeState": "clean", "goVersion": "go1.22",
-                                               "compiler": "gc", "buildDate": "2024-10-22T20:28:14Z",
-                                               **server_version})
+    def version(request: Any) -> dict[str, str]:
+        return {"gitCommit": "0" * 40, "gitTreeState": "clean", "goVersion": "go1.22", "compiler": "gc",
+                "buildDate": "2024-10-22T20:28:14Z", **server_version}
+
+    # the official client asks for /version/, with the slash
+    kmock["get", re.compile(r"/version/?")] << version
     return kmock
 
 

@@ -96,7 +96,7 @@ async def test_a_cluster_older_than_1_29_is_refused_naming_its_version(
         kube: Any, server_version: dict[str, str], settings: Path, tmp_path: Path) -> None:
     server_version.update(major="1", minor="28+", gitVersion="v1.28.9-eks-036c24b")  # EKS writes minor "28+"
     proc, _ = await _preflight(kube, tmp_path)
-    assert proc.returncode == 1
+    assert proc.returncode == 1, proc.stderr
     assert [line for line in proc.stderr.splitlines() if line.startswith("error: ")] == [
         "error: the cluster runs Kubernetes v1.28.9-eks-036c24b; montage needs 1.29 or newer (Indexed Jobs with "
         "backoffLimitPerIndex and the FailIndex pod failure policy): upgrade the cluster"], proc.stderr
