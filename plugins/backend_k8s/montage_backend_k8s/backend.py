@@ -44,6 +44,8 @@ POLL_SECONDS = 0.5
 PENDING_TIMEOUT = 600.0
 #: an image pull error has to last this long before the run is given up (a registry's 429 passes)
 PULL_GRACE = 120.0
+#: a Job the Job controller has not started (no status.startTime) after this long: the controller is not running
+CONTROLLER_GRACE = 60.0
 #: pull failures no wait can cure
 PERMANENT_PULL_FAILURES = ("InvalidImageName", "ErrImageNeverPull")
 
@@ -485,13 +487,22 @@ class KubernetesBackend(Backend):
                     f"Job {run.name} stayed suspended for {timeout:g} s ({describe_condition(suspended)}): a queueing "
                     f"controller (Kueue) holds it, or it was suspended by hand; see `kubectl describe job {run.name} "
                     f"-n {namespace}`"))
-            elif now - first > timeout:
+            elif not suspended and job.status is not None and job.status.start_time is not None:
+                # counted from when the Job controller started the Job (status.startTime), not from when
+                # this coordinator first looked: a busy controller takes a while to get to a new Job
+                started = pending_since.setdefault(f"started:{key}", now)
+                if now - started > timeout:
+                    return Verdict("no-pods", (
+                        f"no pod of Job {run.name} was created in {timeout:g} s: a ResourceQuota, Pod Security "
+                        f"admission or a missing service account stops the Job controller; see `kubectl describe "
+                        f"job {run.name} -n {namespace}`"))
+            elif not suspended and now - first > max(timeout, CONTROLLER_GRACE):
                 return Verdict("no-pods", (
-                    f"no pod of Job {run.name} was created in {timeout:g} s: a ResourceQuota, Pod Security "
-                    f"admission or a missing service account stops the Job controller; see `kubectl describe "
-                    f"job {run.name} -n {namespace}`"))
+                    f"the Job controller has not started Job {run.name} in {max(timeout, CONTROLLER_GRACE):g} s: "
+                    f"is kube-controller-manager running? see `kubectl describe job {run.name} -n {namespace}`"))
         else:
             pending_since.pop(key, None)
+            pending_since.pop(f"started:{key}", None)
         for pod in pods:
             name = pod.metadata.name
             kind, text = failure_kind(pod)

@@ -152,6 +152,7 @@ class _Index:
 class _JobState:
     indexes: dict[int, _Index] = field(default_factory=dict)
     done: bool = False
+    started: bool = False  # status.startTime is set
 
 
 def _mebibytes(quantity: str) -> float:
@@ -249,6 +250,12 @@ class FakeCluster:
                     time.monotonic() >= ready - self._pull_fault(job, index).seconds / 2:
                 self.backing_off.add(pod)
                 self._pull_failed(job, pod, core, "ImagePullBackOff")  # the kubelet backs off between tries
+        held = self._fault("condition", job, "")
+        if not state.started and not (held and held.condition[0] == "Suspended"):
+            # the controller's first look at a Job that is not suspended, whether or not its pods can be created
+            state.started = True
+            now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+            batch.patch_namespaced_job_status(name, self.namespace, {"status": {"startTime": now}})
         refused = self._fault("no-pods", job, "")
         if refused:  # pod creation refused (a ResourceQuota, Pod Security admission)
             if refused.message:
@@ -256,7 +263,6 @@ class FakeCluster:
                 self._event(core, "Job", name, "FailedCreate", f'Error creating: pods "{name}-{index}-" is forbidden: '
                                                                f"{refused.message}")
             return
-        held = self._fault("condition", job, "")
         if held:  # the Job as a whole: suspended by a queueing controller, or failed by a deadline
             kind, reason, message = held.condition
             batch.patch_namespaced_job_status(name, self.namespace, {"status": {"conditions": [
