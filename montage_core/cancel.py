@@ -22,17 +22,12 @@ import time
 from typing import Any
 
 from .errors import MontageError, UsageError
+from .job import unknown_job
 from .jobstore import JobStore
 from .plugins import MontageManager, get_manager
 from .procs import is_running
 
 log = logging.getLogger("montage")
-
-
-def unknown_job(store: JobStore, job_id: str) -> UsageError:
-    """One line naming the store and the latest job ids, to pick the right one."""
-    known = ", ".join(j["id"] for j in store.jobs(5)) or "none"
-    return UsageError(f"no job {job_id!r} in {store.path} (latest: {known})")
 
 
 def cancel_job(store: JobStore, job_id: str, *, manager: MontageManager | None = None,

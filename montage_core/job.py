@@ -109,12 +109,17 @@ def extra_outputs(options: JobOptions) -> list[tuple[str, int, int]]:
     return [(path, w, h) for (w, h), path in extras.items()]
 
 
+def unknown_job(store: JobStore, job_id: str) -> UsageError:
+    """One line naming the store and the latest job ids, to pick the right one."""
+    known = ", ".join(j["id"] for j in store.jobs(5)) or "none"
+    return UsageError(f"no job {job_id!r} in {store.path} (latest: {known})")
+
+
 def resume_options(store: JobStore, job_id: str) -> JobOptions:
     """The options a stored job was started with."""
     job = store.job(job_id)
     if job is None:
-        known = ", ".join(j["id"] for j in store.jobs(5)) or "none"
-        raise UsageError(f"no job {job_id!r} in {store.path} (latest: {known})")
+        raise unknown_job(store, job_id)
     if job["state"] == "done":
         raise UsageError(f"job {job_id} is already done: {json.loads(job['result'] or '{}').get('video', '')}")
     return JobOptions(**json.loads(job["params"]))

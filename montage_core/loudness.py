@@ -77,19 +77,14 @@ def measure(music: str | Path, fades: Fades, target: float) -> dict[str, float]:
     return {key: float(raw[key]) for key in ("input_i", "input_tp", "input_lra", "input_thresh", "target_offset")}
 
 
-def music_filter(music: str | Path, fades: Fades, target: float | None, *, gain: float = 0.0,
-                 ceiling: float = TRUE_PEAK, measured: dict[str, float] | None = None) -> str:
-    """The ``-af`` chain for the montage's music: fades, then (with a ``target``) two-pass loudness
-    normalisation, resampled back to 48 kHz (loudnorm works at 192 kHz). ``gain`` (dB) is added
-    before the true-peak limiter at ``ceiling`` dBTP: a correction that raises the loudness while
-    the limiter still holds the peaks. ``measured`` is :func:`measure`'s result when already known."""
+def music_filter(fades: Fades, target: float | None, measured: dict[str, float] | None, *, gain: float = 0.0,
+                 ceiling: float = TRUE_PEAK) -> str:
+    """The ``-af`` chain for the montage's music: fades, then (with a ``target`` and the music's
+    :func:`measure` result) two-pass loudness normalisation, resampled back to 48 kHz (loudnorm
+    works at 192 kHz). ``gain`` (dB) is added before the true-peak limiter at ``ceiling`` dBTP: a
+    correction that raises the loudness while the limiter still holds the peaks."""
     chain = fades.filters()
-    if target is None:
-        return ",".join(chain)
-    if measured is None:
-        measured = measure(music, fades, target)
-        log_measured(music, measured, target)
-    if not math.isfinite(measured["input_i"]) or measured["input_i"] < SILENCE_LUFS:
+    if target is None or measured is None or is_silent(measured):
         return ",".join(chain)
     chain.append(
         f"loudnorm=I={target:g}:TP={TRUE_PEAK:g}:LRA={LOUDNESS_RANGE:g}:measured_I={measured['input_i']:.2f}"
@@ -104,12 +99,9 @@ def music_filter(music: str | Path, fades: Fades, target: float | None, *, gain:
     return ",".join(chain)
 
 
-def log_measured(music: str | Path, measured: dict[str, float], target: float) -> None:
-    if not math.isfinite(measured["input_i"]) or measured["input_i"] < SILENCE_LUFS:
-        log.info("%s: silent (%.1f LUFS); left as it is", music, measured["input_i"])
-    else:
-        log.info("music loudness %.1f LUFS, true peak %.1f dBTP → %g LUFS", measured["input_i"],
-                 measured["input_tp"], target)
+def is_silent(measured: dict[str, float]) -> bool:
+    """Whether :func:`measure` found silence: nothing to normalise."""
+    return not math.isfinite(measured["input_i"]) or measured["input_i"] < SILENCE_LUFS
 
 
 @dataclass(frozen=True)
@@ -149,10 +141,14 @@ def master_music(music: str | Path, fades: Fades, target: float | None, out: Pat
 
     measured_music = None if target is None else measure(music, fades, target)
     if target is not None and measured_music is not None:
-        log_measured(music, measured_music, target)
+        if is_silent(measured_music):
+            log.info("%s: silent (%.1f LUFS); left as it is", music, measured_music["input_i"])
+        else:
+            log.info("music loudness %.1f LUFS, true peak %.1f dBTP → %g LUFS", measured_music["input_i"],
+                     measured_music["input_tp"], target)
     gain, ceiling, tries = 0.0, TRUE_PEAK, []
     for attempt in range(4):
-        chain = music_filter(music, fades, target, gain=gain, ceiling=ceiling, measured=measured_music)
+        chain = music_filter(fades, target, measured_music, gain=gain, ceiling=ceiling)
         encoded = out.with_name(f"{out.stem}.{attempt}{out.suffix}")
         run_ffmpeg(["-t", f"{fades.duration:.6f}", "-i", str(music), "-map", "0:a:0",
                     "-af", chain, "-c:a", "aac", "-b:a", bitrate, "-f", "mp4", str(encoded)],
