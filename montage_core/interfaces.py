@@ -262,6 +262,10 @@ class Backend:
     remote_nodes: bool = False
     #: ``--dry-run`` shows what this backend would submit (:meth:`dry_run`) instead of running
     supports_dry_run: ClassVar[bool] = False
+    #: render shards may each carry several consecutive segments (one ffmpeg process and one
+    #: encoder for them, ``RenderBatchSpec``); False: one segment per shard, for a backend whose
+    #: placement or retries are organised per segment
+    render_batches: ClassVar[bool] = True
 
     def availability(self) -> str | None:
         """``None`` when usable, else the reason it is not."""

@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import glob
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -123,8 +124,8 @@ def owner_tag() -> str:
 
 
 def remove_orphaned_temps(folder: Path, prefix: str) -> None:
-    """Delete ``prefix`` + ``HOST-PID.…`` temporary files in ``folder`` that a process of this
-    host left when it was killed (one still running keeps its file)."""
+    """Delete ``prefix`` + ``HOST-PID.…`` temporary files (or folders) in ``folder`` that a process
+    of this host left when it was killed (one still running keeps its file)."""
     import socket
 
     host = socket.gethostname()
@@ -132,7 +133,10 @@ def remove_orphaned_temps(folder: Path, prefix: str) -> None:
         owner = entry.name[len(prefix) + len(host) + 1 :].split(".", 1)[0]
         if owner.isdigit() and not is_running(int(owner), ""):
             with contextlib.suppress(OSError):
-                entry.unlink()
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
 
 
 class Terminated(KeyboardInterrupt):

@@ -23,6 +23,7 @@ SPEC_VERSION = 1
 STAGE_FUNCTIONS = {
     "analysis": "montage_core.stages.analyze:analyze_shard",
     "render": "montage_core.stages.render:render_segment",
+    "render-batch": "montage_core.stages.render:render_batch",
     "index": "montage_core.search:embed_shard",
     "search": "montage_core.search:search_shard",
     "score": "montage_core.builtin.planner_broll:score_lines",
@@ -152,6 +153,25 @@ class RenderSpec(ShardSpec):
 
 
 @dataclass(kw_only=True)
+class RenderBatchSpec(ShardSpec):
+    """Render consecutive segments in one go: one ffmpeg process and one encoder for all of them,
+    its output split at their boundaries into one file per segment, each checked and cached as a
+    lone segment is (and rendered alone when that fails)."""
+
+    kind: ClassVar[str] = "render-batch"
+    segments: list[RenderSpec]
+
+    @classmethod
+    def _decode(cls, values: dict[str, Any]) -> dict[str, Any]:
+        segments = [RenderSpec(**RenderSpec._decode({**s, "placement": Placement(**s.get("placement", {}))}))
+                    for s in values["segments"]]
+        return {**values, "segments": segments}
+
+    def sources(self) -> list[str]:
+        return sorted({source for segment in self.segments for source in segment.sources()})
+
+
+@dataclass(kw_only=True)
 class IndexSpec(ShardSpec):
     """Embed the shots of some analysed clips into one search-index shard folder."""
 
@@ -181,5 +201,5 @@ class ScoreSpec(ShardSpec):
     lines: list[str]
 
 
-_KINDS: dict[str, type[ShardSpec]] = {cls.kind: cls for cls in (AnalysisSpec, RenderSpec, IndexSpec, SearchSpec,
-                                                                   ScoreSpec)}
+_KINDS: dict[str, type[ShardSpec]] = {cls.kind: cls for cls in (AnalysisSpec, RenderSpec, RenderBatchSpec,
+                                                                   IndexSpec, SearchSpec, ScoreSpec)}

@@ -28,7 +28,7 @@ from typing import Any
 from .errors import InputError, MontageError, ShardError, UsageError
 from .interfaces import ProgressEvent, ShardTask
 from .models import write_atomic
-from .specs import AnalysisSpec, RenderSpec, ShardSpec
+from .specs import AnalysisSpec, RenderBatchSpec, RenderSpec, ShardSpec
 
 log = logging.getLogger("montage.worker")
 
@@ -128,6 +128,10 @@ def for_this_node(spec: ShardSpec) -> ShardSpec:
     accelerators = list(get_manager().accelerators)
     if isinstance(spec, RenderSpec):
         return replace(spec, encoders=node_encoders(accelerators, spec.accel, spec.quality))
+    if isinstance(spec, RenderBatchSpec) and spec.segments:
+        first = spec.segments[0]  # one job's segments share their accelerator choice and quality
+        encoders = node_encoders(accelerators, first.accel, first.quality)
+        return replace(spec, segments=[replace(s, encoders=encoders) for s in spec.segments])
     if isinstance(spec, AnalysisSpec):
         return replace(spec, input_args=node_decoder(accelerators))
     return spec

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import stat
 import subprocess
@@ -20,7 +21,7 @@ from ..ffmpeg import ffmpeg_binary, run_ffmpeg
 from ..hwaccel import diagnose
 from ..interfaces import Accelerator, AcceleratorProbe, ProgressEvent, ShardTask
 from ..models import RenderResult, SegmentResult, Timeline, publish
-from ..specs import Placement, RenderSpec, SegmentSource
+from ..specs import Placement, RenderBatchSpec, RenderSpec, SegmentSource
 from ..loudness import DEFAULT_LOUDNESS, Fades, master_music
 from .export import export_paths
 
@@ -101,6 +102,31 @@ def ending_fade(timeline: Timeline) -> float:
     return max(0, frames) / timeline.fps
 
 
+#: a render shard holds consecutive segments of at most about this much picture, so a long
+#: montage is spread over every worker, shows progress and loses little when interrupted
+BATCH_SECONDS = 30.0
+#: and at most this many cuts: ffmpeg opens (and probes) each one's source when it starts
+BATCH_CUTS = 16
+
+
+def batch_segments(specs: list[RenderSpec], workers: int) -> list[list[RenderSpec]]:
+    """``specs`` in consecutive groups of about equal length: at least one per worker (while
+    there are cuts), none over :data:`BATCH_SECONDS` or :data:`BATCH_CUTS`."""
+    if not specs:
+        return []
+    frames = sum(s.frames for s in specs)
+    count = max(min(workers, len(specs)), math.ceil(frames / specs[0].fps / BATCH_SECONDS),
+                math.ceil(len(specs) / BATCH_CUTS))
+    groups: list[list[RenderSpec]] = [[]]
+    filled = 0
+    for spec in specs:
+        if groups[-1] and (filled >= frames * len(groups) / count or len(groups[-1]) >= BATCH_CUTS):
+            groups.append([])
+        groups[-1].append(spec)
+        filled += spec.frames
+    return groups
+
+
 def _segment_key(spec: RenderSpec) -> str:
     """Cache key: what the picture depends on plus each source's size and mtime, so a changed
     source re-renders (not the index, nor where the shard runs)."""
@@ -120,28 +146,68 @@ def _segment_key(spec: RenderSpec) -> str:
 DECODE_MARGIN_FRAMES = 3
 
 
-def _segment_command(spec: RenderSpec, encoder: dict[str, Any], out: str) -> list[str]:
+def _segment_graph(spec: RenderSpec, encoder: dict[str, Any], first_input: int, label: str) -> tuple[list[str], str]:
+    """The inputs one segment reads (numbered from ``first_input``) and its filter chain, ending in
+    ``[label]``: normalised, dissolving into its blend, graded, faded out. Frames past its end are
+    for the caller to drop."""
     fps, frames = spec.fps, spec.frames
     main, blend = spec.main, spec.blend
     seconds = frames / fps
     margin = DECODE_MARGIN_FRAMES / fps
     norm = normalise_filter(spec.width, spec.height, fps, seconds + margin, main.crop)
-    args = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-    args += [*encoder["input_args"], "-ss", f"{main.start:.6f}", "-t", f"{seconds + margin:.6f}", "-i", main.source]
-    graph = f"[0:v]{norm}[a]"
-    last = "[a]"
+    args = [*encoder["input_args"], "-ss", f"{main.start:.6f}", "-t", f"{seconds + margin:.6f}", "-i", main.source]
+    graph = f"[{first_input}:v]{norm}[{label}a]"
+    last = f"[{label}a]"
     if blend:
         blend_seconds = blend.frames / fps
-        args += ["-ss", f"{blend.start:.6f}", "-t", f"{blend_seconds + margin:.6f}", "-i", blend.source]
-        graph += (f";[1:v]{normalise_filter(spec.width, spec.height, fps, blend_seconds + margin, blend.crop)}[b]"
-                  f";[a][b]xfade=transition=fade:duration={blend_seconds:.6f}"
-                  f":offset={(frames - blend.frames) / fps:.6f}[x]")
-        last = "[x]"
+        args += [*encoder["input_args"], "-ss", f"{blend.start:.6f}", "-t", f"{blend_seconds + margin:.6f}",
+                 "-i", blend.source]
+        graph += (f";[{first_input + 1}:v]"
+                  f"{normalise_filter(spec.width, spec.height, fps, blend_seconds + margin, blend.crop)}[{label}b]"
+                  f";{last}[{label}b]xfade=transition=fade:duration={blend_seconds:.6f}"
+                  f":offset={(frames - blend.frames) / fps:.6f}[{label}x]")
+        last = f"[{label}x]"
     fade = f"fade=t=out:s={frames - spec.fade_out}:n={spec.fade_out}" if spec.fade_out else ""
-    post = ",".join(f for f in (spec.grade, fade, "format=yuv420p", encoder["filter_suffix"]) if f)
-    graph += f";{last}{post}[v]"
-    return [*args, "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames), "-r", f"{fps:g}",
-            *encoder["output_args"], "-an", "-video_track_timescale", "90000", "-f", "mp4", out]
+    post = ",".join(f for f in (spec.grade, fade) if f) or "null"
+    return args, f"{graph};{last}{post}[{label}]"
+
+
+def _encode_tail(encoder: dict[str, Any]) -> str:
+    return ",".join(f for f in ("format=yuv420p", encoder["filter_suffix"]) if f)
+
+
+def _segment_command(spec: RenderSpec, encoder: dict[str, Any], out: str) -> list[str]:
+    inputs, graph = _segment_graph(spec, encoder, 0, "s")
+    return [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *inputs,
+            "-filter_complex", f"{graph};[s]{_encode_tail(encoder)}[v]", "-map", "[v]", "-frames:v", str(spec.frames),
+            "-r", f"{spec.fps:g}", *encoder["output_args"], "-an", "-video_track_timescale", "90000", "-f", "mp4", out]
+
+
+def _batch_command(specs: list[RenderSpec], encoder: dict[str, Any], folder: Path) -> list[str]:
+    """One ffmpeg process for ``specs``: their chains joined by ``concat`` into one encode, a
+    keyframe forced at each boundary and the output split there (``segment`` muxer), so
+    ``folder``/00000.mp4, 00001.mp4 … each hold one segment, starting at timestamp 0 as a lone
+    segment's file does."""
+    args = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-progress", "pipe:1",
+            "-y"]
+    chains, labels, boundaries, inputs, total = [], [], [], 0, 0
+    for k, spec in enumerate(specs):
+        spec_inputs, graph = _segment_graph(spec, encoder, inputs, f"s{k}")
+        args += spec_inputs
+        inputs += 2 if spec.blend else 1
+        chains.append(f"{graph};[s{k}]trim=end_frame={spec.frames},setpts=PTS-STARTPTS[t{k}]")
+        labels.append(f"[t{k}]")
+        total += spec.frames
+        boundaries.append(total)
+    splits = boundaries[:-1]
+    graph = ";".join(chains) + f";{''.join(labels)}concat=n={len(specs)}:v=1:a=0,{_encode_tail(encoder)}[v]"
+    return [*args, "-filter_complex", graph, "-map", "[v]", "-frames:v", str(total), "-r", f"{specs[0].fps:g}",
+            *encoder["output_args"], "-an", "-force_key_frames", "expr:" + "+".join(f"eq(n,{b})" for b in splits),
+            # negative decoding times kept as a lone segment's file has them (an edit list), so
+            # every segment joins the same way
+            "-avoid_negative_ts", "disabled", "-f", "segment", "-segment_format", "mp4",
+            "-segment_frames", ",".join(map(str, splits)), "-reset_timestamps", "1",
+            "-segment_format_options", "video_track_timescale=90000", str(folder / "%05d.mp4")]
 
 
 def _sidecar(segment: Path) -> Path:
@@ -193,29 +259,41 @@ def _record_segment(segment: Path, frames: int) -> None:
                                                 "blake2b": content_digest(segment, 16)}))
 
 
-def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dict[str, Any]:
-    """Shard function: render one segment, falling back along the encoder chain; reuse a finished one.
-
-    A segment enters the cache only once it decodes to exactly the planned frames, and is reused
-    only while it still matches the record written then; anything else is rendered again.
-    """
-    from ..procs import child_options, owner_tag, remove_orphaned_temps
-
-    spec: RenderSpec = task.payload
+def _segment_path(spec: RenderSpec) -> Path:
     key = _segment_key(spec)
-    out = cache_dir() / "segments" / key[:2] / f"{key}.mp4"
+    return cache_dir() / "segments" / key[:2] / f"{key}.mp4"
+
+
+def _reusable(spec: RenderSpec, out: Path) -> bool:
+    """Whether the cached segment at ``out`` can be used as it is (a damaged one is said so)."""
     problem = cached_segment_problem(out, spec.frames)
-    if problem is None:
-        emit(ProgressEvent.of(task, "done", task.total, message="reused"))
-        return {"index": spec.index, "path": str(out), "frames": spec.frames, "encoder": "cached", "attempts": []}
     if problem:
-        # Replaced atomically below, never deleted first: another cut of this job may use the same
-        # segment and be about to read it.
+        # Replaced atomically when rendered again, never deleted first: another cut of this job
+        # may use the same segment and be about to read it.
         log.warning("segment %d (%s): cached file %s is unusable (%s); rendering it again", spec.index,
                     Path(spec.main.source).name, out, problem)
+    return problem is None
+
+
+def _segment_result(spec: RenderSpec, out: Path, encoder: str, attempts: list[str] | None = None) -> dict[str, Any]:
+    return {"index": spec.index, "path": str(out), "frames": spec.frames, "encoder": encoder,
+            "attempts": attempts or []}
+
+
+def _keep_segment(rendered: Path, out: Path, frames: int) -> None:
+    """Move a checked segment into the cache and record it (what later reuse is checked against)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(rendered, out)
+    _record_segment(out, frames)
+
+
+def render_alone(spec: RenderSpec, out: Path) -> dict[str, Any]:
+    """Render one segment in a process of its own, falling back along the encoder chain."""
+    from ..procs import child_options, owner_tag, remove_orphaned_temps
+
+    key = out.stem
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_orphaned_temps(out.parent, f".{key}.")
-    emit(ProgressEvent.of(task, "running"))
     attempts: list[str] = []
     for encoder in spec.encoders:
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.{owner_tag()}.", suffix=".mp4", dir=out.parent)
@@ -225,17 +303,125 @@ def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> di
                                   errors="replace", **child_options())
             reason = diagnose(proc.stderr) if proc.returncode != 0 else check_rendered_segment(Path(tmp), spec.frames)
             if reason is None:
-                os.replace(tmp, out)
-                _record_segment(out, spec.frames)
-                emit(ProgressEvent.of(task, "done", task.total, message=encoder["name"]))
-                return {"index": spec.index, "path": str(out), "frames": spec.frames,
-                        "encoder": encoder["name"], "attempts": attempts}
+                _keep_segment(Path(tmp), out, spec.frames)
+                return _segment_result(spec, out, encoder["name"], attempts)
         finally:
             Path(tmp).unlink(missing_ok=True)
         attempts.append(f"{encoder['name']}: {reason}")
         log.warning("segment %d: encoder %s failed (%s); trying the next one", spec.index, encoder["name"], reason)
     raise ShardError(f"segment {spec.index} ({Path(spec.main.source).name}): every encoder failed: "
                      + "; ".join(attempts), transient=False)
+
+
+def render_segment(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dict[str, Any]:
+    """Shard function: render one segment, falling back along the encoder chain; reuse a finished one.
+
+    A segment enters the cache only once it decodes to exactly the planned frames, and is reused
+    only while it still matches the record written then; anything else is rendered again.
+    """
+    spec: RenderSpec = task.payload
+    out = _segment_path(spec)
+    if _reusable(spec, out):
+        emit(ProgressEvent.of(task, "done", task.total, message="reused"))
+        return _segment_result(spec, out, "cached")
+    emit(ProgressEvent.of(task, "running"))
+    result = render_alone(spec, out)
+    emit(ProgressEvent.of(task, "done", task.total, message=result["encoder"]))
+    return result
+
+
+#: encoders whose forced keyframes start a closed group of pictures (libx264's IDR), so the output
+#: of one encode can be split into segments that each decode on their own
+SPLITTABLE_ENCODERS = frozenset({"software"})
+
+
+def render_batch(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dict[str, Any]:
+    """Shard function: render consecutive segments in one encode (see :class:`RenderBatchSpec`).
+
+    Cached segments are reused; the others are rendered together and split, and each piece is
+    checked (it decodes to exactly its frames) before it enters the cache. A segment whose piece
+    fails, or all of them when the shared encode fails, is rendered alone with the full encoder
+    chain, so one bad source costs that segment, not the batch.
+    """
+    batch: RenderBatchSpec = task.payload
+    results: dict[int, dict[str, Any]] = {}
+    todo: list[tuple[RenderSpec, Path]] = []
+    for spec in batch.segments:
+        out = _segment_path(spec)
+        if _reusable(spec, out):
+            results[spec.index] = _segment_result(spec, out, "cached")
+        else:
+            todo.append((spec, out))
+    fps = batch.segments[0].fps if batch.segments else 1.0
+    done_seconds = sum(s.frames for s in batch.segments if s.index in results) / fps
+    emit(ProgressEvent.of(task, "running", done_seconds))
+
+    def progress(frames: int) -> None:
+        emit(ProgressEvent.of(task, "running", done_seconds + frames / fps))
+
+    if len(todo) > 1 and todo[0][0].encoders and todo[0][0].encoders[0]["name"] in SPLITTABLE_ENCODERS:
+        results.update(_render_together(todo, progress))
+    failures: list[str] = []
+    for spec, out in todo:  # every one is tried, so one bad source does not stop the others being kept
+        if spec.index not in results:
+            try:
+                results[spec.index] = render_alone(spec, out)
+            except ShardError as exc:
+                failures.append(str(exc))
+    if failures:
+        raise ShardError("; ".join(failures), transient=False)
+    encoders = sorted({r["encoder"] for r in results.values()})
+    emit(ProgressEvent.of(task, "done", task.total, message=", ".join(encoders)))
+    return {"segments": [results[s.index] for s in batch.segments]}
+
+
+def _render_together(todo: list[tuple[RenderSpec, Path]], progress: Callable[[int], None]) -> dict[int, dict[str, Any]]:
+    """Render ``todo`` in one ffmpeg process with the chain's first encoder; the segments whose
+    pieces came out whole, by index (the rest are left for :func:`render_alone`)."""
+    import shutil
+
+    from ..procs import child_options, owner_tag, remove_orphaned_temps
+
+    specs = [spec for spec, _ in todo]
+    encoder = specs[0].encoders[0]
+    root = cache_dir() / "segments"
+    root.mkdir(parents=True, exist_ok=True)
+    remove_orphaned_temps(root, ".batch.")
+    folder = Path(tempfile.mkdtemp(prefix=f".batch.{owner_tag()}.", dir=root))
+    names = f"segments {specs[0].index}-{specs[-1].index}"
+    try:
+        with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as errors:
+            proc = subprocess.Popen(_batch_command(specs, encoder, folder), stdout=subprocess.PIPE, stderr=errors,
+                                    text=True, errors="replace", **child_options())
+            try:
+                assert proc.stdout is not None
+                for line in proc.stdout:  # ffmpeg's -progress: key=value lines, a block about twice a second
+                    if line.startswith("frame="):
+                        progress(int(line[6:].strip() or 0))
+            except BaseException:  # interrupted: ffmpeg stops with this shard
+                proc.kill()
+                proc.wait()
+                raise
+            proc.wait()
+            errors.seek(0)
+            stderr = errors.read()
+        if proc.returncode != 0:
+            log.warning("%s: rendering them in one encode failed (%s); rendering each alone", names,
+                        diagnose(stderr))
+            return {}
+        done: dict[int, dict[str, Any]] = {}
+        for k, (spec, out) in enumerate(todo):
+            piece = folder / f"{k:05d}.mp4"
+            reason = check_rendered_segment(piece, spec.frames) if piece.is_file() else "it was not written"
+            if reason:
+                log.warning("segment %d (%s): its part of the shared encode is unusable (%s); rendering it alone",
+                            spec.index, Path(spec.main.source).name, reason)
+                continue
+            _keep_segment(piece, out, spec.frames)
+            done[spec.index] = _segment_result(spec, out, encoder["name"])
+        return done
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def join_segments(timeline: Timeline, segments: list[SegmentResult], out: Path,
@@ -353,13 +539,21 @@ def render_timeline(
         log.info("encoder chain: %s", " → ".join(a.name for a, _ in chain))
     specs = segment_specs(timeline, chain, quality, accel)
     name = f"segment-{label}-" if label else "segment-"
-    tasks = [ShardTask(f"{name}{s.index:04d}", "render", s.main.source, s, s.frames / timeline.fps) for s in specs]
-    outcomes = run_shards(backend, render_segment, tasks, on_event=on_event, store=store, job_id=job_id)
+    if backend.render_batches:
+        groups = batch_segments(specs, getattr(backend, "workers", None) or os.cpu_count() or 1)
+        tasks = [ShardTask(f"{name}{g[0].index:04d}-{g[-1].index:04d}", "render", g[0].main.source,
+                           RenderBatchSpec(segments=g, placement=g[0].placement, resolve_on_node=g[0].resolve_on_node),
+                           sum(s.frames for s in g) / timeline.fps) for g in groups]
+        outcomes = run_shards(backend, render_batch, tasks, on_event=on_event, store=store, job_id=job_id)
+    else:
+        tasks = [ShardTask(f"{name}{s.index:04d}", "render", s.main.source, s, s.frames / timeline.fps) for s in specs]
+        outcomes = run_shards(backend, render_segment, tasks, on_event=on_event, store=store, job_id=job_id)
     failed = [outcomes[t.id] for t in tasks if not outcomes[t.id].ok]
     if failed:
-        raise MontageError(f"{len(failed)} of {len(tasks)} segments failed; first: {failed[0].error} "
+        raise MontageError(f"{len(failed)} of {len(tasks)} render shards failed; first: {failed[0].error} "
                            "(finished segments are kept and reused on the next run)")
-    segments = [SegmentResult(**outcomes[t.id].result) for t in tasks]
+    results = [outcomes[t.id].result for t in tasks]
+    segments = [SegmentResult(**r) for result in results for r in (result.get("segments") or [result])]
     join_segments(timeline, segments, output, loudness)
     exports = write_exports(timeline, output)
     return RenderResult(str(output), exports["timeline_json"], exports["otio"], exports["edl"], segments,

@@ -177,6 +177,8 @@ class KubernetesBackend(Backend):
     description = "Kubernetes: one Indexed Job per stage on a shared RWX volume (montage config --show)"
     remote_nodes = True
     supports_dry_run = True
+    #: one pod index per segment: placement by vendor, and a drained or evicted pod costs one segment
+    render_batches = False
 
     def __init__(self) -> None:
         self.flags: dict[str, str | None] = {}
