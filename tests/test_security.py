@@ -64,3 +64,18 @@ def test_a_timeline_whose_cuts_leave_a_gap_is_refused(media: MediaFactory, tmp_p
         Timeline.load(path)
     path.write_text(json.dumps(_timeline(clip, music)), encoding="utf-8")
     assert Timeline.load(path).grade == "eq=saturation=1.1"  # the honest one loads
+
+
+def test_the_media_root_refuses_hidden_files_and_parent_folders_each_by_its_name(tmp_path: Path) -> None:
+    from montage_core.errors import UsageError
+    from montage_core.web.media import confine
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes(b"")
+    assert confine(tmp_path, "clips/../clips/a.mp4") == tmp_path / "clips" / "a.mp4"
+    for path in (".git/config", "clips/.key.mp4", "clips/../.ssh/id_ed25519"):
+        with pytest.raises(UsageError, match=r"outside the media root \(hidden files are not served\)"):
+            confine(tmp_path, path)
+    for path in ("../secret.mp4", "clips/../../secret.mp4"):  # outside, not hidden: said as it is
+        with pytest.raises(UsageError, match=r"is outside the media root$"):
+            confine(tmp_path, path)
