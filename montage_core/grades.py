@@ -19,8 +19,13 @@ COLOUR_FILTERS = frozenset({
     "colortemperature", "exposure", "hue", "huesaturation", "selectivecolor", "vibrance", "vignette",
     "monochrome", "grayworld", "lutrgb", "lutyuv", "negate", "unsharp", "gblur", "noise",
 })
-#: options that would make a filter read a file
-FILE_OPTIONS = frozenset({"file", "psfile", "textfile", "filename", "f"})
+#: options that would make a filter read or write a file (``curves=plot=`` writes a Gnuplot script)
+FILE_OPTIONS = frozenset({"file", "psfile", "textfile", "filename", "f", "plot"})
+#: how many unnamed (positional) values a filter may take: ffmpeg gives them to the options in
+#: their declared order, and these filters declare a file option after their first few
+#: (curves: preset, master, red, green, blue, all, then psfile and plot; selectivecolor: the
+#: correction method and nine colour ranges, then psfile)
+POSITIONAL_LIMIT = {"curves": 6, "selectivecolor": 10}
 #: an option value: numbers, words, expressions of them; spaces and '/' only inside quotes (curves' points)
 _VALUE = re.compile(r"^(?:[A-Za-z0-9_.+\-*()]+|'[A-Za-z0-9_.+\-/ ]*')$")
 _NAME = re.compile(r"^[a-z0-9_]+$")
@@ -38,15 +43,19 @@ def check_grade(grade: str) -> str:
         if name not in COLOUR_FILTERS:
             raise UsageError(f"grade filter {name!r} is not allowed (colour filters only: "
                              f"{', '.join(sorted(COLOUR_FILTERS))})")
-        options = []
+        options, positional = [], 0
         for option in _split_options(args, grade) if args else []:
             key, equals, value = option.partition("=")
             if not equals:
                 key, value = "", option
+                positional += 1
+                if positional > POSITIONAL_LIMIT.get(name, positional):
+                    raise UsageError(f"grade {grade!r}: {name} takes at most {POSITIONAL_LIMIT[name]} unnamed values "
+                                     "(the next would be a file); name the options")
             if key and not _NAME.match(key):
                 raise UsageError(f"grade {grade!r}: option name {key!r} is not allowed")
             if key in FILE_OPTIONS:
-                raise UsageError(f"grade {grade!r}: {name} may not read a file ({key}=)")
+                raise UsageError(f"grade {grade!r}: {name} may not read or write a file ({key}=)")
             if not _VALUE.match(value):
                 raise UsageError(f"grade {grade!r}: value {value!r} of {name} is not allowed (numbers and words only)")
             options.append(f"{key}={value}" if key else value)

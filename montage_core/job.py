@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
@@ -338,8 +339,8 @@ def _check_numbers(options: JobOptions, problem: Callable[[str], None]) -> None:
         problem(f"resolution {options.width}x{options.height}: width and height must be positive even numbers")
     if not 0 < options.fps <= MAX_FPS:
         problem(f"--fps {options.fps:g} is out of range (0 < fps <= {MAX_FPS:g})")
-    if options.duration is not None and options.duration <= 0:
-        problem(f"--duration {options.duration:g} must be a positive number of seconds")
+    if options.duration is not None and not (math.isfinite(options.duration) and options.duration > 0):
+        problem(f"--duration {options.duration:g} must be a positive number of seconds")  # nan and inf too
     if options.workers is not None and options.workers < 1:
         problem(f"--workers {options.workers} must be at least 1")
 

@@ -148,7 +148,10 @@ def load_result(results: str | Path, task_id: str, token: str) -> Any:
         raise ValueError(f"{path}: not a result of shard {task_id}")
     if not hmac.compare_digest(str(data.get("token", "")), token):
         raise ValueError(f"{path}: not written by this run (its token does not match)")
-    return _from_plain(data.get("result"))
+    try:
+        return _from_plain(data.get("result"))
+    except (TypeError, ValueError, KeyError) as exc:  # a damaged or hand-made array: refused like the rest
+        raise ValueError(f"{path}: not a shard result ({exc})") from None
 
 
 def run_worker(shard_file: str | Path, index: int | None = None) -> int:
@@ -169,6 +172,14 @@ def run_worker(shard_file: str | Path, index: int | None = None) -> int:
     if not 0 <= index < len(tasks):
         raise UsageError(f"shard index {index} is out of range (the file has {len(tasks)} shards)")
     task = task_from_json(tasks[index])
+    if isinstance(task.payload, RenderSpec):
+        # The shard file lies on shared storage: its grade is checked as a timeline's is.
+        from .grades import check_grade
+
+        try:
+            check_grade(task.payload.grade)
+        except UsageError as exc:
+            raise InputError(shard_file, f"shard {task.id}: {exc}") from None
     task = ShardTask(task.id, task.stage, task.clip, for_this_node(task.payload), task.total)
     module, _, name = task.payload.function().partition(":")
     fn = getattr(importlib.import_module(module), name)

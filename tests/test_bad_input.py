@@ -230,6 +230,17 @@ def test_every_problem_is_reported_at_once_before_any_work(bad_clips: dict[str, 
     assert not JobStore().jobs()
 
 
+@pytest.mark.parametrize("duration", ["nan", "inf"])
+def test_a_duration_that_is_not_a_number_of_seconds_is_refused_before_any_work(
+        duration: str, bad_clips: dict[str, Path], media: MediaFactory, tmp_path: Path) -> None:
+    music, _ = media.music(seconds=3)  # nan passed every comparison and failed late as "audio is too short"
+    proc = run_cli("plan", str(bad_clips["good"]), "--music", str(music), "-o", str(tmp_path / "t.json"),
+                   "--duration", duration)
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: --duration {duration} must be a positive number of seconds" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "t.json").exists()
+
+
 def test_no_clip_at_all_is_one_error(tmp_path: Path, media: MediaFactory) -> None:
     music, _ = media.music(seconds=3)
     proc = run_cli("run", str(tmp_path / "nowhere"), "--music", str(music), "-o", str(tmp_path / "o.mp4"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -222,7 +223,8 @@ def test_the_form_gets_the_clis_checks(browser, server: str) -> None:  # type: i
             ({**clip, "resolution": "641x361"}, 400, "641x361: width and height must be positive even numbers"),
             ({**clip, "fps": "fast"}, 400, "fps 'fast' is not a number"),
             ({**clip, "style": "dynamc", "params": "nope=1"}, 400, "did you mean 'dynamic'"),
-            ({**clip, "loudness": "loud"}, 400, "is not a number of LUFS or 'off'")):
+            ({**clip, "loudness": "loud"}, 400, "is not a number of LUFS or 'off'"),
+            ({**clip, "duration": "nan"}, 400, "--duration nan must be a positive number of seconds")):
         response = page.request.post(f"{server}/jobs", form={**form, "csrf": _csrf(page)},
                                      headers={"accept": "application/json"})
         assert response.status == status and message in response.json()["error"], (form, response.text())
@@ -285,6 +287,8 @@ def test_a_rebound_host_name_and_a_bad_token_are_refused(server: str, media_root
         body = response.read().decode()
         if status == 400:
             assert "is not served here" in body and "song.wav" not in body
+            assert response.getheader("x-content-type-options") == "nosniff"  # refusals carry the headers too
+            assert "frame-ancestors 'none'" in response.getheader("content-security-policy", "")
     process, url = _start_server(media_root, "--token", "s3cret")
     try:
         import urllib.error
@@ -332,6 +336,21 @@ def _hidden_and_foreign(browser, server: str, media_root: Path, tmp_path: Path, 
     store.finish_job(job_id, "done", {"video": str(outside)})
     response = page.request.get(f"{server}/jobs/{job_id}/download/video")
     assert response.status == 403 and b"private" not in response.body()
+    # Nor are pictures of it: a cut's thumbnail is a frame of that video.
+    clip = str(media_root / "clips" / "clip 0.mp4")
+    timeline = tmp_path / "private.timeline.json"
+    timeline.write_text(json.dumps({
+        "schema": "montage.timeline", "version": 1, "music": str(media_root / "song.wav"), "duration": 1.0,
+        "fps": 25.0, "width": 640, "height": 360, "style": "dynamic", "grade": "", "seed": 0,
+        "cuts": [{"index": 0, "source": clip, "source_in": 0.0, "source_out": 1.0, "start": 0.0, "end": 1.0,
+                  "phase": "intro", "shot": "a#0", "transition": {"kind": "cut", "duration": 0.0}}]}))
+    job_id = store.create_job("dynamic", "local", {})
+    store.finish_job(job_id, "done", {"video": clip.replace(str(media_root), str(tmp_path / "elsewhere")),
+                                      "timeline": str(timeline)})
+    (tmp_path / "elsewhere" / "clips").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "clips" / "clip 0.mp4").write_bytes(Path(clip).read_bytes())
+    response = page.request.get(f"{server}/jobs/{job_id}/thumb/0")
+    assert response.status == 403 and not response.body().startswith(b"\xff\xd8")  # no JPEG
     headers = page.request.get(f"{server}/").headers
     assert "'unsafe-inline'" not in headers["content-security-policy"].split("script-src")[1].split(";")[0]
     assert headers["x-content-type-options"] == "nosniff" and headers["referrer-policy"] == "same-origin"

@@ -130,3 +130,25 @@ def test_a_result_on_the_shared_folder_is_plain_data_of_this_run(tmp_path: Path)
     (tmp_path / "analysis-0004.pickle").write_bytes(pickle.dumps({"a": 1}))  # what an attacker would plant
     with pytest.raises(FileNotFoundError):
         load_result(tmp_path, "analysis-0004", "run-a")  # a pickle is never opened
+    for array in ({"__ndarray__": "nonsense", "shape": [1], "data": [1]},  # damaged or hand-made, with the
+                  {"__ndarray__": "<f8", "shape": "x", "data": [1]},  # right token: refused as ValueError, which
+                  {"__ndarray__": "<f8", "shape": [3], "data": [1]}):  # the backends turn into a failed shard
+        forged.write_text(json.dumps({"version": 1, "task": "analysis-0002", "token": "run-a", "result": array}))
+        with pytest.raises(ValueError, match="not a shard result"):
+            load_result(tmp_path, "analysis-0002", "run-a")
+
+
+def test_a_render_shard_whose_grade_reads_or_writes_files_is_refused(tmp_path: Path) -> None:
+    """A shard file on shared storage can be rewritten by anyone who can write there: its grade is checked."""
+    from montage_core.specs import RenderSpec, SegmentSource
+
+    for grade in ("drawtext=textfile=/etc/hostname", f"curves=plot='{tmp_path / 'pwned'}'"):
+        spec = RenderSpec(index=0, frames=25, fps=25.0, width=320, height=180, grade=grade, encoders=[],
+                          accel="software", quality="preview", main=SegmentSource(source="/no/such.mp4", start=0.0))
+        shard_file = tmp_path / "shards.json"
+        write_shard_file(shard_file, [ShardTask("render-0000", "render", "/no/such.mp4", spec, 1)],
+                         tmp_path / "results", token="t0ken")
+        refused = run_cli("worker", "--shards", str(shard_file), "--index", "0")
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert refused.returncode != 0 and len(errors) == 1 and "shard render-0000: grade" in errors[0], refused.stderr
+        assert not (tmp_path / "results").exists() and not (tmp_path / "pwned").exists()

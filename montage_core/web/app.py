@@ -164,6 +164,8 @@ class WebUI:
             return PlainTextResponse("no such cut", status_code=404)
         cut = tl.cuts[index]
         video = json.loads(job["result"])["video"]
+        if not Path(video).resolve().is_relative_to(self.outputs.resolve()):  # a picture of it is its content
+            return PlainTextResponse("this job's files were not made through the web UI", status_code=403)
         data = await asyncio.to_thread(media.thumbnail, video, (cut.start + cut.end) / 2)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 

@@ -56,28 +56,23 @@ class GuardMiddleware(BaseHTTPMiddleware):
         self.hosts, self.token = hosts, token
 
     async def dispatch(self, request: Request, call_next: Any) -> Response:
+        request.state.nonce = secrets.token_urlsafe(16)
         host = _host_name(request.headers.get("host", ""))
         if host not in self.hosts:
-            return PlainTextResponse(f"host {host!r} is not served here (allowed: {', '.join(sorted(self.hosts))}; "
-                                     "add one with --allowed-host)", status_code=400)
+            return _headers(PlainTextResponse(f"host {host!r} is not served here (allowed: "
+                                              f"{', '.join(sorted(self.hosts))}; add one with --allowed-host)",
+                                              status_code=400), request.state.nonce)
         if self.token:
             given = (request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE)
                      or request.headers.get("authorization", "").removeprefix("Bearer "))
             if not _same(given or "", self.token):
-                return PlainTextResponse("access token required (?token=…)", status_code=401)
+                return _headers(PlainTextResponse("access token required (?token=…)", status_code=401),
+                                request.state.nonce)
         if request.method not in SAFE_METHODS and not self._same_origin(request):
-            return PlainTextResponse("cross-site request refused", status_code=403)
+            return _headers(PlainTextResponse("cross-site request refused", status_code=403), request.state.nonce)
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
         request.state.csrf = csrf
-        request.state.nonce = secrets.token_urlsafe(16)
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = (
-            f"default-src 'self'; script-src 'self' 'nonce-{request.state.nonce}'; style-src 'self' 'unsafe-inline'; "
-            "img-src 'self' data:; media-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
-            "base-uri 'none'; form-action 'self'")
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"  # "no-referrer" would make a form's Origin "null"
-        response.headers["X-Frame-Options"] = "DENY"
+        response = _headers(await call_next(request), request.state.nonce)
         if CSRF_COOKIE not in request.cookies:
             response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict")
         if self.token and request.query_params.get("token"):
@@ -93,6 +88,18 @@ class GuardMiddleware(BaseHTTPMiddleware):
         if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
             return False
         return True
+
+
+def _headers(response: Response, nonce: str) -> Response:
+    """The security headers every answer carries, refusals included."""
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; media-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'self'")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"  # "no-referrer" would make a form's Origin "null"
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
 
 
 class CrossSiteError(MontageError):

@@ -20,7 +20,7 @@ def confine(root: Path, relative: str) -> Path:
     """``relative`` resolved inside ``root``; anything that escapes it (``..``, a symlink) is refused."""
     if not relative or "\x00" in relative or Path(relative).is_absolute():
         raise UsageError(f"path {relative!r} is not a path under the media root")
-    if any(part.startswith(".") for part in Path(relative).parts):  # dotfiles, .git, .ssh: never served
+    if any(part.startswith(".") and part != ".." for part in Path(relative).parts):  # .git, .ssh: never served
         raise UsageError(f"path {relative!r} is outside the media root (hidden files are not served)")
     path = (root / relative).resolve()
     if not path.is_relative_to(root.resolve()):
