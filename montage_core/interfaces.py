@@ -251,6 +251,8 @@ class Backend:
     backend's class is called with no arguments, then :meth:`configure` and :meth:`bind_job`, so
     a client, its workers and the job binding live on that instance for that job only. The
     registered instance itself only describes the backend (``montage plugins``, the web UI).
+    What is costly to start may outlive the job for the next one in the process, never its
+    binding: the Dask backend keeps its cluster (see ``montage_backend_dask.clusters``).
     """
 
     name: ClassVar[str] = ""

@@ -93,6 +93,11 @@ class DeathWatch:
         with self._lock:
             self._running.pop(task_id, None)
 
+    def running_on(self) -> set[str]:
+        """Addresses of the workers running a shard of this run now."""
+        with self._lock:
+            return {address for address, _ in self._running.values()}
+
     def cluster_event(self, message: Any) -> None:
         """A scheduler event of the ``all`` topic; only ``remove-worker`` matters (a death or a retirement)."""
         if not isinstance(message, dict) or message.get("action") != "remove-worker":
