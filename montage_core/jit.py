@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import signal
@@ -110,6 +109,8 @@ def jit_lock(group: str, exclusive: bool = True) -> Iterator[Path]:
 def _stamp(name: str, sources: Sequence[str]) -> str:
     """A kernel set's identity: its name and its source files' sizes and times (a changed
     source recompiles, so it must not count as warm)."""
+    import hashlib  # here, not at import: every command imports this module (the CLI, backend_local)
+
     parts = [name]
     for source in sources:
         try:

@@ -7,7 +7,6 @@ switched off; every other plugin keeps working.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import logging
 import os
@@ -207,6 +206,8 @@ class MontageManager:
                 if name is None:
                     raise
                 unknown = [c.name for c in self.pm.get_hookcallers(exc.plugin) or [] if not c.has_spec()]
+                import difflib  # only for a plugin with an unknown hook: not on every start
+
                 hints = []
                 for hook in unknown:
                     close = difflib.get_close_matches(hook, known, n=1)
