@@ -355,8 +355,10 @@ class MontageManager:
         no arguments (the registered object describes the backend in listings; a job's client,
         workers and job binding live on the new one, so two jobs in one process never share them)."""
         registered = self.backends.get(name)
-        factory = registered if isinstance(registered, type) else type(registered)
         try:
+            # a Deferred registration's class is imported here, where a job first needs it
+            factory = registered.implementation_class() if isinstance(registered, hookspecs.Deferred) else (
+                registered if isinstance(registered, type) else type(registered))
             backend = factory()
         except Exception as exc:
             origin = self.backends.origin(name)
