@@ -216,14 +216,12 @@ class MontageManager:
                                    f"montage's hooks are: {', '.join(known)}", "registration")
 
     def _load_entrypoints(self, disabled: set[str], only: set[str] | None) -> None:
-        from importlib.metadata import entry_points
+        from .entrypoints import plugin_entry_points
 
-        for ep in entry_points(group="montage"):
+        for ep in plugin_entry_points():
             if ep.name in disabled or (only is not None and ep.name not in only):
                 continue
-            dist = getattr(ep, "dist", None)
-            version = getattr(dist, "version", "") or ""
-            dist_name = getattr(dist, "name", ep.value)
+            version, dist_name = ep.version, ep.distribution
             if ep.name in self.records and not self.records[ep.name].error:
                 # Keep the record of the plugin that holds the name; this one is only named.
                 log.log(_fault_level(), "plugin %r (%s %s) was skipped: a plugin of that name is already loaded "

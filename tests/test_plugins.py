@@ -92,6 +92,32 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         sys.modules.pop(module.stem, None)
 
 
+def test_entry_points_are_read_again_whenever_a_distribution_changes(site: Path) -> None:
+    """The cached ``montage`` group is what importlib.metadata says, after every install, edit and removal."""
+    import os
+    import shutil
+    from importlib.metadata import entry_points
+
+    from montage_core.entrypoints import plugin_entry_points
+
+    def metadata() -> list[tuple[str, str, str]]:
+        return [(ep.name, ep.value, ep.dist.version) for ep in entry_points(group="montage")]  # type: ignore[union-attr]
+
+    def cached() -> list[tuple[str, str, str]]:
+        return [(ep.name, ep.value, ep.version) for ep in plugin_entry_points()]
+
+    assert cached() == metadata() and ("tiny_style", "montage_tiny_style", "9.9") in cached()
+    assert cached() == metadata()  # now from the cache
+    _install_fake_distribution(site, "extra", "")
+    assert ("extra", "montage_extra", "9.9") in cached() and cached() == metadata()
+    points = site / "montage_extra-9.9.dist-info" / "entry_points.txt"
+    points.write_text("[montage]\nrenamed = montage_extra\n")
+    os.utime(points, ns=(1, 1))  # an edit in the same second must count too: any stat change does
+    assert ("renamed", "montage_extra", "9.9") in cached() and cached() == metadata()
+    shutil.rmtree(site / "montage_extra-9.9.dist-info")
+    assert "renamed" not in [name for name, _, _ in cached()] and cached() == metadata()
+
+
 def test_broken_plugin_is_skipped_with_name_and_version(site: Path, caplog: pytest.LogCaptureFixture) -> None:
     manager = MontageManager()
     assert "tiny" in manager.styles
