@@ -4,7 +4,7 @@
 distribution on ``sys.path`` (about 200 in a data-science environment) and the ``METADATA`` of
 each plugin for its name and version; with the import of ``importlib.metadata`` and ``email``
 that is about as much CPU as importing click. What it found is kept in the montage cache folder,
-keyed on everything it was read from: ``sys.path``, the meta-path finders, and the name, size and
+keyed on everything it was read from (only where that folder already exists): ``sys.path``, the meta-path finders, and the name, size and
 modification time of every distribution folder's ``entry_points.txt`` (a ``stat`` each, no read).
 Installing, removing, upgrading or editing any distribution changes the key, and the next start
 reads the metadata again.
@@ -86,10 +86,10 @@ def plugin_entry_points() -> list[PluginEntryPoint]:
     key = _fingerprint()
     # One file per sys.path: the console script and ``python -m`` (and tests) see different ones
     # and would otherwise take turns invalidating each other.
-    try:
-        path = cache_dir() / f"entry-points-{zlib.crc32(chr(0).join(sys.path).encode()):08x}.json"
-    except OSError:  # no writable cache folder: read the metadata every time
+    folder = cache_dir(create=False)
+    if not folder.is_dir():  # never created here: a command that caches nothing else leaves no trace
         return _read_metadata()
+    path = folder / f"entry-points-{zlib.crc32(chr(0).join(sys.path).encode()):08x}.json"
     try:
         cached = json.loads(path.read_text())
         if cached["format"] == FORMAT and cached["key"] == key:

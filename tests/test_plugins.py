@@ -98,7 +98,12 @@ def test_entry_points_are_read_again_whenever_a_distribution_changes(site: Path)
     import shutil
     from importlib.metadata import entry_points
 
+    from montage_core.config import cache_dir
     from montage_core.entrypoints import plugin_entry_points
+
+    cache_dir().rmdir()
+    assert plugin_entry_points() and not cache_dir(create=False).exists()  # it creates no cache folder
+    cache_dir()
 
     def metadata() -> list[tuple[str, str, str]]:
         return [(ep.name, ep.value, ep.dist.version) for ep in entry_points(group="montage")]  # type: ignore[union-attr]
@@ -107,7 +112,7 @@ def test_entry_points_are_read_again_whenever_a_distribution_changes(site: Path)
         return [(ep.name, ep.value, ep.version) for ep in plugin_entry_points()]
 
     assert cached() == metadata() and ("tiny_style", "montage_tiny_style", "9.9") in cached()
-    assert cached() == metadata()  # now from the cache
+    assert cached() == metadata() and list(cache_dir().glob("entry-points-*.json"))  # now from the cache
     _install_fake_distribution(site, "extra", "")
     assert ("extra", "montage_extra", "9.9") in cached() and cached() == metadata()
     points = site / "montage_extra-9.9.dist-info" / "entry_points.txt"
