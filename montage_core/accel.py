@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import time
 from dataclasses import asdict
@@ -12,7 +13,8 @@ from typing import Any
 
 from .config import cache_dir
 from .errors import UnavailableError, UnknownChoiceError
-from .ffmpeg import ffmpeg_binary, ffmpeg_version
+from .ffmpeg import ffmpeg_binary
+from .hookspecs import implementation_module
 from .interfaces import Accelerator, AcceleratorProbe
 from .models import write_atomic
 
@@ -20,6 +22,8 @@ log = logging.getLogger("montage.accel")
 
 PROBE_TTL_SECONDS = 3600.0
 QUALITIES = ("preview", "standard", "high")
+#: the codecs montage encodes, in the order probes test and report them
+CODECS = ("h264", "hevc", "av1")
 
 
 def _cache_path() -> Any:
@@ -48,10 +52,23 @@ def host_fingerprint() -> dict[str, Any]:
     return {"devices": sorted(glob.glob("/dev/dri/renderD*") + glob.glob("/dev/nvidia[0-9]*")), "drivers": drivers}
 
 
+def ffmpeg_identity(binary: str) -> dict[str, Any]:
+    """What identifies the ffmpeg a probe ran: the file behind the path (links followed), its
+    size and modification time. Reading it costs a ``stat``; asking ``ffmpeg -version`` would
+    cost a process start, as much as all of ``montage check-hw`` otherwise does from the cache.
+    An ffmpeg replaced or upgraded in place gets a new mtime and so a new probe."""
+    real = os.path.realpath(binary)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return {"path": real, "missing": True}
+    return {"path": real, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
 def probe_all(accelerators: list[Accelerator], *, refresh: bool = False) -> dict[str, AcceleratorProbe]:
     """Probe every accelerator, reusing this host's cached results while fresh and the hardware is unchanged."""
-    key = {"ffmpeg": ffmpeg_binary(), "version": ffmpeg_version(), "host": host_fingerprint(),
-           "accelerators": sorted(f"{a.name}:{type(a).__module__}" for a in accelerators)}
+    key = {"ffmpeg": ffmpeg_binary(), "binary": ffmpeg_identity(ffmpeg_binary()), "host": host_fingerprint(),
+           "accelerators": sorted(f"{a.name}:{implementation_module(a)}" for a in accelerators)}
     path = _cache_path()
     if not refresh:
         try:
@@ -128,3 +145,23 @@ def analysis_decoder(accelerators: list[Accelerator], probes: dict[str, Accelera
 def describe_chain(chain: list[tuple[Accelerator, AcceleratorProbe]]) -> str:
     """``nvenc (0: NVIDIA L4 nvidia 550.54) → software`` for the job log."""
     return " → ".join(f"{a.name} ({p.reason})" if a.name != "software" else a.name for a, p in chain)
+
+
+def describe_probe(probe: AcceleratorProbe) -> list[str]:
+    """Table lines for ``montage check-hw``: one per device with per-codec results (here, not in
+    :mod:`.hwaccel`, so that ``check-hw`` answering from the cache imports no hardware layer)."""
+    lines = []
+    for row in probe.devices:
+        head = (f"  {row.get('node', '?'):22s} {row.get('vendor', ''):7s} {row.get('product', '')[:40]:40s} "
+                f"{row.get('driver', '')} {row.get('driver_version', '')}").rstrip()
+        lines.append(head)
+        if row.get("problem"):
+            lines.append(f"      skipped: {row['problem']}")
+            continue
+        for codec in CODECS:
+            if codec in row.get("encode", {}):
+                why = row["encode"][codec]
+                lines.append(f"      {codec:5s} encode: {'ok' if not why else why}")
+        for codec, why in row.get("decode", {}).items():
+            lines.append(f"      {codec:5s} decode: {'ok' if not why else why}")
+    return lines

@@ -6,11 +6,14 @@ import os
 from pathlib import Path
 
 
-def cache_dir() -> Path:
-    """``MONTAGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/montage``, else ``~/.cache/montage``."""
+def cache_dir(create: bool = True) -> Path:
+    """``MONTAGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/montage``, else ``~/.cache/montage``
+    (created unless ``create`` is false: a start-up cache must not create folders, e.g. on a
+    volume that is not mounted)."""
     base = os.environ.get("MONTAGE_CACHE_DIR")
     path = Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "montage"
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -6,11 +6,14 @@ kind with the same ``name``, the one loaded later is refused and listed as broke
 naming both. A hook that raises switches off only its own plugin (see docs/hooks.md, "When your
 hook raises"). Plugins must keep module import cheap: import
 numba, cv2, dask, kubernetes inside the methods that need them, because these hooks run on
-every ``montage`` invocation, ``--help`` included.
+every ``montage`` invocation, ``--help`` included. A plugin whose implementation is large (a
+cluster backend, a hardware accelerator) registers a :class:`Deferred` instead: listings read
+what it declares, and its module is imported only when something else is asked of it.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +21,66 @@ import pluggy
 
 hookspec = pluggy.HookspecMarker("montage")
 hookimpl = pluggy.HookimplMarker("montage")
+
+
+class Deferred:
+    """A registered object whose implementation is imported the first time it is needed.
+
+    ``Deferred("pkg.module:Class", name=..., description=..., ...)`` answers the attributes given
+    as keywords itself (a callable is called as a method without ``self``); asking for anything
+    else imports ``pkg.module``, creates ``Class()`` and hands the question to it from then on.
+    ``montage plugins``, ``styles`` and ``check-hw`` (from its cache) read only ``name``,
+    ``description``, ``priority``, ``availability()`` and the implementation's module, so declaring
+    those keeps the implementation unimported there. Declared values must agree with the class.
+    """
+
+    def __init__(self, target: str, **declared: Any):
+        module, _, qualname = target.partition(":")
+        if not module or not qualname or not isinstance(declared.get("name"), str):
+            raise ValueError(f"Deferred needs 'module:Class' and a name, not {target!r} {declared!r}")
+        vars(self).update(_module=module, _qualname=qualname, _declared=declared, _object=None)
+
+    @property
+    def implementation_module(self) -> str:
+        """The module the implementation lives in, without importing it."""
+        return str(vars(self)["_module"])
+
+    def implementation_class(self) -> type:
+        """The implementation's class (imports its module)."""
+        cls: Any = importlib.import_module(self.implementation_module)
+        for part in vars(self)["_qualname"].split("."):
+            cls = getattr(cls, part)
+        return cls  # type: ignore[no-any-return]
+
+    def resolve(self) -> Any:
+        """The implementation object, created on first use."""
+        if vars(self)["_object"] is None:
+            vars(self)["_object"] = self.implementation_class()()
+        return vars(self)["_object"]
+
+    def __getattr__(self, attr: str) -> Any:  # only reached for what the instance itself lacks
+        if attr.startswith("__") or attr in ("_module", "_qualname", "_declared", "_object"):
+            raise AttributeError(attr)  # copy, pickle and hasattr probes must not import anything
+        declared = vars(self)["_declared"]
+        if attr in declared:
+            return declared[attr]
+        return getattr(self.resolve(), attr)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        setattr(self.resolve(), attr, value)
+
+    def __repr__(self) -> str:
+        return f"<Deferred {vars(self)['_declared']['name']!r}: {self.implementation_module}:{vars(self)['_qualname']}>"
+
+
+def resolved(obj: Any) -> Any:
+    """The object itself, or a :class:`Deferred`'s implementation."""
+    return obj.resolve() if isinstance(obj, Deferred) else obj
+
+
+def implementation_module(obj: Any) -> str:
+    """Where ``obj``'s code lives (a :class:`Deferred`'s without importing it)."""
+    return obj.implementation_module if isinstance(obj, Deferred) else type(obj).__module__
 
 
 @hookspec

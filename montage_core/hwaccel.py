@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from .accel import CODECS, describe_probe  # noqa: F401 - their home was here; plugins import CODECS from here
 from .interfaces import Accelerator, AcceleratorProbe
 from .procs import child_options
 
-CODECS = ("h264", "hevc", "av1")
 TEST_SOURCE = ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=0.4"]
 
 
@@ -310,25 +310,6 @@ class HardwareAccelerator(Accelerator):
     def analysis_input_args(self, probe: AcceleratorProbe) -> list[str]:
         """Hardware-decode arguments for the analysis pass ([] when decoding does not work)."""
         return self.decode_args(self._device(probe)) if probe.decode and probe.device else []
-
-
-def describe_probe(probe: AcceleratorProbe) -> list[str]:
-    """Table lines for ``montage check-hw``: one per device with per-codec results."""
-    lines = []
-    for row in probe.devices:
-        head = (f"  {row.get('node', '?'):22s} {row.get('vendor', ''):7s} {row.get('product', '')[:40]:40s} "
-                f"{row.get('driver', '')} {row.get('driver_version', '')}").rstrip()
-        lines.append(head)
-        if row.get("problem"):
-            lines.append(f"      skipped: {row['problem']}")
-            continue
-        for codec in CODECS:
-            if codec in row.get("encode", {}):
-                why = row["encode"][codec]
-                lines.append(f"      {codec:5s} encode: {'ok' if not why else why}")
-        for codec, why in row.get("decode", {}).items():
-            lines.append(f"      {codec:5s} decode: {'ok' if not why else why}")
-    return lines
 
 
 # -- VA devices: DRM render nodes opened through libva (the VA-API plugin; QSV on Linux) -------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import signal
@@ -44,6 +43,24 @@ _warm_guard = threading.Lock()
 
 
 def distribution_version(distribution: str) -> str:
+    # Every command names the JIT folder by Numba's version, and importlib.metadata would read
+    # every installed distribution to find it: the one ``<name>-<version>.dist-info`` folder
+    # beside the (unimported) package says it for a stat.
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(distribution)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin and spec.submodule_search_locations:
+        site = Path(spec.origin).parent.parent
+        prefix = f"{distribution.replace('-', '_')}-"
+        try:
+            found = [n for n in os.listdir(site) if n.startswith(prefix) and n.endswith(".dist-info")]
+        except OSError:
+            found = []
+        if len(found) == 1:
+            return found[0][len(prefix):-len(".dist-info")]
     from importlib import metadata
 
     try:
@@ -110,6 +127,8 @@ def jit_lock(group: str, exclusive: bool = True) -> Iterator[Path]:
 def _stamp(name: str, sources: Sequence[str]) -> str:
     """A kernel set's identity: its name and its source files' sizes and times (a changed
     source recompiles, so it must not count as warm)."""
+    import hashlib  # here, not at import: every command imports this module (the CLI, backend_local)
+
     parts = [name]
     for source in sources:
         try:

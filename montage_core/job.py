@@ -27,7 +27,7 @@ from typing import Any
 from .errors import InputError, MontageError, PreflightError, ProblemsError, UsageError
 from .interfaces import Backend, ProgressEvent, StagePreview
 from .jobstore import JobStore
-from .models import ClipAnalysis, MusicAnalysis, RenderResult, Timeline
+from .models import DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_WIDTH, ClipAnalysis, MusicAnalysis, RenderResult, Timeline
 from .plugins import MontageManager, get_manager
 
 log = logging.getLogger("montage")
@@ -35,8 +35,6 @@ log = logging.getLogger("montage")
 #: frame rates ffmpeg's encoders and NLEs handle for a montage
 MAX_FPS = 240.0
 
-#: the output format of every montage unless told otherwise: CLI, demo and web UI alike
-DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FPS = 1920, 1080, 30.0
 #: a source scaled up more than this much looks soft: say so
 UPSCALE_WARNING = 2.0
 

@@ -19,6 +19,9 @@ TIMELINE_VERSION = 2
 TIMELINE_READABLE = (1, 2)
 PHASES = ("intro", "build", "climax", "outro")
 Phase = Literal["intro", "build", "climax", "outro"]
+#: the output format of every montage unless told otherwise: CLI, demo and web UI alike (here, not
+#: in ``job``, so the CLI can show them as option defaults without importing the job machinery)
+DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FPS = 1920, 1080, 30.0
 
 
 @dataclass(frozen=True)

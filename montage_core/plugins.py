@@ -7,7 +7,6 @@ switched off; every other plugin keeps working.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import logging
 import os
@@ -207,6 +206,8 @@ class MontageManager:
                 if name is None:
                     raise
                 unknown = [c.name for c in self.pm.get_hookcallers(exc.plugin) or [] if not c.has_spec()]
+                import difflib  # only for a plugin with an unknown hook: not on every start
+
                 hints = []
                 for hook in unknown:
                     close = difflib.get_close_matches(hook, known, n=1)
@@ -215,14 +216,12 @@ class MontageManager:
                                    f"montage's hooks are: {', '.join(known)}", "registration")
 
     def _load_entrypoints(self, disabled: set[str], only: set[str] | None) -> None:
-        from importlib.metadata import entry_points
+        from .entrypoints import plugin_entry_points
 
-        for ep in entry_points(group="montage"):
+        for ep in plugin_entry_points():
             if ep.name in disabled or (only is not None and ep.name not in only):
                 continue
-            dist = getattr(ep, "dist", None)
-            version = getattr(dist, "version", "") or ""
-            dist_name = getattr(dist, "name", ep.value)
+            version, dist_name = ep.version, ep.distribution
             if ep.name in self.records and not self.records[ep.name].error:
                 # Keep the record of the plugin that holds the name; this one is only named.
                 log.log(_fault_level(), "plugin %r (%s %s) was skipped: a plugin of that name is already loaded "
@@ -354,8 +353,10 @@ class MontageManager:
         no arguments (the registered object describes the backend in listings; a job's client,
         workers and job binding live on the new one, so two jobs in one process never share them)."""
         registered = self.backends.get(name)
-        factory = registered if isinstance(registered, type) else type(registered)
         try:
+            # a Deferred registration's class is imported here, where a job first needs it
+            factory = registered.implementation_class() if isinstance(registered, hookspecs.Deferred) else (
+                registered if isinstance(registered, type) else type(registered))
             backend = factory()
         except Exception as exc:
             origin = self.backends.origin(name)

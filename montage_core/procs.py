@@ -12,8 +12,7 @@ A coordinator killed with SIGKILL runs no cleanup, so each child must notice on 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
+import functools
 import glob
 import os
 import shutil
@@ -26,13 +25,30 @@ from pathlib import Path
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
-_libc: Any = None
-if sys.platform.startswith("linux"):
-    try:  # looked up once here: the function below runs between fork and exec, where little is safe
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        _prctl = _libc.prctl
+#: libc's ``prctl``, set by ``child_options`` in the parent before any child it configures forks
+_prctl: Any = None
+
+
+@functools.lru_cache(maxsize=None)
+def _find_prctl() -> Any:
+    """libc's ``prctl``, or ``None``. Looked up in the parent, before the first fork, because
+    ``_die_with_parent`` runs between fork and exec, where little is safe; and not at import, so
+    commands that start no child (listings, ``--help``) load no ctypes. The process's own symbols
+    (``CDLL(None)``) hold libc's; ``find_library`` would start ``ldconfig`` to find it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        pass
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
-        _libc = None
+        return None
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
@@ -41,7 +57,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
 
 def child_options() -> dict[str, Any]:
     """``subprocess`` keyword arguments for a child that must die with this process."""
-    return {"preexec_fn": _die_with_parent} if _libc is not None else {}
+    global _prctl
+    _prctl = _find_prctl()
+    return {"preexec_fn": _die_with_parent} if _prctl is not None else {}
 
 
 def _stat_fields(pid: int | str) -> list[bytes]:
@@ -164,6 +182,8 @@ def terminate_as_interrupt() -> Iterator[None]:
 def stop_resource_tracker() -> None:
     """Stop multiprocessing's resource tracker now rather than some time after we exit, so no
     process of ours outlives the command."""
+    if "multiprocessing.resource_tracker" not in sys.modules:
+        return  # nothing started one (it is imported before it starts): nothing to stop, nothing to collect
     try:
         import gc
         from multiprocessing import resource_tracker, util

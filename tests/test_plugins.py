@@ -7,6 +7,7 @@ import json
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,6 +92,37 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         sys.modules.pop(module.stem, None)
 
 
+def test_entry_points_are_read_again_whenever_a_distribution_changes(site: Path) -> None:
+    """The cached ``montage`` group is what importlib.metadata says, after every install, edit and removal."""
+    import os
+    import shutil
+    from importlib.metadata import entry_points
+
+    from montage_core.config import cache_dir
+    from montage_core.entrypoints import plugin_entry_points
+
+    cache_dir().rmdir()
+    assert plugin_entry_points() and not cache_dir(create=False).exists()  # it creates no cache folder
+    cache_dir()
+
+    def metadata() -> list[tuple[str, str, str]]:
+        return [(ep.name, ep.value, ep.dist.version) for ep in entry_points(group="montage")]  # type: ignore[union-attr]
+
+    def cached() -> list[tuple[str, str, str]]:
+        return [(ep.name, ep.value, ep.version) for ep in plugin_entry_points()]
+
+    assert cached() == metadata() and ("tiny_style", "montage_tiny_style", "9.9") in cached()
+    assert cached() == metadata() and list(cache_dir().glob("entry-points-*.json"))  # now from the cache
+    _install_fake_distribution(site, "extra", "")
+    assert ("extra", "montage_extra", "9.9") in cached() and cached() == metadata()
+    points = site / "montage_extra-9.9.dist-info" / "entry_points.txt"
+    points.write_text("[montage]\nrenamed = montage_extra\n")
+    os.utime(points, ns=(1, 1))  # an edit in the same second must count too: any stat change does
+    assert ("renamed", "montage_extra", "9.9") in cached() and cached() == metadata()
+    shutil.rmtree(site / "montage_extra-9.9.dist-info")
+    assert "renamed" not in [name for name, _, _ in cached()] and cached() == metadata()
+
+
 def test_broken_plugin_is_skipped_with_name_and_version(site: Path, caplog: pytest.LogCaptureFixture) -> None:
     manager = MontageManager()
     assert "tiny" in manager.styles
@@ -124,16 +156,69 @@ def test_plugins_command_json_and_table(site: Path) -> None:
     assert "tiny_style" in table and "unavailable: RuntimeError: missing dependency frobnicate" in table
 
 
-def test_help_imports_no_heavy_modules() -> None:
-    code = ("import sys; sys.argv = ['montage', '--help']\n"
-            "from montage_core.cli import main\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('numba', 'cv2', 'dask', 'kubernetes', 'numpy', 'librosa') if m in sys.modules]\n"
-            "print('HEAVY=' + ','.join(heavy))")
+#: third-party libraries no listing may import: each costs more than the whole listing
+HEAVY_LIBRARIES = ("numba", "cv2", "dask", "distributed", "kubernetes", "numpy", "librosa", "scipy", "torch",
+                   "sklearn", "sentence_transformers", "opentimelineio")
+#: montage's own modules that only running work needs: the job machinery, the hardware layer and
+#: the implementations plugins register as ``Deferred``
+WORK_MODULES = ("montage_core.job", "montage_core.jobstore", "montage_core.engine", "montage_core.hwaccel",
+                "montage_backend_k8s.backend", "montage_backend_k8s.preflight", "montage_hwaccel_nvenc.accelerator",
+                "montage_hwaccel_qsv.accelerator", "montage_hwaccel_vaapi.accelerator", "ctypes")
+
+
+@pytest.mark.parametrize("args", [("--help",), ("plugins",), ("plugins", "--all", "--format", "table"), ("styles",),
+                                  ("check-hw",)], ids=" ".join)
+def test_listing_commands_import_nothing_heavy(args: tuple[str, ...]) -> None:
+    """``--help`` and the listings (``plugins`` and ``check-hw`` answering from the probe cache) start
+    fast: they import no heavy library and none of the code only running work needs."""
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "HEAVY=\n" in out or out.rstrip().endswith("HEAVY="), out
+    if args[0] in ("plugins", "check-hw"):
+        assert run_cli("check-hw").returncode == 0  # fills this test's probe cache; the run below reads it
+    code = (f"import sys; sys.argv = ['montage', *{list(args)!r}]\n"
+            "from montage_core.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            f"loaded = [m for m in {HEAVY_LIBRARIES + WORK_MODULES!r} if m in sys.modules]\n"
+            "print('LOADED=' + ','.join(loaded))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.rstrip().endswith("LOADED="), proc.stdout[-2000:]
+
+
+def test_a_deferred_registration_is_imported_only_when_used(pm: MontageManager, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listings read what a ``Deferred`` declares; a job's backend (and anything undeclared) imports it."""
+    from montage_core.hookspecs import Deferred, hookimpl, implementation_module
+    from montage_core.plugininfo import plugin_rows
+
+    (tmp_path / "slow_backend_impl.py").write_text(textwrap.dedent("""
+        from montage_core.interfaces import Backend
+
+        class SlowBackend(Backend):
+            name = "slow"
+            description = "imported only when a job needs it"
+            workers = None
+
+            def configure(self, scheduler=None, workers=None):
+                self.workers = workers
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    class Plugin:
+        @hookimpl
+        def montage_register_backends(self, register: Any) -> None:
+            register(Deferred("slow_backend_impl:SlowBackend", name="slow", description="imported only when a job "
+                              "needs it", availability=lambda: None))
+
+    assert pm.register(Plugin(), "slow").error == ""
+    rows = {r["name"]: r for r in plugin_rows(show_all=True, manager=pm)}
+    assert rows["slow"]["objects"] == [{"kind": "backend", "name": "slow", "available": True, "reason": ""}]
+    registered = pm.backends.get("slow")
+    assert implementation_module(registered) == "slow_backend_impl" and "slow_backend_impl" not in sys.modules
+    backend = pm.new_backend("slow", workers=3)
+    assert type(backend).__name__ == "SlowBackend" and backend.workers == 3
+    assert registered.workers is None  # undeclared: answered by the implementation, created apart from the job's
+    with pytest.raises(ValueError, match="module:Class"):
+        Deferred("no_class_given", name="x")
 
 
 def test_builtin_modules_import_nothing_heavy_at_top_level() -> None:

@@ -9,7 +9,6 @@ it matches sidecar words; a query by example (`--like CLIP`) matches both.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +34,8 @@ class DescriptorEmbedder(Embedder):
     description = "Visual layout and motion descriptors plus hashed sidecar words; no model download"
 
     def _words(self, text: str) -> Any:
+        import hashlib  # with numpy, when a text is embedded: listings load this module too
+
         import numpy as np
 
         vector = np.zeros(WORD_DIM, np.float32)

@@ -108,8 +108,7 @@ def check_hw(as_json: bool, refresh: bool) -> None:
     """Probe every accelerator and device; show the encoder chain a run would use."""
     from dataclasses import asdict
 
-    from ..accel import analysis_decoder, encoder_chain, probe_all
-    from ..hwaccel import describe_probe
+    from ..accel import analysis_decoder, describe_probe, encoder_chain, probe_all
     from ..plugins import get_manager
 
     accelerators = list(get_manager().accelerators)

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from .app import cli, progress_printer
-from ..job import running
 from .options import backend_options, embedder_option, open_backend
 
 
@@ -29,7 +28,7 @@ def index_dir(index: str | None) -> Path:
 def index(library: tuple[str, ...], shards: int, index: str | None, embedder: str, backend: str,
           scheduler: str | None, workers: int | None) -> None:
     """Index the shots of a clip LIBRARY (folders or files) for `montage search`; only changed clips are redone."""
-    from ..job import Job, JobOptions
+    from ..job import Job, JobOptions, running
     from ..search import build_index
 
     options = JobOptions(clips=[str(Path(c).absolute()) for c in library], backend=backend, scheduler=scheduler,
@@ -56,6 +55,7 @@ def search_command(query: str, like: str | None, top: int, index: str | None, em
     from dataclasses import asdict
 
     from ..errors import UsageError
+    from ..job import running
     from ..plugins import get_manager
     from ..search import read_sidecar, search
 

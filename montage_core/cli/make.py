@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import click
 
 from .app import cli, progress_printer, report
-from ..job import running
 from .options import (backend_options, dry_run_option, fps_option, job_options, parse_resolution, parse_sets,
                       reframe_option, render_options, resolution_option)
 
@@ -120,7 +119,7 @@ def analyze(clips: tuple[str, ...], no_cache: bool, backend: str, scheduler: str
             dry_run: bool) -> None:
     """Analyze CLIPS and print their shots and features as JSON."""
     from ..analysis.analyze import describe
-    from ..job import Job, JobOptions
+    from ..job import Job, JobOptions, running
 
     options = JobOptions(clips=[str(Path(c).absolute()) for c in clips], use_cache=not no_cache, backend=backend,
                          scheduler=scheduler, workers=workers)
@@ -148,7 +147,7 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
          dry_run: bool) -> None:
     """Analyze and plan only: write the timeline JSON (render it later with `montage render`)."""
     from ..isolated import start_music_analysis
-    from ..job import Job, JobOptions
+    from ..job import Job, JobOptions, running
     from ..models import write_atomic
 
     width, height = parse_resolution(resolution)
@@ -180,7 +179,7 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
 def render(timeline: str, output: str, reframe: str, backend: str, scheduler: str | None, workers: int | None,
            accel: str, quality: str, loudness: str, dry_run: bool) -> None:
     """Render a TIMELINE.json (from `montage plan` or a previous run) without re-analysis."""
-    from ..job import Job, JobOptions
+    from ..job import Job, JobOptions, running
     from ..models import Timeline
 
     tl = Timeline.load(timeline)

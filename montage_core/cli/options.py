@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..job import DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_WIDTH, open_backend  # noqa: F401 - open_backend: the commands' one way to open a backend
+from ..models import DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_WIDTH
+
+if TYPE_CHECKING:
+    from ..interfaces import Backend
+    from ..plugins import MontageManager
+
+
+# ``montage_core.job`` (job store, engine, pre-flight) is imported by the commands that run work
+# (``from ..job import running`` in each), not when the CLI is built: ``--help`` and the listings
+# never need it.
+def open_backend(manager: MontageManager, name: str, scheduler: str | None = None, workers: int | None = None,
+                 *, preflight: bool = True) -> Backend:
+    """The commands' one way to open a backend (:func:`montage_core.job.open_backend`)."""
+    from ..job import open_backend as open_job_backend
+
+    return open_job_backend(manager, name, scheduler, workers, preflight=preflight)
 
 
 def parse_resolution(value: str) -> tuple[int, int]:

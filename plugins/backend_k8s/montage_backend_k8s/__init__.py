@@ -8,21 +8,36 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from montage_core.hookspecs import hookimpl
+from montage_core.hookspecs import Deferred, hookimpl
+
+
+def availability() -> str | None:
+    """Why the backend cannot run here, or ``None`` (``KubernetesBackend.availability``).
+
+    Kept here so that ``montage plugins`` can ask it without importing the backend's modules
+    (about 1,600 lines); the client is looked up, not imported."""
+    import importlib.util
+
+    if importlib.util.find_spec("kubernetes") is None:
+        return "the kubernetes client is not installed; pip install montage-backend-k8s"
+    from .config import cluster_credentials
+
+    return cluster_credentials()
 
 
 @hookimpl
 def montage_register_backends(register: Callable[[Any], None]) -> None:
-    from .backend import KubernetesBackend
-
-    register(KubernetesBackend())
+    # Listings read what is declared here; a job imports .backend (MontageManager.new_backend).
+    register(Deferred("montage_backend_k8s.backend:KubernetesBackend", name="k8s",
+                      description="Kubernetes: one Indexed Job per stage on a shared RWX volume (montage config --show)",
+                      availability=availability, remote_nodes=True, supports_dry_run=True))
 
 
 @hookimpl
 def montage_register_preflight_checks(register: Callable[[Any], None]) -> None:
-    from .preflight import ClusterPreflight
-
-    register(ClusterPreflight())
+    register(Deferred("montage_backend_k8s.preflight:ClusterPreflight", name="k8s",
+                      description="API access and RBAC, namespace/service account/PVC, registry and image, the shared volume",
+                      applies_to=lambda backend: backend == "k8s"))
 
 
 @hookimpl

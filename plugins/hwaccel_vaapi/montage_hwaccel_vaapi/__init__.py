@@ -1,64 +1,31 @@
-"""VA-API encoders for Intel (iHD, i965) and AMD (Mesa radeonsi) GPUs on Linux."""
+"""VA-API encoders for Intel (iHD, i965) and AMD (Mesa radeonsi) GPUs on Linux.
+
+Only the registration lives here: ``montage plugins`` and ``montage check-hw`` (from its cache)
+read the declared name, description and priority without importing :mod:`.accelerator` and the
+hardware layer under it; probing or encoding imports them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from montage_core.hookspecs import hookimpl
-from montage_core.hwaccel import CODECS, VA_INIT_FAILED, Device, VaDeviceAccelerator
-from montage_core.interfaces import DevicePlacement
+from montage_core.hookspecs import Deferred, hookimpl
 
-#: constant-QP per quality; CQP is the rate control every VA-API driver (Intel and AMD) supports
-QP = {"preview": 30, "standard": 24, "high": 20}
+NAME, DESCRIPTION, PRIORITY = "vaapi", "VA-API on Intel (iHD/i965) and AMD (Mesa) GPUs", 20
+#: the implementation's public names, importable from the package as before (PEP 562)
+_EXPORTS = ("VaapiAccelerator", "QP")
 
 
-class VaapiAccelerator(VaDeviceAccelerator):
-    name = "vaapi"
-    description = "VA-API on Intel (iHD/i965) and AMD (Mesa) GPUs"
-    priority = 20
-    encoders = {"h264": "h264_vaapi", "hevc": "hevc_vaapi", "av1": "av1_vaapi"}
-    hwaccel = "vaapi"
-    pci_vendors = {"0x8086": "intel", "0x1002": "amd"}
-    placement = {
-        "intel": DevicePlacement({"gpu.intel.com/i915": 1}, {"intel.feature.node.kubernetes.io/gpu": "true"}),
-        "amd": DevicePlacement({"amd.com/gpu": 1}, {"feature.node.kubernetes.io/pci-0300_1002.present": "true"}),
-    }
-    diagnoses = [
-        (VA_INIT_FAILED, "VA-API initialisation failed ({1}): the VA driver for this GPU is missing or wrong "
-                         "(Intel Gen8+ needs iHD, older Intel i965, AMD the Mesa radeonsi driver; "
-                         "set LIBVA_DRIVER_NAME)"),
-    ]
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        from . import accelerator
 
-    def driver_name(self, description: str) -> str:
-        # Mesa calls itself "Mesa Gallium driver"; on AMD GPUs that is radeonsi, the name LIBVA_DRIVER_NAME takes
-        if "Mesa" in description:
-            return "radeonsi (Mesa)" if "radeon" in description.lower() or "AMD" in description else "Mesa"
-        return super().driver_name(description)
-
-    def enumerate_devices(self) -> list[Device]:
-        devices = []
-        for device, can_encode in self.va_devices():
-            if not device.problem:
-                for codec in CODECS:
-                    if codec not in can_encode:
-                        device.encode[codec] = f"the {device.driver} driver lists no {codec} encode entrypoint"
-            devices.append(device)
-        return devices
-
-    def no_device_reason(self) -> str:
-        return "no Intel or AMD render node in /dev/dri (no GPU, or not passed into the container)"
-
-    def device_args(self, device: Device) -> list[str]:
-        return ["-init_hw_device", f"vaapi=va:{device.node}", "-filter_hw_device", "va"]
-
-    def upload_filter(self) -> str:
-        return "format=nv12,hwupload"
-
-    def quality_args(self, codec: str, quality: str) -> list[str]:
-        return ["-c:v", self.encoders[codec], "-rc_mode", "CQP", "-qp", str(QP[quality])]
+        return getattr(accelerator, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @hookimpl
 def montage_register_accelerators(register: Callable[[Any], None]) -> None:
-    register(VaapiAccelerator())
+    register(Deferred("montage_hwaccel_vaapi.accelerator:VaapiAccelerator", name=NAME, description=DESCRIPTION,
+                      priority=PRIORITY))

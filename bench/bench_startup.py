@@ -1,0 +1,113 @@
+"""Start-up benchmark: montage's listing commands against ``python -c "import click"``.
+
+    python bench/bench_startup.py [--repeat 10]
+
+Every contender is a fresh process, and the contenders take turns within each repeat:
+
+import click          the baseline: the interpreter, its site-packages (.pth files, editable
+                      finders) and the CLI library montage is built on, and nothing else
+montage --help        the installed console script (pip's generated ``montage`` beside the
+                      interpreter), which is what a user types; it pays for the editable finders too
+montage plugins       the same script listing the installed plugins (JSON, the default)
+montage styles        the registered styles
+montage check-hw      the accelerators, answered from this host's probe cache (an untimed run fills
+                      it first)
+python -m montage_core plugins
+                      the listing without the console script, for comparison
+
+Printed for each: wall seconds and CPU seconds (user + system of the child process, from
+``RUSAGE_CHILDREN``), best of ``--repeat`` (median beside it), and the ratios against the
+baseline. The issue wants ``montage plugins`` at most 2x ``import click`` in both.
+
+Each run gets ``MONTAGE_CACHE_DIR`` and ``MONTAGE_HOME`` in ``bench/results/startup`` unless they
+are set, so the probe cache it reads is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+TARGET = 2.0
+
+
+def run_timed(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one process and its children."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(list(cmd), env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def montage_script() -> list[str]:
+    """The console script pip generated beside this interpreter; ``python -m montage_core`` without one.
+
+    A version manager's shim on ``PATH`` (pyenv's is a bash script) would add its own start-up,
+    which is not montage's, so the script next to ``sys.executable`` comes first.
+    """
+    beside = Path(sys.executable).parent / "montage"
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("montage")
+    return [found] if found else [sys.executable, "-m", "montage_core"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=10)
+    args = parser.parse_args()
+
+    work = RESULTS / "startup"
+    env = dict(os.environ)
+    env.setdefault("MONTAGE_CACHE_DIR", str(work / "cache"))
+    env.setdefault("MONTAGE_HOME", str(work / "home"))
+    script = montage_script()
+    contenders: dict[str, list[str]] = {
+        "import click": [sys.executable, "-c", "import click"],
+        "montage --help": [*script, "--help"],
+        "montage plugins": [*script, "plugins"],
+        "montage styles": [*script, "styles"],
+        "montage check-hw (cached)": [*script, "check-hw"],
+        "python -m montage_core plugins": [sys.executable, "-m", "montage_core", "plugins"],
+    }
+    print(f"montage: {' '.join(script)}", flush=True)
+    for command in contenders.values():  # untimed: fills the probe cache, warms the page cache
+        run_timed(command, env)
+    rows: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+    for _ in range(args.repeat):
+        for name, command in contenders.items():
+            rows[name].append(run_timed(command, env))
+    base_wall = min(w for w, _ in rows["import click"])
+    base_cpu = min(c for _, c in rows["import click"])
+    load = os.getloadavg()[0]
+    print(f"\n{os.cpu_count()} cores, load {load:.2f} at the end, best of {args.repeat}")
+    print(f"{'contender':32s} {'wall s':>7s} {'(median)':>9s} {'CPU s':>7s} {'(median)':>9s} "
+          f"{'wall ratio':>10s} {'CPU ratio':>9s}")
+    for name, runs in rows.items():
+        wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
+        print(f"{name:32s} {wall:7.3f} {statistics.median(w for w, _ in runs):9.3f} {cpu:7.3f} "
+              f"{statistics.median(c for _, c in runs):9.3f} {wall / base_wall:10.2f} {cpu / base_cpu:9.2f}")
+    plugins = rows["montage plugins"]
+    ratio = max(min(w for w, _ in plugins) / base_wall, min(c for _, c in plugins) / base_cpu)
+    print(f"target: montage plugins / import click <= {TARGET:g} (wall and CPU): "
+          f"{'PASS' if ratio <= TARGET else 'MISS'} ({ratio:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
