@@ -39,7 +39,7 @@ TARGETS = {
     "dask 1 worker / 2 workers": (">=", 1.7),
     "dask / local (2 workers)": ("<=", 1.1),
 }
-#: what the Dask backend says about its cluster (montage_backend_dask.DaskBackend._report_startup)
+#: what the Dask backend says about its cluster (montage_backend_dask.backend.DaskBackend._report_startup)
 STARTUP_LINE = re.compile(r"Dask: LocalCluster of (\d+) workers up in ([\d.]+) s(?:, kernels loaded in ([\d.]+) s)?")
 
 # Run in a fresh process per backend: the backend of a job, warmed for 2 shards, then one no-op

@@ -65,10 +65,23 @@ def ffmpeg_identity(binary: str) -> dict[str, Any]:
     return {"path": real, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
 
 
+def _code_stamp(module: str) -> int:
+    """When the accelerator's code file last changed (an upgraded or edited plugin probes again);
+    found without importing it."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+        return os.stat(spec.origin).st_mtime_ns if spec is not None and spec.origin else 0
+    except (ImportError, ValueError, OSError):
+        return 0
+
+
 def probe_all(accelerators: list[Accelerator], *, refresh: bool = False) -> dict[str, AcceleratorProbe]:
     """Probe every accelerator, reusing this host's cached results while fresh and the hardware is unchanged."""
     key = {"ffmpeg": ffmpeg_binary(), "binary": ffmpeg_identity(ffmpeg_binary()), "host": host_fingerprint(),
-           "accelerators": sorted(f"{a.name}:{implementation_module(a)}" for a in accelerators)}
+           "accelerators": sorted(f"{a.name}:{implementation_module(a)}:{_code_stamp(implementation_module(a))}"
+                                  for a in accelerators)}
     path = _cache_path()
     if not refresh:
         try:

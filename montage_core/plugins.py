@@ -350,8 +350,10 @@ class MontageManager:
 
     def new_backend(self, name: str, *, scheduler: str | None = None, workers: int | None = None) -> Any:
         """A backend of its own for one job, configured: the registered backend's class called with
-        no arguments (the registered object describes the backend in listings; a job's client,
-        workers and job binding live on the new one, so two jobs in one process never share them)."""
+        no arguments (the registered object describes the backend in listings; a job's binding and
+        its running shards live on the new one, so two jobs in one process never mix them up). What
+        is costly to start may still be shared by the backend itself: the Dask backend keeps one
+        cluster per process for every job run in it."""
         registered = self.backends.get(name)
         try:
             # a Deferred registration's class is imported here, where a job first needs it

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import hookimpl
 from ..interfaces import Backend, ProgressEvent, ShardFunction, ShardOutcome, ShardTask, outcome_from_exception
 from ..jit import SHARD_THREADS, thread_share
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; the pool's modules load when a job needs workers
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 _events: Any = None  # the progress queue, set in each worker by _init_worker
 
@@ -84,6 +84,8 @@ def _deliver(item: Any, on_event: Callable[[ProgressEvent], None]) -> None:
 
 
 def _worker_name() -> str:
+    import multiprocessing
+
     identity = multiprocessing.current_process()._identity  # (n,) for pool workers
     return f"worker-{identity[-1]}" if identity else f"worker-{os.getpid()}"
 
@@ -116,7 +118,6 @@ class LocalBackend(Backend):
 
     def __init__(self, workers: int | None = None):
         self.workers = workers or int(os.environ.get("MONTAGE_WORKERS", 0)) or (os.cpu_count() or 1)
-        self._ctx = multiprocessing.get_context("spawn")
         self._pool: ProcessPoolExecutor | None = None
         self._events: Any = None
         self._job: tuple[str, str] | None = None  # (job store path, job id) of the bound job
@@ -135,12 +136,16 @@ class LocalBackend(Backend):
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
             from ..jit import configure_jit_cache
 
             configure_jit_cache()  # workers inherit the JIT cache folder
-            self._events = self._ctx.Queue()
+            context = multiprocessing.get_context("spawn")
+            self._events = context.Queue()
             threads = max(1, (os.cpu_count() or 1) // self.workers)
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init_worker,
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
                                              initargs=(self._events, threads, self._job))
         return self._pool
 
@@ -153,6 +158,9 @@ class LocalBackend(Backend):
 
     def run(self, fn: ShardFunction, tasks: Sequence[ShardTask],
             on_event: Callable[[ProgressEvent], None]) -> Iterator[ShardOutcome]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
         pool = self._ensure_pool()
         events = self._events
         stop = threading.Event()
@@ -192,6 +200,8 @@ class LocalBackend(Backend):
                 self.close()  # a dead worker breaks the pool; the next run() starts a fresh one
 
     def _outcome(self, task: ShardTask, future: Future[tuple[str, Any]]) -> ShardOutcome:
+        from concurrent.futures.process import BrokenProcessPool
+
         exc = future.exception()
         if exc is None:
             worker, result = future.result()
