@@ -100,9 +100,11 @@ def task_from_json(data: dict[str, Any]) -> ShardTask:
 def node_encoders(accelerators: list[Any], choice: str, quality: str) -> list[dict[str, Any]]:
     """This node's encoder chain for ``choice`` as render specs carry it (software when the
     chosen device does not work here, with a warning)."""
-    from .accel import encoder_chain
+    from .accel import check_quality, encoder_chain
     from .errors import UnavailableError
     from .stages.render import encoder_entries
+
+    check_quality(quality)  # a name, as the command line takes it: never arguments from a file
 
     try:
         chain = encoder_chain(accelerators, choice)
@@ -128,10 +130,12 @@ def for_this_node(spec: ShardSpec) -> ShardSpec:
     accelerators = list(get_manager().accelerators)
     if isinstance(spec, RenderSpec):
         return replace(spec, encoders=node_encoders(accelerators, spec.accel, spec.quality))
-    if isinstance(spec, RenderBatchSpec) and spec.segments:
-        first = spec.segments[0]  # one job's segments share their accelerator choice and quality
-        encoders = node_encoders(accelerators, first.accel, first.quality)
-        return replace(spec, segments=[replace(s, encoders=encoders) for s in spec.segments])
+    if isinstance(spec, RenderBatchSpec):
+        chains: dict[tuple[str, str], list[dict[str, Any]]] = {}  # one job's segments share one choice
+        for segment in spec.segments:
+            if (segment.accel, segment.quality) not in chains:
+                chains[segment.accel, segment.quality] = node_encoders(accelerators, segment.accel, segment.quality)
+        return replace(spec, segments=[replace(s, encoders=chains[s.accel, s.quality]) for s in spec.segments])
     if isinstance(spec, AnalysisSpec):
         return replace(spec, input_args=node_decoder(accelerators))
     return spec
@@ -172,15 +176,20 @@ def run_worker(shard_file: str | Path, index: int | None = None) -> int:
     if not 0 <= index < len(tasks):
         raise UsageError(f"shard index {index} is out of range (the file has {len(tasks)} shards)")
     task = task_from_json(tasks[index])
-    if isinstance(task.payload, RenderSpec):
-        # The shard file lies on shared storage: its grade is checked as a timeline's is.
-        from .grades import check_grade
+    spec = task.payload
+    # The shard file lies on shared storage, which anyone who can write there can rewrite: its
+    # grades are checked as a timeline's are, and the ffmpeg arguments it names (encoders, the
+    # analysis decoder) are never used: this node resolves its own from the accelerator's name.
+    from .grades import check_grade
 
+    for segment in spec.segments if isinstance(spec, RenderBatchSpec) else [spec] if isinstance(spec, RenderSpec) else []:
         try:
-            check_grade(task.payload.grade)
+            check_grade(segment.grade)
         except UsageError as exc:
             raise InputError(shard_file, f"shard {task.id}: {exc}") from None
-    task = ShardTask(task.id, task.stage, task.clip, for_this_node(task.payload), task.total)
+    if isinstance(spec, (RenderSpec, RenderBatchSpec, AnalysisSpec)):
+        spec = spec.with_changes(resolve_on_node=True)
+    task = ShardTask(task.id, task.stage, task.clip, for_this_node(spec), task.total)
     module, _, name = task.payload.function().partition(":")
     fn = getattr(importlib.import_module(module), name)
     worker = os.environ.get("MONTAGE_NODE_NAME") or os.environ.get("HOSTNAME") or f"worker-{index}"

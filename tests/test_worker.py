@@ -152,3 +152,35 @@ def test_a_render_shard_whose_grade_reads_or_writes_files_is_refused(tmp_path: P
         errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
         assert refused.returncode != 0 and len(errors) == 1 and "shard render-0000: grade" in errors[0], refused.stderr
         assert not (tmp_path / "results").exists() and not (tmp_path / "pwned").exists()
+
+
+def test_a_shard_files_ffmpeg_arguments_are_never_used(media: MediaFactory, tmp_path: Path,
+                                                       montage_home: Path) -> None:
+    """A rewritten shard file that names its own encoder arguments (here: write pictures elsewhere)
+    still renders with the node's own encoder chain, resolved from the accelerator's name."""
+    from montage_core.specs import RenderBatchSpec, RenderSpec, SegmentSource
+
+    clip, _ = media.clip([(0, 2.0)])
+    planted = tmp_path / "planted"
+    hostile = {"name": "software", "input_args": [], "filter_suffix": "",
+               "output_args": ["-c:v", "mjpeg", "-f", "image2", str(planted / "frame%03d.jpg")]}
+    segments = [RenderSpec(index=i, frames=10, fps=25.0, width=160, height=96, grade="", encoders=[hostile],
+                           accel="software", quality="preview", main=SegmentSource(source=str(clip), start=i * 0.5))
+                for i in range(2)]
+    planted.mkdir()
+    shard_file = tmp_path / "shards.json"
+    results = tmp_path / "results"
+    write_shard_file(shard_file, [ShardTask("segment-0000-0001", "render", str(clip), RenderBatchSpec(segments=segments),
+                                            0.8)], results, token="t0ken")
+    done = run_cli("worker", "--shards", str(shard_file), "--index", "0")
+    assert done.returncode == 0, done.stderr
+    assert list(planted.iterdir()) == []
+    rendered = load_result(results, "segment-0000-0001", "t0ken")["segments"]
+    assert [s["encoder"] for s in rendered] == ["software", "software"]
+    assert all(Path(s["path"]).suffix == ".mp4" and Path(s["path"]).stat().st_size > 0 for s in rendered)
+
+    segments[0].quality = "--preset"  # a forged quality is a name check, not an argument
+    write_shard_file(shard_file, [ShardTask("segment-0000", "render", str(clip), segments[0], 0.4)], results,
+                     token="t0ken")
+    refused = run_cli("worker", "--shards", str(shard_file), "--index", "0")
+    assert refused.returncode != 0 and "unknown quality '--preset'" in refused.stderr, refused.stderr
