@@ -161,3 +161,14 @@ def test_a_killed_batchs_temporary_folder_is_removed_by_the_next(tmp_path: Path)
     mine.mkdir()
     remove_orphaned_temps(tmp_path, ".batch.")
     assert not orphan.exists() and mine.is_dir()
+
+
+def test_a_piece_cut_short_is_found_by_reading_its_packets(sources: list[Path], tmp_path: Path) -> None:
+    spec = _specs(_timeline(sources))[0]
+    whole = tmp_path / "whole.mp4"
+    subprocess.run(render_stage._segment_command(spec, SOFTWARE, str(whole)), check=True, capture_output=True)
+    assert render_stage.check_rendered_segment(whole, spec.frames, decode=False) is None
+    assert "the cut needs" in render_stage.check_rendered_segment(whole, spec.frames + 1, decode=False)
+    short = tmp_path / "short.mp4"
+    short.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # a full disk's half-written file
+    assert render_stage.check_rendered_segment(short, spec.frames, decode=False)
