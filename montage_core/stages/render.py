@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..analysis.cache import content_digest
 from ..config import cache_dir
 from ..errors import InputError, MontageError, ShardError
 from ..ffmpeg import ffmpeg_binary, run_ffmpeg
 from ..hwaccel import diagnose
 from ..interfaces import Accelerator, AcceleratorProbe, ProgressEvent, ShardTask
 from ..models import RenderResult, SegmentResult, Timeline, publish
+from ..records import record_problem, write_record
 from ..specs import Placement, RenderBatchSpec, RenderSpec, SegmentSource
 from ..loudness import DEFAULT_LOUDNESS, Fades
 from .export import export_paths
@@ -211,33 +211,10 @@ def _batch_command(specs: list[RenderSpec], encoder: dict[str, Any], folder: Pat
             "-segment_format_options", "video_track_timescale=90000", str(folder / "%05d.mp4")]
 
 
-def _sidecar(segment: Path) -> Path:
-    return segment.with_suffix(".json")
-
-
 def cached_segment_problem(segment: Path, frames: int) -> str | None:
-    """Why a cached segment cannot be reused ("" when it is missing), or None when it is sound.
-
-    Cheap: its size, frame count and digest are compared with the record written beside it when
-    it was rendered and checked (a segment cut short by a full disk, or damaged since, differs).
-    """
-    try:
-        size = segment.stat().st_size
-    except FileNotFoundError:
-        return ""
-    try:
-        record = json.loads(_sidecar(segment).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return "no record of its check"
-    except (OSError, ValueError) as exc:
-        return f"its check record is unreadable ({exc})"
-    if record.get("frames") != frames:
-        return f"it holds {record.get('frames')} frames, the cut needs {frames}"
-    if record.get("size") != size:
-        return f"{size} bytes where {record.get('size')} were written"
-    if record.get("blake2b") != content_digest(segment, 16):
-        return "its content changed since it was written"
-    return None
+    """Why a cached segment cannot be reused ("" when it is missing), or None when it is sound:
+    its size, frame count and digest against the record written when it was checked."""
+    return record_problem(segment, frames=frames)
 
 
 def check_rendered_segment(path: Path, frames: int, *, decode: bool = True) -> str | None:
@@ -253,14 +230,6 @@ def check_rendered_segment(path: Path, frames: int, *, decode: bool = True) -> s
     if counted != frames:
         return f"it {verb}s to {counted} frames, the cut needs {frames}"
     return None
-
-
-def _record_segment(segment: Path, frames: int) -> None:
-    """The sidecar that later reuse is checked against (written after the segment is in place)."""
-    from ..models import write_atomic
-
-    write_atomic(_sidecar(segment), json.dumps({"frames": frames, "size": segment.stat().st_size,
-                                                "blake2b": content_digest(segment, 16)}))
 
 
 def _segment_path(spec: RenderSpec) -> Path:
@@ -288,7 +257,7 @@ def _keep_segment(rendered: Path, out: Path, frames: int) -> None:
     """Move a checked segment into the cache and record it (what later reuse is checked against)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(rendered, out)
-    _record_segment(out, frames)
+    write_record(out, frames=frames)  # what later reuse is checked against
 
 
 def render_alone(spec: RenderSpec, out: Path) -> dict[str, Any]:

@@ -18,10 +18,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-from ..analysis.cache import content_digest, file_digest
+from ..analysis.cache import file_digest
 from ..config import cache_dir
 from ..loudness import Fades, master_music
-from ..models import write_atomic
+from ..records import record_problem, write_record
 
 log = logging.getLogger("montage.render")
 
@@ -36,29 +36,13 @@ def _key(music: str, fades: Fades, loudness: float | None, bitrate: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def _problem(path: Path) -> str | None:
-    """Why the cached sound at ``path`` cannot be used ("" when there is none), or None when sound."""
-    try:
-        size = path.stat().st_size
-        record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return ""
-    except (OSError, ValueError) as exc:
-        return f"its record is unreadable ({exc})"
-    if record.get("size") != size:
-        return f"{size} bytes where {record.get('size')} were written"
-    if record.get("blake2b") != content_digest(path, 16):
-        return "its content changed since it was written"
-    return None
-
-
 def mastered_sound(music: str, fades: Fades, loudness: float | None, bitrate: str) -> Path:
     """The music mastered for this montage (AAC in MP4), from the cache when it was made before."""
     from ..procs import owner_tag, remove_orphaned_temps
 
     key = _key(music, fades, loudness, bitrate)
     out = cache_dir() / "sound" / key[:2] / f"{key}.m4a"
-    problem = _problem(out)
+    problem = record_problem(out)
     if problem is None:
         log.info("montage sound: mastered before (%s)", out.name)
         return out
@@ -73,8 +57,7 @@ def mastered_sound(music: str, fades: Fades, loudness: float | None, bitrate: st
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    write_atomic(out.with_suffix(".json"), json.dumps({"size": out.stat().st_size,
-                                                       "blake2b": content_digest(out, 16)}))
+    write_record(out)
     return out
 
 
