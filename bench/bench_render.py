@@ -57,6 +57,19 @@ def run_timed(cmd: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, cpu
 
 
+def print_ratios(rows: dict[str, list[tuple[float, float]]], base_wall: float, base_cpu: float,
+                 digits: int) -> None:
+    """Each contender's best and median wall and CPU seconds, and its best against the baseline's."""
+    width = digits + 6
+    print(f"{'contender':32s} {'wall s':>{width}s} {'(median)':>9s} {'CPU s':>{width}s} {'(median)':>9s} "
+          f"{'wall ratio':>10s} {'CPU ratio':>9s}")
+    for name, runs in rows.items():
+        wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
+        print(f"{name:32s} {wall:{width}.{digits}f} {statistics.median(w for w, _ in runs):9.{digits}f} "
+              f"{cpu:{width}.{digits}f} {statistics.median(c for _, c in runs):9.{digits}f} "
+              f"{wall / base_wall:10.2f} {cpu / base_cpu:9.2f}")
+
+
 def montage(*args: str) -> list[str]:
     return [sys.executable, "-m", "montage_core", *args]
 
@@ -118,12 +131,7 @@ def main() -> int:
     cuts = cut_count(timeline)
     print(f"\n{args.seconds:g} s montage, 1920x1080 @ 25 fps, {cuts} cuts, quality {args.quality} "
           f"(libx264 -preset {preset} -crf {crf}), {os.cpu_count()} cores, best of {args.repeat}")
-    print(f"{'contender':32s} {'wall s':>8s} {'(median)':>9s} {'CPU s':>8s} {'(median)':>9s} "
-          f"{'wall ratio':>10s} {'CPU ratio':>9s}")
-    for name, runs in rows.items():
-        wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
-        print(f"{name:32s} {wall:8.2f} {statistics.median(w for w, _ in runs):9.2f} {cpu:8.2f} "
-              f"{statistics.median(c for _, c in runs):9.2f} {wall / base_wall:10.2f} {cpu / base_cpu:9.2f}")
+    print_ratios(rows, base_wall, base_cpu, digits=2)
     print("target: montage render / plain encode <= 1.3")
     return 0
 

@@ -28,14 +28,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
-from bench_render import run_timed  # noqa: E402  (one way to time a process and its children)
+from bench_render import print_ratios, run_timed  # noqa: E402  (one way to time and print)
 
 TARGET = 2.0
 
@@ -94,12 +93,7 @@ def main() -> int:
     base_cpu = min(c for _, c in rows["import click"])
     load = os.getloadavg()[0]
     print(f"\n{os.cpu_count()} cores, load {load:.2f} at the end, best of {args.repeat}")
-    print(f"{'contender':32s} {'wall s':>7s} {'(median)':>9s} {'CPU s':>7s} {'(median)':>9s} "
-          f"{'wall ratio':>10s} {'CPU ratio':>9s}")
-    for name, runs in rows.items():
-        wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
-        print(f"{name:32s} {wall:7.3f} {statistics.median(w for w, _ in runs):9.3f} {cpu:7.3f} "
-              f"{statistics.median(c for _, c in runs):9.3f} {wall / base_wall:10.2f} {cpu / base_cpu:9.2f}")
+    print_ratios(rows, base_wall, base_cpu, digits=3)
     plugins = rows["montage plugins"]
     ratio = max(min(w for w, _ in plugins) / base_wall, min(c for _, c in plugins) / base_cpu)
     print(f"target: montage plugins / import click <= {TARGET:g} (wall and CPU): "
