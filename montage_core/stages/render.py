@@ -257,7 +257,7 @@ def _keep_segment(rendered: Path, out: Path, frames: int) -> None:
     """Move a checked segment into the cache and record it (what later reuse is checked against)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(rendered, out)
-    write_record(out, frames=frames)  # what later reuse is checked against
+    write_record(out, frames=frames)
 
 
 def render_alone(spec: RenderSpec, out: Path) -> dict[str, Any]:
@@ -312,7 +312,7 @@ def render_batch(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dict
     """Shard function: render consecutive segments in one encode (see :class:`RenderBatchSpec`).
 
     Cached segments are reused; the others are rendered together and split, and each piece is
-    checked (it decodes to exactly its frames) before it enters the cache. A segment whose piece
+    checked (its packets read: the container whole, exactly its frames) before it enters the cache. A segment whose piece
     fails, or all of them when the shared encode fails, is rendered alone with the full encoder
     chain, so one bad source costs that segment, not the batch.
     """
