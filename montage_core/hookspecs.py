@@ -73,6 +73,19 @@ class Deferred:
         return f"<Deferred {vars(self)['_declared']['name']!r}: {self.implementation_module}:{vars(self)['_qualname']}>"
 
 
+def lazy_exports(module: str, names: tuple[str, ...]) -> Callable[[str], Any]:
+    """A package's ``__getattr__`` (PEP 562) answering ``names`` from ``module`` (``pkg.sub``),
+    imported on first use: a plugin that registers :class:`Deferred` keeps its public names
+    importable from the package without importing them on every start."""
+
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            return getattr(importlib.import_module(module), name)
+        raise AttributeError(f"module {module.rpartition('.')[0]!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
 def resolved(obj: Any) -> Any:
     """The object itself, or a :class:`Deferred`'s implementation."""
     return obj.resolve() if isinstance(obj, Deferred) else obj

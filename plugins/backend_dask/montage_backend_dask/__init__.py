@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from montage_core.hookspecs import Deferred, hookimpl
+from montage_core.hookspecs import Deferred, hookimpl, lazy_exports
 
 SCHEDULER_ENV = "MONTAGE_DASK_SCHEDULER"
 DESCRIPTION = f"Dask distributed: --scheduler tcp://HOST:PORT (or ${SCHEDULER_ENV}), else a LocalCluster"
@@ -41,10 +41,5 @@ def montage_register_preflight_checks(register: Callable[[Any], None]) -> None:
                       applies_to=lambda backend: backend == "dask"))
 
 
-def __getattr__(name: str) -> Any:
-    """``montage_backend_dask.DaskBackend``, imported on first use (submodules import as usual)."""
-    if name != "DaskBackend":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from .backend import DaskBackend
-
-    return DaskBackend
+#: ``montage_backend_dask.DaskBackend``, imported on first use (submodules import as usual)
+__getattr__ = lazy_exports("montage_backend_dask.backend", ("DaskBackend",))

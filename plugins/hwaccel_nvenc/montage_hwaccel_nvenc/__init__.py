@@ -10,19 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from montage_core.hookspecs import Deferred, hookimpl
+from montage_core.hookspecs import Deferred, hookimpl, lazy_exports
 
 NAME, DESCRIPTION, PRIORITY = "nvenc", "NVIDIA NVENC (encode) and NVDEC/CUDA (decode)", 30
 #: the implementation's public names, importable from the package as before (PEP 562)
-_EXPORTS = ("NvencAccelerator", "parse_csv", "PRESETS", "QUERY")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        from . import accelerator
-
-        return getattr(accelerator, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports("montage_hwaccel_nvenc.accelerator", ("NvencAccelerator", "parse_csv", "PRESETS", "QUERY"))
 
 
 @hookimpl
