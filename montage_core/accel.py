@@ -79,9 +79,10 @@ def _code_stamp(module: str) -> int:
 
 def probe_all(accelerators: list[Accelerator], *, refresh: bool = False) -> dict[str, AcceleratorProbe]:
     """Probe every accelerator, reusing this host's cached results while fresh and the hardware is unchanged."""
-    key = {"ffmpeg": ffmpeg_binary(), "binary": ffmpeg_identity(ffmpeg_binary()), "host": host_fingerprint(),
-           "accelerators": sorted(f"{a.name}:{implementation_module(a)}:{_code_stamp(implementation_module(a))}"
-                                  for a in accelerators)}
+    binary = ffmpeg_binary()  # a PATH search: once, for the key and every probe
+    modules = {a.name: implementation_module(a) for a in accelerators}
+    key = {"ffmpeg": binary, "binary": ffmpeg_identity(binary), "host": host_fingerprint(),
+           "accelerators": sorted(f"{name}:{module}:{_code_stamp(module)}" for name, module in modules.items())}
     path = _cache_path()
     if not refresh:
         try:
@@ -93,7 +94,7 @@ def probe_all(accelerators: list[Accelerator], *, refresh: bool = False) -> dict
     probes: dict[str, AcceleratorProbe] = {}
     for accel in accelerators:
         try:
-            probes[accel.name] = accel.probe(ffmpeg_binary())
+            probes[accel.name] = accel.probe(binary)
         except Exception as exc:  # a probe must never take a job down
             probes[accel.name] = AcceleratorProbe(accel.name, False, f"probe crashed: {type(exc).__name__}: {exc}")
     write_atomic(path, json.dumps({"key": key, "time": time.time(),

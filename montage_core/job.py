@@ -188,17 +188,13 @@ class Job:
         """The stages this job would submit to its backend, with their shard counts, for
         ``--dry-run``; nothing runs. ``timeline``: the one a render job renders (without it, the
         cuts are known only after analysis and planning)."""
-        from .analysis.analyze import ANALYSIS_WIDTH, analyzer_versions
-        from .analysis.cache import probably_cached
         from .ffmpeg import probe_media
-        from .stages.analyze import shard_ranges
+        from .stages.analyze import range_pieces, shard_ranges
 
         stages = []
         if "analyze" in self.steps:  # as Job.analyze does: cached clips never reach the backend
-            versions = analyzer_versions(list(self.manager.analyzers))
-            misses = [c for c in self.clips
-                      if not (self.options.use_cache and probably_cached(c, versions, ANALYSIS_WIDTH))]
-            pieces = max(1, (getattr(self.backend, "workers", None) or 1) // max(1, len(misses)))
+            misses = self._clips_to_analyze()
+            pieces = range_pieces(self.backend, len(misses))
             shards = 0
             for clip in misses:  # a long clip is several time-range shards
                 try:
@@ -220,13 +216,9 @@ class Job:
     def analyze(self, on_event: Callable[[ProgressEvent], None] = lambda e: None, *, store: JobStore | None = None,
                 job_id: str = "") -> tuple[list[ClipAnalysis], dict[str, str]]:
         """probe → analyze: the usable clips' analyses, and ``{clip: problem}`` for the others."""
-        from .analysis.analyze import ANALYSIS_WIDTH, analyzer_versions
-        from .analysis.cache import probably_cached
         from .stages import analyze_clips, probe_clips
 
-        versions = analyzer_versions(list(self.manager.analyzers))
-        to_analyze = sum(1 for clip in self.clips if not (self.options.use_cache
-                                                          and probably_cached(clip, versions, ANALYSIS_WIDTH)))
+        to_analyze = len(self._clips_to_analyze())
         if to_analyze:  # workers start and import while the clips are probed and hashed; none for cached clips
             self.backend.warm(to_analyze)
         probed, failures = probe_clips(self.clips, store=store, job_id=job_id)
@@ -237,6 +229,15 @@ class Job:
             first = next(iter(failures.values()), "no clips")
             raise MontageError(f"none of the {len(self.clips)} clips is usable (first problem: {first})")
         return analyses, failures
+
+    def _clips_to_analyze(self) -> list[str]:
+        """The clips whose analysis is probably not cached (looked up without reading them)."""
+        from .analysis.analyze import ANALYSIS_WIDTH, analyzer_versions
+        from .analysis.cache import probably_cached
+
+        versions = analyzer_versions(list(self.manager.analyzers))
+        return [clip for clip in self.clips
+                if not (self.options.use_cache and probably_cached(clip, versions, ANALYSIS_WIDTH))]
 
     def plan(self, analyses: list[ClipAnalysis], music: MusicAnalysis) -> Timeline:
         """select → plan: the style ranks the shots, the planner puts them on the beat grid."""

@@ -47,9 +47,7 @@ def analyze_clips(
             analyses[clip.path] = hit
         else:
             misses.append(clip)
-    # Fewer clips than workers: long ones are split so that every worker has a share of the decode.
-    workers = getattr(backend, "workers", None) or 1
-    pieces = max(1, workers // max(1, len(misses)))
+    pieces = range_pieces(backend, len(misses))
     for clip in misses:
         spec = AnalysisSpec(media=clip.media, digest=clip.digest, analyzers=versions, input_args=list(input_args),
                             use_cache=use_cache)
@@ -132,6 +130,13 @@ def analyze_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dic
 
 #: a time range shorter than this costs more in start-up than its share of the decode saves
 MIN_RANGE_SECONDS = 60.0
+
+
+def range_pieces(backend: Any, clips: int) -> int:
+    """Into how many ranges each of ``clips`` clips to analyse may be cut: fewer clips than
+    workers, and long ones are split so that every worker has a share of the decode."""
+    workers = getattr(backend, "workers", None) or 1
+    return max(1, workers // max(1, clips))
 
 
 def shard_ranges(info: MediaInfo, pieces: int = 1) -> list[tuple[int, int | None]]:
