@@ -173,15 +173,17 @@ def thread_share(cores: int, workers: int, shards: int) -> int:
     return max(1, cores // max(1, min(workers, shards)))
 
 
-def use_thread_share() -> None:
+def use_thread_share(quarter: bool = False) -> None:
     """Run this process's Numba kernels on the threads its shard was given (``SHARD_THREADS``),
-    at most the pool Numba started with; nothing when no share was set."""
+    or a quarter of them (at least one) beside other work that keeps those cores busy; at most
+    the pool Numba started with. Nothing when no share was set."""
     share = os.environ.get(SHARD_THREADS, "")
     if not share.isdigit():
         return
     import numba
 
-    numba.set_num_threads(max(1, min(int(share), numba.config.NUMBA_NUM_THREADS)))
+    threads = int(share) // 4 if quarter else int(share)
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
 def clear_jit_cache() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -376,11 +377,15 @@ class MontageManager:
 
 
 _manager: MontageManager | None = None
+_manager_guard = threading.Lock()
 
 
 def get_manager() -> MontageManager:
-    """The process-wide manager (built-ins + installed plugins)."""
+    """The process-wide manager (built-ins + installed plugins); one even when threads ask at once
+    (a worker's first shard and its kernel warm-up do)."""
     global _manager
     if _manager is None:
-        _manager = MontageManager()
+        with _manager_guard:
+            if _manager is None:
+                _manager = MontageManager()
     return _manager

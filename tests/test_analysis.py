@@ -30,6 +30,27 @@ def test_cuts_at_known_frames_all_found_none_extra(pm, media: MediaFactory, shot
         assert 0 < shot.features["brightness"] < 1
 
 
+def _ffmpeg_children() -> list[int]:
+    """This process's ffmpeg children, read from /proc (every thread's list of children)."""
+    pids = [int(pid) for task in Path("/proc/self/task").iterdir()
+            for pid in (task / "children").read_text().split()]
+    return [pid for pid in pids if Path(f"/proc/{pid}/comm").read_text().strip() == "ffmpeg"]
+
+
+def test_ffmpeg_decodes_while_the_kernels_load(pm, media: MediaFactory) -> None:
+    """The kernels load (about a second in a fresh worker) after ffmpeg is started, not before."""
+    from montage_core.analysis.analyze import ANALYSIS_WIDTH, analysis_size, decode_luma
+    from montage_core.ffmpeg import probe_media
+
+    clip, _ = media.clip([(0, 2.0)])
+    info = probe_media(str(clip))
+    decoding: list[list[int]] = []
+    frames = sum(len(batch) for batch in decode_luma(str(clip), info, analysis_size(info, ANALYSIS_WIDTH),
+                                                     while_starting=lambda: decoding.append(_ffmpeg_children())))
+    assert frames == 50 and len(decoding) == 1 and len(decoding[0]) == 1
+    assert _ffmpeg_children() == []  # and it is gone once the frames are read
+
+
 @pytest.mark.parametrize("frames,usable", [(1, False), (6, False), (7, True)])
 def test_a_clip_shorter_than_a_shot_is_refused(pm, tmp_path: Path, frames: int, usable: bool) -> None:
     import subprocess

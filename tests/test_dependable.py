@@ -153,8 +153,14 @@ def _numba_threads(task: ShardTask, emit: object) -> int:
 
     from montage_core.jit import use_thread_share
 
-    use_thread_share()  # what the analysis decode pass does before its kernels run
+    # what the analysis decode pass does before its kernels run: beside a software decoder
+    # (``quarter``) the kernels take a quarter of the share, beside a hardware one all of it
+    use_thread_share(quarter=bool(task.payload.get("quarter")))
     return int(numba.get_num_threads())
+
+
+def _worker_pid(task: ShardTask, emit: object) -> int:
+    return os.getpid()
 
 
 def test_a_shard_alone_on_idle_workers_gets_their_cores(pm) -> None:
@@ -172,6 +178,40 @@ def test_a_shard_alone_on_idle_workers_gets_their_cores(pm) -> None:
     pool = int(os.environ.get("NUMBA_NUM_THREADS") or cores)  # Numba's own ceiling in the workers
     assert alone["s0"].result == min(pool, cores)
     assert [pair[f"s{i}"].result for i in range(2)] == [min(pool, max(1, cores // 2))] * 2
+
+
+def test_kernels_beside_a_software_decoder_take_a_quarter_of_the_share(pm, monkeypatch) -> None:
+    from montage_core.jit import SHARD_THREADS, use_thread_share
+
+    import numba
+
+    monkeypatch.setenv(SHARD_THREADS, "8")
+    ceiling = numba.config.NUMBA_NUM_THREADS
+    try:
+        use_thread_share(quarter=True)
+        assert numba.get_num_threads() == min(2, ceiling)
+        monkeypatch.setenv(SHARD_THREADS, "3")
+        use_thread_share(quarter=True)
+        assert numba.get_num_threads() == 1  # never none
+        use_thread_share()
+        assert numba.get_num_threads() == min(3, ceiling)
+    finally:
+        numba.set_num_threads(ceiling)
+
+
+def test_warming_for_one_shard_starts_one_worker_and_the_shard_runs_on_it(pm) -> None:
+    """The workers warmed while the clips are probed are the ones the shards run on: no process
+    more than the job has shards (the pool would start another for a shard submitted while a
+    warm-up still counted as running)."""
+    backend = pm.new_backend("local", workers=2)
+    try:
+        backend.warm(1)
+        outcome = run_shards(backend, _worker_pid, [ShardTask("s0", "analysis", "a.mp4", {})],
+                             on_event=lambda e: None)["s0"]
+        pids = [p.pid for p in backend._processes()]
+        assert outcome.ok and pids == [outcome.result]
+    finally:
+        backend.close()
 
 
 def _poisoned_jit_cache(folder: Path) -> Path:

@@ -99,6 +99,20 @@ def warm_up() -> None:
     warm_analyzers(list(get_manager().analyzers))
 
 
+def start_warm_up() -> None:
+    """:func:`warm_up` in a thread of this worker, returning at once: the worker is free for its
+    first shard, which starts decoding while the kernels load and waits for them only when its
+    first frames arrive (``ensure_warm`` lets one thread warm a kernel set, the others wait)."""
+
+    def warm() -> None:
+        try:
+            warm_up()
+        except Exception:  # the shard warms again and reports the error where it belongs
+            logging.getLogger("montage").debug("warming this worker failed", exc_info=True)
+
+    threading.Thread(target=warm, name="montage-warm-up", daemon=True).start()
+
+
 def _run(fn: ShardFunction, task: ShardTask, threads: int | None = None) -> tuple[str, Any]:
     worker, host = _worker_name(), socket.gethostname()
     if threads:
@@ -119,6 +133,7 @@ class LocalBackend(Backend):
     def __init__(self, workers: int | None = None):
         self.workers = workers or int(os.environ.get("MONTAGE_WORKERS", 0)) or (os.cpu_count() or 1)
         self._pool: ProcessPoolExecutor | None = None
+        self._warming: list[Future[None]] = []
         self._events: Any = None
         self._job: tuple[str, str] | None = None  # (job store path, job id) of the bound job
 
@@ -153,8 +168,16 @@ class LocalBackend(Backend):
         pool = self._ensure_pool()
         # The pool starts processes on demand; warming more than the shards need would only
         # spend the cores the busy ones want.
-        for _ in range(min(self.workers, shards or self.workers)):
-            pool.submit(warm_up)
+        self._warming = [pool.submit(start_warm_up) for _ in range(min(self.workers, shards or self.workers))]
+
+    def _settle_warm_up(self) -> None:
+        """Wait until the workers started by :meth:`warm` are up (not their kernels: those load in
+        the background). The pool counts a worker idle only once its last task is done, so a shard
+        submitted before that would start one more process than the job has shards."""
+        from concurrent.futures import wait
+
+        wait(self._warming, timeout=60)
+        self._warming = []
 
     def run(self, fn: ShardFunction, tasks: Sequence[ShardTask],
             on_event: Callable[[ProgressEvent], None]) -> Iterator[ShardOutcome]:
@@ -162,6 +185,7 @@ class LocalBackend(Backend):
         from concurrent.futures.process import BrokenProcessPool
 
         pool = self._ensure_pool()
+        self._settle_warm_up()
         events = self._events
         stop = threading.Event()
 
@@ -245,13 +269,13 @@ class LocalBackend(Backend):
             if process.pid and process.exitcode is None:
                 kill_tree(process.pid)
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pool = None
+        self._pool, self._warming = None, []
 
     def close(self) -> None:
         if self._pool is not None:
             # wait=True: a pool torn down under running tasks (warm-ups, say) errors at interpreter exit.
             self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            self._pool, self._warming = None, []
 
 
 @hookimpl
