@@ -89,19 +89,22 @@ def build_clip(data: Path, seconds: float) -> Path:
 CPU: dict[str, list[float]] = {}
 
 
-def timed(cmd: Sequence[str], env: dict[str, str] | None = None, name: str = "") -> tuple[float, str]:
-    """Wall time of a whole process (start-up and imports included) and its stdout; its CPU time
-    (its own and its children's, once they are waited for) goes to ``CPU[name]``."""
+def timed(cmd: Sequence[str], env: dict[str, str] | None = None, name: str = "",
+          keep_output: bool = True) -> tuple[float, str]:
+    """Wall time of a whole process (start-up and imports included) and its stdout (thrown away
+    unread without ``keep_output``); its CPU time (its own and its children's, once they are
+    waited for) goes to ``CPU[name]``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(list(cmd), env=env, capture_output=True, text=True)
+    proc = subprocess.run(list(cmd), env=env, stdout=subprocess.PIPE if keep_output else subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     if name:
         CPU.setdefault(name, []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-    return elapsed, proc.stdout
+    return elapsed, proc.stdout or ""
 
 
 def run_ours(clip: Path) -> tuple[float, list[float]]:
@@ -137,7 +140,7 @@ def run_scaled_decode(clip: Path) -> tuple[float, list[float]]:
     """For reference only: the decode + downscale that ``montage analyze`` asks ffmpeg for, piped out."""
     cmd = ["ffmpeg", "-v", "error", "-i", str(clip), "-map", "0:v:0", "-an", "-vf",
            "scale=256:144:flags=fast_bilinear,format=gray", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"]
-    return timed(cmd, name="scaled decode")[0], []
+    return timed(cmd, name="scaled decode", keep_output=False)[0], []
 
 
 def match_cuts(ours: list[float], theirs: list[float]) -> tuple[float, float, float, list[float], list[float]]:

@@ -268,6 +268,9 @@ class Backend:
     #: encoder for them, ``RenderBatchSpec``); False: one segment per shard, for a backend whose
     #: placement or retries are organised per segment
     render_batches: ClassVar[bool] = True
+    #: the music track's analysis may run as a shard here (``MusicSpec``), beside the clips'; False
+    #: when the workers cannot be handed the track (it is then analysed on this machine)
+    music_shards: ClassVar[bool] = True
 
     def availability(self) -> str | None:
         """``None`` when usable, else the reason it is not."""

@@ -151,14 +151,3 @@ class DoneCall:
 
     def __exit__(self, *exc: Any) -> None:
         pass
-
-
-def start_music_analysis(path: str | Path, duration: float | None = None) -> IsolatedCall | DoneCall:
-    """The music's analysis: remembered by the track's content, else started in its own process
-    (it overlaps with clip analysis)."""
-    from . import music_cache
-
-    path = str(Path(path).absolute())
-    if (known := music_cache.load(path, duration)) is not None:
-        return DoneCall(known)
-    return IsolatedCall(analyze_music_checked, (path, duration), "music analysis")

@@ -32,7 +32,6 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     so only unfinished shards run. An interrupt (Ctrl-C, SIGTERM) stops the workers and leaves
     the job ``interrupted``; a failure leaves it ``failed``.
     """
-    from .isolated import start_music_analysis
     from .jit import configure_jit_cache
 
     configure_jit_cache()
@@ -45,11 +44,12 @@ def run_job(options: JobOptions, *, manager: MontageManager | None = None, store
     log.info("job %s started", job_id)
     job.backend.bind_job(job_id, store)
     emit = on_event or (lambda stage, event: None)
-    # Beats are found in a process of their own while the workers decode the clips: its memory
-    # is returned when it ends, and a crash there cannot take this process down.
-    with running(job.backend), start_music_analysis(options.music, options.duration) as music:
+    # Beats are found beside the clips' analysis, on the backend or in a process of their own:
+    # never in this process, whose memory and life a crash there must not touch.
+    with running(job.backend), job.start_music() as music:
         try:
-            analyses, failures = job.analyze(lambda e: emit("analysis", e), store=store, job_id=job_id)
+            analyses, failures = job.analyze(lambda e: emit("analysis", e), store=store, job_id=job_id,
+                                             music=music)
             timeline = job.plan(analyses, music.result())
             result = job.render(timeline, lambda e: emit("render", e), store=store, job_id=job_id)
             formats = {f"{timeline.width}x{timeline.height}": result.video}

@@ -16,7 +16,7 @@ def clock(seconds: float) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-VERBS = {"analysis": "analyzing", "render": "rendering"}
+VERBS = {"analysis": "analyzing", "music": "finding the beats of", "render": "rendering"}
 
 
 def worker_line(event: ProgressEvent) -> str:

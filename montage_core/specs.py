@@ -22,6 +22,7 @@ SPEC_VERSION = 1
 #: the shard function of each stage, by kind (``module:function``): workers run these, by name
 STAGE_FUNCTIONS = {
     "analysis": "montage_core.stages.analyze:analyze_shard",
+    "music": "montage_core.stages.music:analyze_music_shard",
     "render": "montage_core.stages.render:render_segment",
     "render-batch": "montage_core.stages.render:render_batch",
     "index": "montage_core.search:embed_shard",
@@ -106,6 +107,18 @@ class AnalysisSpec(ShardSpec):
 
     def sources(self) -> list[str]:
         return [self.media.path]
+
+
+@dataclass(kw_only=True)
+class MusicSpec(ShardSpec):
+    """Analyse the music track (its first ``duration`` seconds when given): beats, accents, sections."""
+
+    kind: ClassVar[str] = "music"
+    path: str
+    duration: float | None = None
+
+    def sources(self) -> list[str]:
+        return [self.path]
 
 
 @dataclass(kw_only=True)
@@ -201,5 +214,5 @@ class ScoreSpec(ShardSpec):
     lines: list[str]
 
 
-_KINDS: dict[str, type[ShardSpec]] = {cls.kind: cls for cls in (AnalysisSpec, RenderSpec, RenderBatchSpec,
+_KINDS: dict[str, type[ShardSpec]] = {cls.kind: cls for cls in (AnalysisSpec, MusicSpec, RenderSpec, RenderBatchSpec,
                                                                    IndexSpec, SearchSpec, ScoreSpec)}

@@ -146,7 +146,6 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
          script: str | None, embedder: str, backend: str, scheduler: str | None, workers: int | None,
          dry_run: bool) -> None:
     """Analyze and plan only: write the timeline JSON (render it later with `montage render`)."""
-    from ..isolated import start_music_analysis
     from ..job import Job, JobOptions, running
     from ..models import write_atomic
 
@@ -162,9 +161,9 @@ def plan(clips: tuple[str, ...], music: str, output: str, style: str, style_para
         return
     job = Job.prepare(options, steps={"analyze", "plan"})
     printer = progress_printer()
-    with running(job.backend), start_music_analysis(options.music, duration) as music_call:
-        analyses, _ = job.analyze(lambda e: printer("analysis", e))
-        timeline = job.plan(analyses, music_call.result())
+    with running(job.backend), job.start_music() as music:
+        analyses, _ = job.analyze(lambda e: printer("analysis", e), music=music)
+        timeline = job.plan(analyses, music.result())
     write_atomic(output, timeline.to_json())
     click.echo(f"{output}: {len(timeline.cuts)} cuts over {timeline.duration:.2f} s at {timeline.tempo:.1f} BPM")
 

@@ -12,7 +12,8 @@ export      :func:`write_exports`       timeline → timeline.json, OTIO, EDL, F
 ==========  ==========================  ====================================================
 
 :class:`montage_core.job.Job` runs them in this order for every command; the music track's
-analysis (:mod:`montage_core.music`) runs beside probe and analyze in a process of its own.
+analysis (:mod:`montage_core.music`, started by :mod:`.music`) runs as a shard of the analysis
+round beside the clips' (or, on a backend that cannot take it, in a process of its own).
 Each stage takes the plugin manager and the backend it needs as arguments: nothing here
 reaches for a process-wide one.
 """

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import InputError, ShardError
-from ..interfaces import Backend, ProgressEvent, ShardTask
+from ..interfaces import Backend, ProgressEvent, ShardOutcome, ShardTask
 from ..jobstore import JobStore
 from ..models import ClipAnalysis, MediaInfo
 from ..plugins import MontageManager
@@ -26,25 +26,29 @@ log = logging.getLogger("montage")
 SHARD_SECONDS = 300.0
 
 
-def analyze_clips(
-    clips: Sequence[ProbedClip], manager: MontageManager, backend: Backend, *, use_cache: bool = True,
-    on_event: Callable[[ProgressEvent], None] = lambda e: None, store: JobStore | None = None, job_id: str = "",
-    input_args: Sequence[str] = (),
-) -> tuple[list[ClipAnalysis], dict[str, str]]:
-    """Analyses of the usable clips (in the order given) and ``{clip: problem}`` for the others."""
+@dataclass
+class AnalysisRound:
+    """Analysing some clips: the analyses found in the cache, and the shards for the others (one
+    per clip, or per time range of a long one)."""
+
+    analyses: dict[str, ClipAnalysis] = field(default_factory=dict)
+    tasks: list[ShardTask] = field(default_factory=list)
+
+
+def plan_analysis(clips: Sequence[ProbedClip], manager: MontageManager, backend: Backend, *, use_cache: bool = True,
+                  input_args: Sequence[str] = ()) -> AnalysisRound:
+    """Look every clip up in the cache (by content digest, analyzer versions and width); the shards
+    that analyse the others."""
     from ..analysis import cache
     from ..analysis.analyze import ANALYSIS_WIDTH, analyzer_versions
-    from ..engine import run_shards
 
     versions = analyzer_versions(list(manager.analyzers))
-    analyses: dict[str, ClipAnalysis] = {}
-    failures: dict[str, str] = {}
-    tasks: list[ShardTask] = []
+    found = AnalysisRound()
     misses = []
     for clip in clips:
         hit = cache.load(cache.analysis_key(clip.digest, versions, ANALYSIS_WIDTH), clip.path) if use_cache else None
         if hit is not None:
-            analyses[clip.path] = hit
+            found.analyses[clip.path] = hit
         else:
             misses.append(clip)
     pieces = range_pieces(backend, len(misses))
@@ -54,36 +58,70 @@ def analyze_clips(
         shard_id = analysis_shard_id(clip.position)
         ranges = shard_ranges(clip.media, pieces)
         if len(ranges) == 1:
-            tasks.append(ShardTask(shard_id, "analysis", clip.path, spec, clip.media.duration))
+            found.tasks.append(ShardTask(shard_id, "analysis", clip.path, spec, clip.media.duration))
             continue
         fps = clip.media.fps or 25.0
         for k, (start, count) in enumerate(ranges):
             seconds = (count if count is not None else clip.media.frame_count - start) / fps
-            tasks.append(ShardTask(f"{shard_id}-r{k:03d}", "analysis", clip.path,
-                                   replace(spec, ranged=True, start_frame=start, frame_count=count), seconds))
-    if tasks:
-        outcomes = run_shards(backend, analyze_shard, tasks, on_event=on_event, store=store, job_id=job_id)
-        pieces: dict[str, list[ShardTask]] = {}
-        for task in tasks:
-            pieces.setdefault(task.clip, []).append(task)
-        for path, clip_tasks in pieces.items():
-            failed = [outcomes[t.id] for t in clip_tasks if not outcomes[t.id].ok]
-            if failed:
-                failures[path] = failed[0].error
-                on_event(ProgressEvent.of(failed[0].task, "failed", message=failed[0].error,
-                                          worker=failed[0].worker or "-"))
-                continue
-            if not clip_tasks[0].payload.ranged:
-                analyses[path] = ClipAnalysis.from_dict(outcomes[clip_tasks[0].id].result)
-                continue
-            try:
-                analyses[path] = merge_ranges(path, clip_tasks, [outcomes[t.id].result["series"] for t in clip_tasks],
-                                              manager, use_cache)
-            except InputError as exc:
-                failures[path] = str(exc)
+            found.tasks.append(ShardTask(f"{shard_id}-r{k:03d}", "analysis", clip.path,
+                                         replace(spec, ranged=True, start_frame=start, frame_count=count), seconds))
+    return found
+
+
+def collect_analyses(clips: Sequence[ProbedClip], found: AnalysisRound, outcomes: dict[str, ShardOutcome],
+                     manager: MontageManager, *, use_cache: bool = True,
+                     on_event: Callable[[ProgressEvent], None] = lambda e: None,
+                     ) -> tuple[list[ClipAnalysis], dict[str, str]]:
+    """The usable clips' analyses (in the order given) from the cache hits and the shards'
+    outcomes (ranges joined), and ``{clip: problem}`` for the others."""
+    analyses = dict(found.analyses)
+    failures: dict[str, str] = {}
+    pieces: dict[str, list[ShardTask]] = {}
+    for task in found.tasks:
+        pieces.setdefault(task.clip, []).append(task)
+    for path, clip_tasks in pieces.items():
+        failed = [outcomes[t.id] for t in clip_tasks if not outcomes[t.id].ok]
+        if failed:
+            failures[path] = failed[0].error
+            on_event(ProgressEvent.of(failed[0].task, "failed", message=failed[0].error,
+                                      worker=failed[0].worker or "-"))
+            continue
+        if not clip_tasks[0].payload.ranged:
+            analyses[path] = ClipAnalysis.from_dict(outcomes[clip_tasks[0].id].result)
+            continue
+        try:
+            analyses[path] = merge_ranges(path, clip_tasks, [outcomes[t.id].result["series"] for t in clip_tasks],
+                                          manager, use_cache)
+        except InputError as exc:
+            failures[path] = str(exc)
     for path, error in failures.items():
         log.warning("skipping %s", error if path in error else f"{path}: {error}")
     return [analyses[c.path] for c in clips if c.path in analyses], failures
+
+
+def analyze_clips(
+    clips: Sequence[ProbedClip], manager: MontageManager, backend: Backend, *, use_cache: bool = True,
+    on_event: Callable[[ProgressEvent], None] = lambda e: None, store: JobStore | None = None, job_id: str = "",
+    input_args: Sequence[str] = (),
+) -> tuple[list[ClipAnalysis], dict[str, str]]:
+    """Analyses of the usable clips (in the order given) and ``{clip: problem}`` for the others: a
+    clip that fails is reported and left out, and the others are still used. (``Job.analyze``
+    runs the same three steps with the music's shard in the round.)"""
+    from ..engine import run_shards
+
+    found = plan_analysis(clips, manager, backend, use_cache=use_cache, input_args=input_args)
+    outcomes = run_shards(backend, analyze_shard, found.tasks, on_event=on_event, store=store,
+                          job_id=job_id) if found.tasks else {}
+    return collect_analyses(clips, found, outcomes, manager, use_cache=use_cache, on_event=on_event)
+
+
+def run_stage(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> Any:
+    """Shard function for a round of several stages' shards (the clips' and the music's): the
+    stage function of the task's spec (``STAGE_FUNCTIONS``, by its kind)."""
+    import importlib
+
+    module, _, name = task.payload.function().partition(":")
+    return getattr(importlib.import_module(module), name)(task, emit)
 
 
 def analyze_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dict[str, Any]:

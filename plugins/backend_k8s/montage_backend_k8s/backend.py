@@ -179,6 +179,9 @@ class KubernetesBackend(Backend):
     supports_dry_run = True
     #: one pod index per segment: placement by vendor, and a drained or evicted pod costs one segment
     render_batches = False
+    #: the track need not lie on the shared volume (only the clips must): it is analysed on the
+    #: coordinator, in a process of its own, from the job's start
+    music_shards = False
 
     def __init__(self) -> None:
         self.flags: dict[str, str | None] = {}
