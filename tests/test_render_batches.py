@@ -172,3 +172,28 @@ def test_a_piece_cut_short_is_found_by_reading_its_packets(sources: list[Path], 
     short = tmp_path / "short.mp4"
     short.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # a full disk's half-written file
     assert render_stage.check_rendered_segment(short, spec.frames, decode=False)
+
+
+def test_a_long_montage_of_many_segments_keeps_every_frame_when_joined(tmp_path: Path) -> None:
+    """An MP4 says its length in milliseconds, rounded up (49 frames at 30 fps: 1.634 s, not
+    1.6333 s). Joined by those lengths, 300 segments drift 200 ms late, and the montage's last
+    frames fell past its end (a 10-minute montage of 393 cuts was refused, 17999 of 18000 frames);
+    the join uses each segment's exact frame count instead."""
+    from montage_core.models import SegmentResult
+    from montage_core.testing import probe_frames
+
+    segment = tmp_path / "segment.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x36:rate=30", "-frames:v", "49",
+                    "-c:v", "libx264", "-g", "49", "-pix_fmt", "yuv420p", str(segment)], check=True)
+    count = 300
+    duration = count * 49 / 30
+    sound = tmp_path / "sound.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo", "-t", f"{duration:.6f}",
+                    "-c:a", "aac", str(sound)], check=True)
+    timeline = Timeline(music=str(sound), duration=duration, fps=30.0, width=64, height=36, style="dynamic", grade="",
+                        seed=0, cuts=[])
+    out = tmp_path / "montage.mp4"
+    render_stage.join_segments(timeline, [SegmentResult(i, str(segment), 49, "libx264") for i in range(count)], out,
+                               sound)
+    frames, seconds = probe_frames(out)
+    assert frames == count * 49 and abs(seconds - duration) < 1 / 30  # and no drift in its timestamps

@@ -417,9 +417,12 @@ def join_segments(timeline: Timeline, segments: list[SegmentResult], out: Path, 
     remove_orphaned_temps(out.parent, f".{out.name}.")  # what a killed run left half-written
     with tempfile.TemporaryDirectory(prefix="montage-join-") as tmp:
         listing = Path(tmp) / "segments.txt"
-        # The concat demuxer's own quoting: wrap in '…' and write a quote as '\''.
-        listing.write_text("".join("file '" + s.path.replace("'", "'\\''") + "'\n" for s in segments),
-                           encoding="utf-8")
+        # The concat demuxer's own quoting: wrap in '…' and write a quote as '\''. Each segment's
+        # exact length goes with it: left to itself the demuxer places the next segment after the
+        # container's length, which MP4 gives in whole milliseconds rounded up, so hundreds of
+        # segments drift late by a tenth of a second and the last frames fall past the end.
+        listing.write_text("".join("file '" + s.path.replace("'", "'\\''") + "'\n"
+                                   f"duration {s.frames / timeline.fps:.9f}\n" for s in segments), encoding="utf-8")
         fd, part = tempfile.mkstemp(prefix=f".{out.name}.{owner_tag()}.", suffix=".part", dir=out.parent)
         os.close(fd)
         try:
