@@ -176,8 +176,15 @@ class LocalBackend(Backend):
         submitted before that would start one more process than the job has shards."""
         from concurrent.futures import wait
 
+        warmed = len(self._warming)
         wait(self._warming, timeout=60)
         self._warming = []
+        # The pool's manager thread counts a worker idle just after it hands the result over: wait
+        # for that count too (briefly; the pool's own semaphore, as ``_processes`` is its own list).
+        idle = getattr(self._pool, "_idle_worker_semaphore", None)
+        deadline = time.monotonic() + 1.0
+        while idle is not None and getattr(idle, "_value", warmed) < warmed and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     def run(self, fn: ShardFunction, tasks: Sequence[ShardTask],
             on_event: Callable[[ProgressEvent], None]) -> Iterator[ShardOutcome]:
