@@ -77,7 +77,7 @@ def test_a_worker_refuses_specs_it_cannot_read(tmp_path: Path) -> None:
     from montage_core.errors import MontageError
     from montage_core.specs import ShardSpec
 
-    with pytest.raises(MontageError, match=r"unknown shard kind 'transcode' \(known: analysis, index, render, "
+    with pytest.raises(MontageError, match=r"unknown shard kind 'transcode' \(known: analysis, index, music, render, "
                                            r"render-batch, score, search\)"):
         ShardSpec.from_json({"kind": "transcode", "version": 1})
     with pytest.raises(MontageError, match="render shard spec version 2 is not supported"):
