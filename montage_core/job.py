@@ -227,25 +227,17 @@ class Job:
 
         ``music`` (from :meth:`start_music`): when the backend analyses the track, its shard runs in
         this round, beside the clips', and its result is read from ``music.result()`` afterwards."""
-        from .engine import run_shards
-        from .stages import probe_clips
-        from .stages.analyze import analyze_shard, collect_analyses, plan_analysis, run_stage
+        from .stages import analyze_clips, probe_clips
         from .stages.music import MusicOnBackend
 
-        beside = [music.task] if isinstance(music, MusicOnBackend) else []
-        to_analyze = len(self._clips_to_analyze()) + len(beside)
+        shard = music if isinstance(music, MusicOnBackend) else None
+        to_analyze = len(self._clips_to_analyze()) + (shard is not None)
         if to_analyze:  # workers start and import while the clips are probed and hashed; none for cached clips
             self.backend.warm(to_analyze)
         probed, failures = probe_clips(self.clips, store=store, job_id=job_id)
-        o = self.options
-        found = plan_analysis(probed, self.manager, self.backend, use_cache=o.use_cache, input_args=self.decode_args)
-        tasks = [*beside, *found.tasks]  # the music first: it is the longest shard, and the planner waits for it
-        outcomes = run_shards(self.backend, run_stage if beside else analyze_shard, tasks, on_event=on_event,
-                              store=store, job_id=job_id) if tasks else {}
-        if beside:
-            music.take(outcomes)
-        analyses, failed = collect_analyses(probed, found, outcomes, self.manager, use_cache=o.use_cache,
-                                            on_event=on_event)
+        analyses, failed = analyze_clips(probed, self.manager, self.backend, use_cache=self.options.use_cache,
+                                         on_event=on_event, store=store, job_id=job_id, input_args=self.decode_args,
+                                         music=shard)
         failures.update(failed)
         if not analyses:
             first = next(iter(failures.values()), "no clips")

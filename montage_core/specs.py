@@ -12,6 +12,7 @@ resources such as ``accel-nvenc``); every backend honours it or refuses the shar
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from .errors import MontageError
@@ -81,6 +82,13 @@ class ShardSpec:
     def function(self) -> str:
         """The shard function of this spec's stage (``module:function``)."""
         return STAGE_FUNCTIONS[self.kind]
+
+    def stage_function(self) -> Callable[..., Any]:
+        """That function itself, imported by montage's own name for it (never a name from a file)."""
+        import importlib
+
+        module, _, name = self.function().partition(":")
+        return getattr(importlib.import_module(module), name)
 
     def with_changes(self, **changes: Any) -> ShardSpec:
         return replace(self, **changes)

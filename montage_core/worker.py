@@ -16,7 +16,6 @@ Exit status: 0 done, 3 the shard's own input is bad (retrying cannot help), 1 an
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -190,8 +189,7 @@ def run_worker(shard_file: str | Path, index: int | None = None) -> int:
     if isinstance(spec, (RenderSpec, RenderBatchSpec, AnalysisSpec)):
         spec = spec.with_changes(resolve_on_node=True)
     task = ShardTask(task.id, task.stage, task.clip, for_this_node(spec), task.total)
-    module, _, name = task.payload.function().partition(":")
-    fn = getattr(importlib.import_module(module), name)
+    fn = task.payload.stage_function()
     worker = os.environ.get("MONTAGE_NODE_NAME") or os.environ.get("HOSTNAME") or f"worker-{index}"
 
     def emit(event: ProgressEvent) -> None:

@@ -9,16 +9,19 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, ShardError
-from ..interfaces import Backend, ProgressEvent, ShardOutcome, ShardTask
+from ..interfaces import Backend, ProgressEvent, ShardTask
 from ..jobstore import JobStore
 from ..models import ClipAnalysis, MediaInfo
 from ..plugins import MontageManager
 from ..specs import AnalysisSpec
 from .probe import ProbedClip, analysis_shard_id
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .music import MusicOnBackend
 
 log = logging.getLogger("montage")
 
@@ -26,29 +29,29 @@ log = logging.getLogger("montage")
 SHARD_SECONDS = 300.0
 
 
-@dataclass
-class AnalysisRound:
-    """Analysing some clips: the analyses found in the cache, and the shards for the others (one
-    per clip, or per time range of a long one)."""
+def analyze_clips(
+    clips: Sequence[ProbedClip], manager: MontageManager, backend: Backend, *, use_cache: bool = True,
+    on_event: Callable[[ProgressEvent], None] = lambda e: None, store: JobStore | None = None, job_id: str = "",
+    input_args: Sequence[str] = (), music: MusicOnBackend | None = None,
+) -> tuple[list[ClipAnalysis], dict[str, str]]:
+    """Analyses of the usable clips (in the order given) and ``{clip: problem}`` for the others.
 
-    analyses: dict[str, ClipAnalysis] = field(default_factory=dict)
-    tasks: list[ShardTask] = field(default_factory=list)
-
-
-def plan_analysis(clips: Sequence[ProbedClip], manager: MontageManager, backend: Backend, *, use_cache: bool = True,
-                  input_args: Sequence[str] = ()) -> AnalysisRound:
-    """Look every clip up in the cache (by content digest, analyzer versions and width); the shards
-    that analyse the others."""
+    ``music``: the track's analysis shard, run in the same round (first: it is the longest, and the
+    planner waits for it); its outcome is handed to it, read with ``music.result()``.
+    """
     from ..analysis import cache
     from ..analysis.analyze import ANALYSIS_WIDTH, analyzer_versions
+    from ..engine import run_shards
 
     versions = analyzer_versions(list(manager.analyzers))
-    found = AnalysisRound()
+    analyses: dict[str, ClipAnalysis] = {}
+    failures: dict[str, str] = {}
+    tasks: list[ShardTask] = []
     misses = []
     for clip in clips:
         hit = cache.load(cache.analysis_key(clip.digest, versions, ANALYSIS_WIDTH), clip.path) if use_cache else None
         if hit is not None:
-            found.analyses[clip.path] = hit
+            analyses[clip.path] = hit
         else:
             misses.append(clip)
     pieces = range_pieces(backend, len(misses))
@@ -58,28 +61,22 @@ def plan_analysis(clips: Sequence[ProbedClip], manager: MontageManager, backend:
         shard_id = analysis_shard_id(clip.position)
         ranges = shard_ranges(clip.media, pieces)
         if len(ranges) == 1:
-            found.tasks.append(ShardTask(shard_id, "analysis", clip.path, spec, clip.media.duration))
+            tasks.append(ShardTask(shard_id, "analysis", clip.path, spec, clip.media.duration))
             continue
         fps = clip.media.fps or 25.0
         for k, (start, count) in enumerate(ranges):
             seconds = (count if count is not None else clip.media.frame_count - start) / fps
-            found.tasks.append(ShardTask(f"{shard_id}-r{k:03d}", "analysis", clip.path,
-                                         replace(spec, ranged=True, start_frame=start, frame_count=count), seconds))
-    return found
-
-
-def collect_analyses(clips: Sequence[ProbedClip], found: AnalysisRound, outcomes: dict[str, ShardOutcome],
-                     manager: MontageManager, *, use_cache: bool = True,
-                     on_event: Callable[[ProgressEvent], None] = lambda e: None,
-                     ) -> tuple[list[ClipAnalysis], dict[str, str]]:
-    """The usable clips' analyses (in the order given) from the cache hits and the shards'
-    outcomes (ranges joined), and ``{clip: problem}`` for the others."""
-    analyses = dict(found.analyses)
-    failures: dict[str, str] = {}
-    pieces: dict[str, list[ShardTask]] = {}
-    for task in found.tasks:
-        pieces.setdefault(task.clip, []).append(task)
-    for path, clip_tasks in pieces.items():
+            tasks.append(ShardTask(f"{shard_id}-r{k:03d}", "analysis", clip.path,
+                                   replace(spec, ranged=True, start_frame=start, frame_count=count), seconds))
+    beside = [music.task] if music is not None else []
+    outcomes = run_shards(backend, run_stage if beside else analyze_shard, [*beside, *tasks], on_event=on_event,
+                          store=store, job_id=job_id) if tasks or beside else {}
+    if music is not None:
+        music.take(outcomes)
+    by_clip: dict[str, list[ShardTask]] = {}
+    for task in tasks:
+        by_clip.setdefault(task.clip, []).append(task)
+    for path, clip_tasks in by_clip.items():
         failed = [outcomes[t.id] for t in clip_tasks if not outcomes[t.id].ok]
         if failed:
             failures[path] = failed[0].error
@@ -99,29 +96,10 @@ def collect_analyses(clips: Sequence[ProbedClip], found: AnalysisRound, outcomes
     return [analyses[c.path] for c in clips if c.path in analyses], failures
 
 
-def analyze_clips(
-    clips: Sequence[ProbedClip], manager: MontageManager, backend: Backend, *, use_cache: bool = True,
-    on_event: Callable[[ProgressEvent], None] = lambda e: None, store: JobStore | None = None, job_id: str = "",
-    input_args: Sequence[str] = (),
-) -> tuple[list[ClipAnalysis], dict[str, str]]:
-    """Analyses of the usable clips (in the order given) and ``{clip: problem}`` for the others: a
-    clip that fails is reported and left out, and the others are still used. (``Job.analyze``
-    runs the same three steps with the music's shard in the round.)"""
-    from ..engine import run_shards
-
-    found = plan_analysis(clips, manager, backend, use_cache=use_cache, input_args=input_args)
-    outcomes = run_shards(backend, analyze_shard, found.tasks, on_event=on_event, store=store,
-                          job_id=job_id) if found.tasks else {}
-    return collect_analyses(clips, found, outcomes, manager, use_cache=use_cache, on_event=on_event)
-
-
 def run_stage(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> Any:
     """Shard function for a round of several stages' shards (the clips' and the music's): the
-    stage function of the task's spec (``STAGE_FUNCTIONS``, by its kind)."""
-    import importlib
-
-    module, _, name = task.payload.function().partition(":")
-    return getattr(importlib.import_module(module), name)(task, emit)
+    stage function of each task's spec, by its kind."""
+    return task.payload.stage_function()(task, emit)
 
 
 def analyze_shard(task: ShardTask, emit: Callable[[ProgressEvent], None]) -> dict[str, Any]:
